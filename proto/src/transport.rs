@@ -1,0 +1,255 @@
+//! The one transport both sides speak: gRPC (tonic) on yamux streams over a byte pipe pair.
+//!
+//! The pipe pair is the worker's stdin/stdout: child pipes for the `process` runtime, the attach
+//! stream for `docker`. Each HTTP/2 connection is one yamux stream; either side may open streams.
+//!
+//! yamux needs one task that owns the `Connection` and polls it without pause, or no stream makes
+//! progress: [`Multiplexer::spawn`] starts that task and hands out an opener for outbound streams and
+//! a receiver for inbound ones.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tonic::transport::server::{Connected, Router};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use yamux::Mode;
+
+/// Flow-control settings of both layers, shared so the two ends agree.
+///
+/// HTTP/2 windows bound how much one call may have in flight before the peer reads it; yamux's
+/// window does the same one layer down. Both start far above the protocol defaults (64 KiB and
+/// 256 KiB), which cap a large tensor at one window per round trip over the pipe.
+pub mod tuning {
+    /// yamux: bytes in a data frame before it is split (default 16 KiB).
+    pub const YAMUX_SPLIT_SEND_SIZE: usize = 256 * 1024;
+    /// yamux: streams one side may hold open. gRPC uses one per HTTP/2 connection.
+    pub const YAMUX_MAX_STREAMS: usize = 32;
+    /// yamux: the total receive window over all streams; each stream's window grows up to it.
+    pub const YAMUX_MAX_CONNECTION_WINDOW: usize = 256 * 1024 * 1024;
+    /// HTTP/2: per-stream and per-connection receive windows.
+    pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+    pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+    /// gRPC: the largest message either side accepts or sends by default.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+}
+
+/// What can go wrong below gRPC.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("the multiplexed connection failed: {0}")]
+    Yamux(#[from] yamux::ConnectionError),
+    #[error("the multiplexed connection is closed")]
+    Closed,
+    #[error("could not set up the gRPC channel: {0}")]
+    Channel(#[from] tonic::transport::Error),
+}
+
+type OpenReply = oneshot::Sender<Result<yamux::Stream, TransportError>>;
+
+/// Opens outbound yamux streams through the task that owns the connection. Cheap to clone.
+#[derive(Clone)]
+pub struct StreamOpener {
+    requests: mpsc::UnboundedSender<OpenReply>,
+}
+
+impl StreamOpener {
+    pub async fn open(&self) -> Result<GrpcIo, TransportError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(reply)
+            .map_err(|_| TransportError::Closed)?;
+        let stream = answer.await.map_err(|_| TransportError::Closed)??;
+        Ok(GrpcIo(stream.compat()))
+    }
+}
+
+/// The running multiplexer: the opener, the inbound streams, and the driving task.
+pub struct Multiplexer {
+    pub opener: StreamOpener,
+    pub inbound: mpsc::UnboundedReceiver<yamux::Stream>,
+    /// Ends when the peer closes the pipe (`Ok`) or the connection breaks (`Err`).
+    pub driver: JoinHandle<Result<(), TransportError>>,
+}
+
+impl Multiplexer {
+    /// Starts the task that owns the yamux connection over `reader`/`writer`.
+    pub fn spawn<R, W>(reader: R, writer: W, mode: Mode) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut config = yamux::Config::default();
+        config
+            .set_max_num_streams(tuning::YAMUX_MAX_STREAMS)
+            .set_max_connection_receive_window(Some(tuning::YAMUX_MAX_CONNECTION_WINDOW))
+            .set_split_send_size(tuning::YAMUX_SPLIT_SEND_SIZE);
+        let io = tokio::io::join(reader, writer).compat();
+        let connection = yamux::Connection::new(io, config, mode);
+
+        let (requests, open_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(connection, open_rx, inbound_tx));
+        Multiplexer {
+            opener: StreamOpener { requests },
+            inbound,
+            driver,
+        }
+    }
+}
+
+/// Polls the connection until it ends: opens streams on request, hands over inbound ones.
+async fn drive<T>(
+    mut connection: yamux::Connection<T>,
+    mut open_rx: mpsc::UnboundedReceiver<OpenReply>,
+    inbound_tx: mpsc::UnboundedSender<yamux::Stream>,
+) -> Result<(), TransportError>
+where
+    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    let mut waiting: Option<OpenReply> = None;
+    let mut openers_gone = false;
+    poll_fn(|cx| {
+        // Outbound: one request at a time, in order; a stream is handed over once yamux grants it.
+        loop {
+            if let Some(reply) = waiting.take() {
+                match connection.poll_new_outbound(cx) {
+                    Poll::Ready(result) => {
+                        // A caller that gave up simply drops its stream.
+                        let _ = reply.send(result.map_err(TransportError::from));
+                    }
+                    Poll::Pending => {
+                        waiting = Some(reply);
+                        break;
+                    }
+                }
+            }
+            if openers_gone {
+                break;
+            }
+            match open_rx.poll_recv(cx) {
+                Poll::Ready(Some(reply)) => waiting = Some(reply),
+                Poll::Ready(None) => openers_gone = true,
+                Poll::Pending => break,
+            }
+        }
+        // Inbound: this also drives all reading and writing of the connection.
+        loop {
+            match connection.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    // Nobody takes inbound streams on this side: dropping one closes it.
+                    let _ = inbound_tx.send(stream);
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// A yamux stream as tokio IO, accepted by tonic's server and (wrapped in `TokioIo`) its client.
+pub struct GrpcIo(Compat<yamux::Stream>);
+
+impl Connected for GrpcIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for GrpcIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GrpcIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Serves `router` on every inbound stream until the peer closes the pipe.
+///
+/// `shutdown` ends serving early (for a signal, say); either way in-flight calls are drained.
+pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    router: Router,
+    shutdown: BoxFuture<'static, ()>,
+) -> Result<(), TransportError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Multiplexer {
+        inbound, driver, ..
+    } = Multiplexer::spawn(reader, writer, Mode::Server);
+    let incoming = UnboundedReceiverStream::new(inbound)
+        .map(|stream| Ok::<_, io::Error>(GrpcIo(stream.compat())));
+    let (closed_tx, closed_rx) = oneshot::channel::<Result<(), TransportError>>();
+    let watch = tokio::spawn(async move {
+        let result = driver.await.unwrap_or(Err(TransportError::Closed));
+        let _ = closed_tx.send(result);
+    });
+    let mut closed_rx = closed_rx;
+    let mut outcome = Ok(());
+    router
+        .serve_with_incoming_shutdown(incoming, async {
+            tokio::select! {
+                result = &mut closed_rx => outcome = result.unwrap_or(Err(TransportError::Closed)),
+                () = shutdown => {}
+            }
+        })
+        .await?;
+    watch.abort();
+    outcome
+}
+
+/// A gRPC channel whose every connection is a new yamux stream over `reader`/`writer`.
+///
+/// Returns the channel and the task driving the connection; that task ends when the peer closes.
+pub async fn connect<R, W>(
+    reader: R,
+    writer: W,
+) -> Result<(Channel, JoinHandle<Result<(), TransportError>>), TransportError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Multiplexer { opener, driver, .. } = Multiplexer::spawn(reader, writer, Mode::Client);
+    // The authority is never resolved: the connector below ignores it.
+    let channel = Endpoint::from_static("http://worker.tfsandbox")
+        .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
+        .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let opener = opener.clone();
+            async move { opener.open().await.map(TokioIo::new) }
+        }))
+        .await?;
+    Ok((channel, driver))
+}

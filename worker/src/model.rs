@@ -1,0 +1,267 @@
+//! A loaded SavedModel: its session, its signatures, and running one of them.
+//!
+//! Everything here blocks (TensorFlow does); callers run it off the async executor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use tensorflow::{
+    Graph, Operation, SavedModelBundle, SessionOptions, SessionRunArgs, SignatureDef,
+};
+use tfsandbox_proto::v1::{
+    DataType, ModelMetadata, Signature as WireSignature, Tensor as WireTensor, TensorSpec,
+};
+
+use crate::error::WorkerError;
+use crate::tensor::{tf_dtype_name, wire_dtype, TfTensor};
+
+pub const DEFAULT_TAG: &str = "serve";
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+const INIT_OP_SIGNATURE: &str = "__saved_model_init_op";
+
+/// One signature key resolved to the graph operation and output index it names.
+struct Endpoint {
+    spec: TensorSpec,
+    dtype: tensorflow::DataType,
+    operation: Operation,
+    index: i32,
+}
+
+struct Signature {
+    method_name: String,
+    inputs: BTreeMap<String, Endpoint>,
+    outputs: BTreeMap<String, Endpoint>,
+}
+
+pub struct Model {
+    id: String,
+    path: String,
+    tags: Vec<String>,
+    bundle: SavedModelBundle,
+    signatures: BTreeMap<String, Signature>,
+}
+
+impl Model {
+    pub fn load(id: &str, path: &str, tags: &[String]) -> Result<Model, WorkerError> {
+        let bad_dir = |reason: String| WorkerError::BadModelDir {
+            path: path.to_string(),
+            reason,
+        };
+        let dir = Path::new(path);
+        if !dir.is_dir() {
+            return Err(bad_dir("no such directory".into()));
+        }
+        if !dir.join("saved_model.pb").is_file() && !dir.join("saved_model.pbtxt").is_file() {
+            return Err(bad_dir(
+                "it holds no saved_model.pb or saved_model.pbtxt".into(),
+            ));
+        }
+        let mut graph = Graph::new();
+        let bundle = SavedModelBundle::load(&SessionOptions::new(), tags, &mut graph, dir)
+            .map_err(|status| {
+                WorkerError::tensorflow(format!("loading model from '{path}'"), status)
+            })?;
+        let mut signatures = BTreeMap::new();
+        for (name, def) in bundle.meta_graph_def().signatures() {
+            // TF2 exports list their init op as a signature; it is not callable.
+            if name == INIT_OP_SIGNATURE {
+                continue;
+            }
+            let signature = Signature::resolve(def, &graph)
+                .map_err(|reason| bad_dir(format!("signature '{name}': {reason}")))?;
+            signatures.insert(name.clone(), signature);
+        }
+        Ok(Model {
+            id: id.to_string(),
+            path: path.to_string(),
+            tags: tags.to_vec(),
+            bundle,
+            signatures,
+        })
+    }
+
+    pub fn metadata(&self) -> ModelMetadata {
+        ModelMetadata {
+            model_id: self.id.clone(),
+            path: self.path.clone(),
+            tags: self.tags.clone(),
+            signatures: self
+                .signatures
+                .iter()
+                .map(|(name, s)| WireSignature {
+                    name: name.clone(),
+                    method_name: s.method_name.clone(),
+                    inputs: s.inputs.values().map(|e| e.spec.clone()).collect(),
+                    outputs: s.outputs.values().map(|e| e.spec.clone()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs one signature. Every input is checked against the signature before TensorFlow runs.
+    pub fn predict(
+        &self,
+        signature_name: &str,
+        inputs: &HashMap<String, WireTensor>,
+        output_filter: &[String],
+    ) -> Result<HashMap<String, WireTensor>, WorkerError> {
+        let signature_name = if signature_name.is_empty() {
+            DEFAULT_SIGNATURE
+        } else {
+            signature_name
+        };
+        let signature =
+            self.signatures
+                .get(signature_name)
+                .ok_or_else(|| WorkerError::SignatureNotFound {
+                    model: self.id.clone(),
+                    name: signature_name.to_string(),
+                    available: names(self.signatures.keys()),
+                })?;
+        let context = format!("model '{}', signature '{signature_name}'", self.id);
+        let invalid = |message: String| WorkerError::invalid(&context, message);
+
+        if let Some(extra) = inputs.keys().find(|k| !signature.inputs.contains_key(*k)) {
+            return Err(invalid(format!(
+                "unknown input '{extra}'; the inputs are: {}",
+                names(signature.inputs.keys())
+            )));
+        }
+        let mut feeds = Vec::with_capacity(signature.inputs.len());
+        for (key, endpoint) in &signature.inputs {
+            let wire = inputs.get(key).ok_or_else(|| {
+                invalid(format!(
+                    "missing input '{key}'; the inputs are: {}",
+                    names(signature.inputs.keys())
+                ))
+            })?;
+            check_against_spec(wire, &endpoint.spec)
+                .map_err(|m| invalid(format!("input '{key}': {m}")))?;
+            let tensor =
+                TfTensor::from_wire(wire).map_err(|m| invalid(format!("input '{key}': {m}")))?;
+            feeds.push((endpoint, tensor));
+        }
+
+        let wanted: Vec<(&String, &Endpoint)> = if output_filter.is_empty() {
+            signature.outputs.iter().collect()
+        } else {
+            output_filter
+                .iter()
+                .map(|key| {
+                    signature.outputs.get_key_value(key).ok_or_else(|| {
+                        invalid(format!(
+                            "unknown output '{key}' in the output filter; the outputs are: {}",
+                            names(signature.outputs.keys())
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+
+        let mut args = SessionRunArgs::new();
+        for (endpoint, tensor) in &feeds {
+            tensor.feed(&mut args, &endpoint.operation, endpoint.index);
+        }
+        let tokens: Vec<_> = wanted
+            .iter()
+            .map(|(_, e)| args.request_fetch(&e.operation, e.index))
+            .collect();
+        self.bundle
+            .session
+            .run(&mut args)
+            .map_err(|status| WorkerError::tensorflow(&context, status))?;
+
+        let mut outputs = HashMap::with_capacity(wanted.len());
+        for (position, ((key, endpoint), token)) in wanted.into_iter().zip(tokens).enumerate() {
+            // Fetch by the type the tensor really has; the signature may not say.
+            let dtype = args.output_data_type(position).unwrap_or(endpoint.dtype);
+            let tensor = TfTensor::fetch(&mut args, token, dtype)
+                .map_err(|m| WorkerError::invalid(&context, format!("output '{key}' {m}")))?;
+            outputs.insert(key.clone(), tensor.into_wire());
+        }
+        Ok(outputs)
+    }
+}
+
+impl Signature {
+    fn resolve(def: &SignatureDef, graph: &Graph) -> Result<Signature, String> {
+        let resolve_all = |infos: &HashMap<String, tensorflow::TensorInfo>| {
+            infos
+                .iter()
+                .map(|(key, info)| {
+                    let operation = graph
+                        .operation_by_name_required(&info.name().name)
+                        .map_err(|e| format!("'{key}' names no operation in the graph: {e}"))?;
+                    let shape = info.shape();
+                    let dims: Option<Vec<i64>> = shape
+                        .dims()
+                        .map(|rank| (0..rank).map(|i| shape[i].unwrap_or(-1)).collect());
+                    let spec = TensorSpec {
+                        name: key.clone(),
+                        dtype: wire_dtype(info.dtype()).unwrap_or(DataType::Unspecified) as i32,
+                        unknown_rank: dims.is_none(),
+                        shape: dims.unwrap_or_default(),
+                        tf_dtype: tf_dtype_name(info.dtype()),
+                    };
+                    let endpoint = Endpoint {
+                        spec,
+                        dtype: info.dtype(),
+                        operation,
+                        index: info.name().index,
+                    };
+                    Ok((key.clone(), endpoint))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()
+        };
+        Ok(Signature {
+            method_name: def.method_name().to_string(),
+            inputs: resolve_all(def.inputs())?,
+            outputs: resolve_all(def.outputs())?,
+        })
+    }
+}
+
+/// The dtype and shape of a wire tensor against what the signature declares.
+fn check_against_spec(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
+    let expected = DataType::try_from(spec.dtype).unwrap_or(DataType::Unspecified);
+    if expected == DataType::Unspecified {
+        return Err(format!(
+            "the model expects {}, which tfsandbox does not carry",
+            spec.tf_dtype
+        ));
+    }
+    if wire.dtype != spec.dtype {
+        let got = DataType::try_from(wire.dtype)
+            .map(|d| d.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("unknown dtype {}", wire.dtype));
+        return Err(format!(
+            "dtype is {got}, expected {}",
+            expected.as_str_name()
+        ));
+    }
+    if spec.unknown_rank {
+        return Ok(());
+    }
+    let fits = wire.shape.len() == spec.shape.len()
+        && wire
+            .shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&got, &want)| want < 0 || got == want);
+    if !fits {
+        return Err(format!(
+            "shape is {:?}, expected {:?} (-1: any size)",
+            wire.shape, spec.shape
+        ));
+    }
+    Ok(())
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = keys.map(String::as_str).collect();
+    if list.is_empty() {
+        "(none)".to_string()
+    } else {
+        list.join(", ")
+    }
+}

@@ -1,0 +1,144 @@
+//! The `tfsandbox.v1.Worker` gRPC service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tfsandbox_proto::v1::worker_server::Worker;
+use tfsandbox_proto::v1::{
+    GetModelMetadataRequest, GetModelMetadataResponse, InfoRequest, InfoResponse, LoadModelRequest,
+    LoadModelResponse, PredictRequest, PredictResponse, UnloadModelRequest, UnloadModelResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::WorkerError;
+use crate::model::{Model, DEFAULT_TAG};
+
+#[derive(Default)]
+pub struct WorkerService {
+    models: RwLock<HashMap<String, Arc<Model>>>,
+}
+
+impl WorkerService {
+    fn model(&self, id: &str) -> Result<Arc<Model>, WorkerError> {
+        self.models
+            .read()
+            .expect("model map lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| WorkerError::ModelNotFound(id.to_string()))
+    }
+}
+
+/// Runs TensorFlow's blocking work on the blocking pool so the transport keeps moving meanwhile.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, WorkerError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(join) => Err(Status::internal(format!("worker task failed: {join}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let mut loaded_models: Vec<String> = self
+            .models
+            .read()
+            .expect("model map lock")
+            .keys()
+            .cloned()
+            .collect();
+        loaded_models.sort();
+        Ok(Response::new(InfoResponse {
+            worker_version: env!("CARGO_PKG_VERSION").to_string(),
+            tensorflow_version: tensorflow::version().unwrap_or_else(|_| "unknown".into()),
+            pid: std::process::id(),
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            loaded_models,
+        }))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<LoadModelRequest>,
+    ) -> Result<Response<LoadModelResponse>, Status> {
+        let LoadModelRequest {
+            path,
+            tags,
+            model_id,
+        } = request.into_inner();
+        if model_id.is_empty() {
+            return Err(WorkerError::EmptyModelId.into());
+        }
+        if self
+            .models
+            .read()
+            .expect("model map lock")
+            .contains_key(&model_id)
+        {
+            return Err(WorkerError::ModelExists(model_id).into());
+        }
+        let tags = if tags.is_empty() {
+            vec![DEFAULT_TAG.to_string()]
+        } else {
+            tags
+        };
+        tracing::info!(%model_id, %path, ?tags, "loading model");
+        let id = model_id.clone();
+        let model = blocking(move || Model::load(&id, &path, &tags)).await?;
+        let metadata = model.metadata();
+        // Two loads of one id may race; the first to finish wins.
+        let mut models = self.models.write().expect("model map lock");
+        if models.contains_key(&model_id) {
+            return Err(WorkerError::ModelExists(model_id).into());
+        }
+        models.insert(model_id, Arc::new(model));
+        Ok(Response::new(LoadModelResponse {
+            metadata: Some(metadata),
+        }))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let model = self.model(&request.get_ref().model_id)?;
+        Ok(Response::new(GetModelMetadataResponse {
+            metadata: Some(model.metadata()),
+        }))
+    }
+
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let PredictRequest {
+            model_id,
+            signature_name,
+            inputs,
+            output_filter,
+        } = request.into_inner();
+        let model = self.model(&model_id)?;
+        let outputs =
+            blocking(move || model.predict(&signature_name, &inputs, &output_filter)).await?;
+        Ok(Response::new(PredictResponse { outputs }))
+    }
+
+    async fn unload_model(
+        &self,
+        request: Request<UnloadModelRequest>,
+    ) -> Result<Response<UnloadModelResponse>, Status> {
+        let id = &request.get_ref().model_id;
+        let model = self.models.write().expect("model map lock").remove(id);
+        match model {
+            // The session closes when the last in-flight Predict on it lets go.
+            Some(_) => {
+                tracing::info!(model_id = %id, "unloaded model");
+                Ok(Response::new(UnloadModelResponse {}))
+            }
+            None => Err(WorkerError::ModelNotFound(id.clone()).into()),
+        }
+    }
+}
