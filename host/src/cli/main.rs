@@ -1,0 +1,246 @@
+//! The `tfsandbox` command.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tfsandbox::wire::{ModelMetadata, Signature};
+use tfsandbox::{tensor, Config, DType, Predict, RuntimeKind, Sandbox};
+
+#[derive(Parser)]
+#[command(
+    name = "tfsandbox",
+    version,
+    about = "Run TensorFlow SavedModels in a sandbox"
+)]
+struct Cli {
+    /// More log lines on stderr (-v: info, -vv: debug), the worker's included.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct SandboxArgs {
+    /// The kind of sandbox.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
+    runtime: RuntimeKind,
+    /// The worker binary (default: tfsandbox-worker beside this program).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one signature of a SavedModel and print its outputs as JSON.
+    Run {
+        /// The SavedModel directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// An input as NAME=JSON (nested arrays; the dtype comes from the signature). Repeatable.
+        #[arg(long = "input", value_name = "NAME=JSON")]
+        inputs: Vec<String>,
+        /// The signature to run.
+        #[arg(long, default_value = "serving_default")]
+        signature: String,
+        /// Only these outputs. Repeatable.
+        #[arg(long = "output", value_name = "NAME")]
+        outputs: Vec<String>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Print the signatures of a SavedModel, as loaded in a sandbox.
+    Inspect {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TFSANDBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+    let outcome = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(args: SandboxArgs) -> Result<Sandbox> {
+    let config = Config {
+        runtime: args.runtime,
+        worker_path: args.worker,
+        ..Config::default()
+    };
+    Ok(Sandbox::start(config).await?)
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            model,
+            inputs,
+            signature,
+            outputs,
+            sandbox,
+        } => {
+            let sandbox = start(sandbox).await?;
+            let loaded = sandbox.load_model(&model).await?;
+            let spec = find_signature(loaded.metadata(), &signature)?;
+            let mut predict = Predict::default().signature(&signature).outputs(outputs);
+            for input in &inputs {
+                let (name, json) = input
+                    .split_once('=')
+                    .with_context(|| format!("--input '{input}' is not NAME=JSON"))?;
+                let dtype = input_dtype(spec, name)?;
+                let value: Value = serde_json::from_str(json)
+                    .with_context(|| format!("--input {name}: not JSON"))?;
+                let tensor =
+                    tensor::from_json(&value, dtype).with_context(|| format!("--input {name}"))?;
+                predict.inputs.insert(name.to_string(), tensor);
+            }
+            let results = loaded.predict_with(predict).await?;
+            let json: BTreeMap<String, Value> = results
+                .iter()
+                .map(|(k, t)| (k.clone(), tensor::to_json(t)))
+                .collect();
+            println!("{}", serde_json::to_string(&json)?);
+            sandbox.shutdown().await;
+        }
+        Command::Inspect {
+            model,
+            json,
+            sandbox,
+        } => {
+            let sandbox = start(sandbox).await?;
+            let loaded = sandbox.load_model(&model).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&metadata_json(loaded.metadata()))?
+                );
+            } else {
+                print!("{}", metadata_text(loaded.metadata()));
+            }
+            sandbox.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+fn find_signature<'a>(metadata: &'a ModelMetadata, name: &str) -> Result<&'a Signature> {
+    match metadata.signatures.iter().find(|s| s.name == name) {
+        Some(signature) => Ok(signature),
+        None => {
+            let names: Vec<&str> = metadata
+                .signatures
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            bail!(
+                "the model has no signature '{name}'; it has: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn input_dtype(signature: &Signature, name: &str) -> Result<DType> {
+    let Some(spec) = signature.inputs.iter().find(|i| i.name == name) else {
+        let names: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+        bail!(
+            "signature '{}' has no input '{name}'; its inputs are: {}",
+            signature.name,
+            names.join(", ")
+        );
+    };
+    DType::from_wire(spec.dtype).with_context(|| {
+        format!(
+            "input '{name}' has type {}, which tfsandbox does not carry",
+            spec.tf_dtype
+        )
+    })
+}
+
+fn spec_text(spec: &tfsandbox::wire::TensorSpec) -> String {
+    let dtype =
+        DType::from_wire(spec.dtype).map_or_else(|| spec.tf_dtype.clone(), |d| d.to_string());
+    let shape = if spec.unknown_rank {
+        "unknown rank".to_string()
+    } else {
+        format!("{:?}", spec.shape)
+    };
+    format!("{}: {dtype} {shape}", spec.name)
+}
+
+fn metadata_text(metadata: &ModelMetadata) -> String {
+    let mut out = format!(
+        "model '{}' ({}), tags {:?}\n",
+        metadata.model_id, metadata.path, metadata.tags
+    );
+    for signature in &metadata.signatures {
+        out += &format!(
+            "signature '{}' ({})\n",
+            signature.name, signature.method_name
+        );
+        for spec in &signature.inputs {
+            out += &format!("  in  {}\n", spec_text(spec));
+        }
+        for spec in &signature.outputs {
+            out += &format!("  out {}\n", spec_text(spec));
+        }
+    }
+    out
+}
+
+fn metadata_json(metadata: &ModelMetadata) -> Value {
+    let specs = |specs: &[tfsandbox::wire::TensorSpec]| -> Value {
+        specs
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "dtype": DType::from_wire(s.dtype).map(|d| d.to_string()),
+                    "tf_dtype": s.tf_dtype,
+                    "shape": if s.unknown_rank { Value::Null } else { s.shape.clone().into() },
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({
+        "model_id": metadata.model_id,
+        "path": metadata.path,
+        "tags": metadata.tags,
+        "signatures": metadata.signatures.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "method_name": s.method_name,
+            "inputs": specs(&s.inputs),
+            "outputs": specs(&s.outputs),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,42 @@
+//! How a sandbox is started.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tfsandbox_proto::transport::tuning;
+
+/// The kind of sandbox a worker runs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// A child process of the host; needs no daemon.
+    #[default]
+    Process,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: RuntimeKind,
+    /// The worker binary. Unset: `TFSANDBOX_WORKER`, else `tfsandbox-worker` beside this program.
+    pub worker_path: Option<PathBuf>,
+    /// The worker's log filter (its `TFSANDBOX_LOG`); its lines reach the host's log.
+    pub worker_log: String,
+    /// How long a worker may take to start and answer its first call.
+    pub start_timeout: Duration,
+    /// How long any one call may take.
+    pub call_timeout: Duration,
+    /// The largest gRPC message either side may send.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            runtime: RuntimeKind::default(),
+            worker_path: None,
+            worker_log: "info".into(),
+            start_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(300),
+            max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}

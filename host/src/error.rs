@@ -1,0 +1,62 @@
+//! Errors of the host library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tfsandbox_proto::transport::TransportError;
+
+use crate::tensor::TensorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("worker binary not found; looked at: {}. Build it (cargo build --bins) or set Config::worker_path or TFSANDBOX_WORKER", .looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    WorkerNotFound { looked: Vec<PathBuf> },
+    #[error("cannot start worker {}: {source}", .path.display())]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sandbox {sandbox}: transport: {source}")]
+    Transport {
+        sandbox: String,
+        source: TransportError,
+    },
+    #[error("sandbox {sandbox}: the worker exited ({status}) during {call}{}", stderr_tail(.stderr))]
+    WorkerExited {
+        sandbox: String,
+        call: String,
+        status: String,
+        stderr: Vec<String>,
+    },
+    /// The worker refused or failed the call; its message names the model, signature and input.
+    #[error("{} ({:?})", .status.message(), .status.code())]
+    Worker { call: String, status: tonic::Status },
+    #[error("{call}: no answer within {after:?}")]
+    Timeout { call: String, after: Duration },
+    #[error("model directory {}: {reason}", .path.display())]
+    ModelPath { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("the worker answered {call} without {field}")]
+    Incomplete { call: String, field: &'static str },
+}
+
+impl Error {
+    /// The gRPC status the worker answered with, where it did.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            Error::Worker { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn stderr_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last stderr lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
