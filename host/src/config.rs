@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tfsandbox_proto::transport::tuning;
 
+use crate::error::{Error, Result};
+
 /// The kind of sandbox a worker runs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
@@ -26,6 +28,32 @@ pub struct Config {
     pub call_timeout: Duration,
     /// The largest gRPC message either side may send.
     pub max_message_bytes: usize,
+}
+
+impl Config {
+    /// The worker binary this config starts, or where it was looked for.
+    pub fn resolve_worker_path(&self) -> Result<PathBuf> {
+        const NAME: &str = "tfsandbox-worker";
+        let mut candidates = Vec::new();
+        if let Some(path) = &self.worker_path {
+            candidates.push(path.clone());
+        } else if let Some(path) = std::env::var_os("TFSANDBOX_WORKER") {
+            candidates.push(PathBuf::from(path));
+        } else if let Ok(exe) = std::env::current_exe() {
+            // Beside this program; for a test binary in target/*/deps, one level up.
+            if let Some(dir) = exe.parent() {
+                candidates.push(dir.join(NAME));
+                if let Some(up) = dir.parent() {
+                    candidates.push(up.join(NAME));
+                }
+            }
+        }
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or(Error::WorkerNotFound { looked: candidates })
+    }
 }
 
 impl Default for Config {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,7 +61,7 @@ impl Sandbox {
         );
         let launch = Launch {
             sandbox_id: id.clone(),
-            worker_path: find_worker(&config)?,
+            worker_path: config.resolve_worker_path()?,
             worker_log: config.worker_log.clone(),
         };
         let worker = runtime.start(&launch).await?;
@@ -427,27 +427,4 @@ async fn forward_stderr(
         }
         tail.push_back(line);
     }
-}
-
-fn find_worker(config: &Config) -> Result<PathBuf> {
-    const NAME: &str = "tfsandbox-worker";
-    let mut candidates = Vec::new();
-    if let Some(path) = &config.worker_path {
-        candidates.push(path.clone());
-    } else if let Some(path) = std::env::var_os("TFSANDBOX_WORKER") {
-        candidates.push(PathBuf::from(path));
-    } else if let Ok(exe) = std::env::current_exe() {
-        // Beside this program; for a test binary in target/*/deps, one level up.
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join(NAME));
-            if let Some(up) = dir.parent() {
-                candidates.push(up.join(NAME));
-            }
-        }
-    }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or(Error::WorkerNotFound { looked: candidates })
 }

@@ -1,0 +1,140 @@
+//! Shared pieces of the suites in `tests/`: fixtures, their expected outputs, sandboxes to run them.
+//!
+//! Every suite starts real workers running real libtensorflow; nothing is mocked.
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use serde_json::Value;
+use tfsandbox::runtime::process::ProcessRuntime;
+use tfsandbox::runtime::{Launch, Runtime, WorkerControl};
+use tfsandbox::{tensor, Config, DType, Sandbox, Tensor};
+use tfsandbox_proto::transport;
+use tfsandbox_proto::v1::worker_client::WorkerClient;
+use tonic::transport::Channel;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// `fixtures/expected.json`: model → signature → {"inputs", "outputs"}, as TensorFlow computed them.
+pub fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture("expected.json")).expect("fixtures/expected.json");
+    serde_json::from_str(&text).expect("expected.json is JSON")
+}
+
+/// Worker log lines show up in test output when a test fails (RUST_LOG-style `TFSANDBOX_LOG`).
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TFSANDBOX_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .try_init();
+    });
+}
+
+pub fn config() -> Config {
+    init_logging();
+    Config::default()
+}
+
+pub async fn sandbox() -> Sandbox {
+    Sandbox::start(config()).await.expect("sandbox starts")
+}
+
+/// A tensor from an expected.json entry: {"dtype", "shape", "values" (flat)}.
+pub fn tensor_from_spec(spec: &Value) -> Tensor {
+    let dtype = dtype_named(spec["dtype"].as_str().expect("dtype"));
+    let shape: Vec<usize> = spec["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|d| d.as_u64().expect("dimension") as usize)
+        .collect();
+    let values = spec["values"].as_array().expect("values").clone();
+    tensor::from_json(&nest(&mut values.into_iter(), &shape), dtype)
+        .expect("spec is a valid tensor")
+}
+
+/// Asserts `actual` equals an expected.json entry; floats to a relative 1e-6.
+pub fn assert_tensor_matches(actual: &Tensor, spec: &Value, what: &str) {
+    assert_eq!(
+        actual.dtype().to_string(),
+        spec["dtype"].as_str().unwrap(),
+        "{what}: dtype"
+    );
+    let shape: Vec<usize> = spec["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(actual.shape(), shape, "{what}: shape");
+    let got = flatten(&tensor::to_json(actual));
+    let want = spec["values"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: element count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        match (g.as_f64(), w.as_f64(), actual.dtype()) {
+            (Some(g), Some(w), DType::Float32 | DType::Float64) => {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                    "{what}[{i}]: {g} != {w}"
+                )
+            }
+            _ => assert_eq!(g, w, "{what}[{i}]"),
+        }
+    }
+}
+
+fn dtype_named(name: &str) -> DType {
+    [
+        DType::Float32,
+        DType::Float64,
+        DType::Int32,
+        DType::Int64,
+        DType::Uint8,
+        DType::Bool,
+        DType::String,
+    ]
+    .into_iter()
+    .find(|d| d.to_string() == name)
+    .unwrap_or_else(|| panic!("unknown dtype {name}"))
+}
+
+fn nest(values: &mut impl Iterator<Item = Value>, shape: &[usize]) -> Value {
+    match shape.split_first() {
+        None => values.next().expect("enough values"),
+        Some((&n, rest)) => Value::Array((0..n).map(|_| nest(values, rest)).collect()),
+    }
+}
+
+fn flatten(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        leaf => vec![leaf.clone()],
+    }
+}
+
+/// A worker spoken to with the bare generated client, for requests the library never sends
+/// (malformed tensors, unknown ids). The control kills it when dropped.
+pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
+    let config = config();
+    let launch = Launch {
+        sandbox_id: "raw".into(),
+        worker_path: config.resolve_worker_path().expect("worker built"),
+        worker_log: "info".into(),
+    };
+    let mut worker = ProcessRuntime.start(&launch).await.expect("worker starts");
+    // Drained, so the worker never writes into a full or closed pipe.
+    tokio::spawn(async move { tokio::io::copy(&mut worker.stderr, &mut tokio::io::sink()).await });
+    let (channel, _driver) = transport::connect(worker.stdout, worker.stdin)
+        .await
+        .expect("transport");
+    (WorkerClient::new(channel), worker.control)
+}

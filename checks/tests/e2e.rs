@@ -1,0 +1,258 @@
+//! End to end: every fixture through a real worker, checked against what TensorFlow computed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tfsandbox::{LoadOptions, Predict, Tensor};
+use tfsandbox_checks::{assert_tensor_matches, expected, fixture, sandbox, tensor_from_spec};
+
+#[tokio::test]
+async fn every_fixture_signature_gives_what_tensorflow_gave() {
+    let sandbox = sandbox().await;
+    let expected = expected();
+    let mut checked = 0;
+    for (model_name, signatures) in expected.as_object().unwrap() {
+        for (signature, case) in signatures.as_object().unwrap() {
+            // A fresh load per case: stateful models were recorded on a fresh load.
+            let model = sandbox
+                .load_model_with(
+                    fixture(model_name),
+                    LoadOptions {
+                        id: Some(format!("{model_name}.{signature}")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("loading {model_name}: {e}"));
+            let inputs: Vec<(String, Tensor)> = case["inputs"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, spec)| (k.clone(), tensor_from_spec(spec)))
+                .collect();
+            let outputs = model
+                .predict_with(Predict::new(inputs).signature(signature))
+                .await
+                .unwrap_or_else(|e| panic!("{model_name}/{signature}: {e}"));
+            let want = case["outputs"].as_object().unwrap();
+            assert_eq!(
+                outputs.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{model_name}/{signature}: output keys"
+            );
+            for (key, spec) in want {
+                assert_tensor_matches(
+                    &outputs[key],
+                    spec,
+                    &format!("{model_name}/{signature}/{key}"),
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} cases in expected.json");
+}
+
+#[tokio::test]
+async fn the_cli_prints_half_plus_two() {
+    let exe = std::env::current_exe().unwrap();
+    let cli = exe.parent().unwrap().parent().unwrap().join("tfsandbox");
+    let out = tokio::process::Command::new(&cli)
+        .args(["run", "--model"])
+        .arg(fixture("half_plus_two"))
+        .args(["--input", "x=[[1.0],[2.0],[5.0]]"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", cli.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"y\":[[2.5],[3.0],[4.5]]}\n"
+    );
+}
+
+#[tokio::test]
+async fn variables_keep_their_state_between_calls() {
+    let sandbox = sandbox().await;
+    let model = sandbox
+        .load_model(fixture("stateful_counter"))
+        .await
+        .unwrap();
+    for want in [5i64, 10, 15] {
+        let out = model
+            .predict([("increment", Tensor::scalar(5i64))])
+            .await
+            .unwrap();
+        assert_eq!(out["count"].to_vec::<i64>().unwrap(), vec![want]);
+    }
+    let peek = model
+        .predict_with(Predict::new([("unused", Tensor::scalar(0i64))]).signature("peek"))
+        .await
+        .unwrap();
+    assert_eq!(peek["count"].to_vec::<i64>().unwrap(), vec![15]);
+}
+
+#[tokio::test]
+async fn the_output_filter_returns_only_what_was_asked() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("string_echo")).await.unwrap();
+    let text = Tensor::strings(&[2], vec!["ab", "xyz"]).unwrap();
+    let out = model
+        .predict_with(Predict::new([("text", text)]).outputs(["length"]))
+        .await
+        .unwrap();
+    assert_eq!(out.keys().collect::<Vec<_>>(), vec!["length"]);
+    assert_eq!(out["length"].to_vec::<i32>().unwrap(), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn byte_strings_that_are_not_utf8_pass_both_ways() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("string_echo")).await.unwrap();
+    let raw: Vec<u8> = vec![0xff, b'a', 0x00, 0xc3];
+    let out = model
+        .predict([("text", Tensor::strings(&[1], vec![raw.clone()]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(
+        out["upper"].string_values().unwrap()[0].as_ref(),
+        &[0xff, b'A', 0x00, 0xc3]
+    );
+    assert_eq!(out["length"].to_vec::<i32>().unwrap(), vec![4]);
+}
+
+#[tokio::test]
+async fn metadata_lists_signatures_with_types_and_shapes() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("multi_io")).await.unwrap();
+    let names: Vec<&str> = model
+        .metadata()
+        .signatures
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    // The TF2 init op is not a callable signature and is not listed.
+    assert_eq!(names, vec!["serving_default", "sum_only"]);
+    let fetched = model.fetch_metadata().await.unwrap();
+    assert_eq!(&fetched, model.metadata());
+    let default = &fetched.signatures[0];
+    let inputs: Vec<(&str, &str, &[i64])> = default
+        .inputs
+        .iter()
+        .map(|s| (s.name.as_str(), s.tf_dtype.as_str(), s.shape.as_slice()))
+        .collect();
+    assert_eq!(
+        inputs,
+        vec![
+            ("a", "DT_FLOAT", &[-1i64, 2][..]),
+            ("b", "DT_INT64", &[-1][..]),
+            ("mask", "DT_BOOL", &[-1][..]),
+            ("pixels", "DT_UINT8", &[-1, 3][..])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unloaded_models_are_gone_and_info_says_so() {
+    let sandbox = sandbox().await;
+    let first = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let second = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    assert_eq!(
+        (first.id(), second.id()),
+        ("half_plus_two", "half_plus_two-2")
+    );
+    let info = sandbox.info().await.unwrap();
+    assert_eq!(info.loaded_models, vec!["half_plus_two", "half_plus_two-2"]);
+    assert!(
+        info.tensorflow_version.starts_with("2."),
+        "{}",
+        info.tensorflow_version
+    );
+    assert_ne!(info.pid, std::process::id());
+
+    let kept = first.clone();
+    first.unload().await.unwrap();
+    let error = kept
+        .predict([("x", Tensor::new(&[1, 1], &[1.0f32]).unwrap())])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.status().map(|s| s.code()),
+        Some(tonic::Code::NotFound),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("no model with id 'half_plus_two'"),
+        "{error}"
+    );
+    assert_eq!(
+        sandbox.info().await.unwrap().loaded_models,
+        vec!["half_plus_two-2"]
+    );
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_predicts_on_one_worker_are_all_right() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let calls = (0..32).map(|i| {
+        let model = model.clone();
+        async move {
+            let xs: Vec<f32> = (0..100).map(|j| (i * 100 + j) as f32).collect();
+            let out = model
+                .predict([("x", Tensor::new(&[100, 1], &xs).unwrap())])
+                .await
+                .unwrap();
+            let want: Vec<f32> = xs.iter().map(|x| 0.5 * x + 2.0).collect();
+            assert_eq!(out["y"].to_vec::<f32>().unwrap(), want, "call {i}");
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
+#[tokio::test]
+async fn a_model_printing_to_stdout_does_not_disturb_the_protocol() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("noisy")).await.unwrap();
+    for _ in 0..3 {
+        let out = model
+            .predict([("x", Tensor::new(&[2], &[1.0f32, 2.0]).unwrap())])
+            .await
+            .unwrap();
+        assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+    }
+}
+
+/// Many large tensors in both directions at once: both sides' windows fill up together, the case
+/// where a multiplexer that stops reading while it cannot write deadlocks.
+#[tokio::test]
+async fn large_tensors_both_ways_at_once_do_not_stall() {
+    let sandbox = sandbox().await;
+    let model = sandbox.load_model(fixture("identity")).await.unwrap();
+    let len = 4 * 1024 * 1024; // 16 MiB of float32 each way, per call
+    let calls = (0..8).map(|i| {
+        let model = model.clone();
+        async move {
+            let xs: Vec<f32> = (0..len).map(|j| (j % 1000) as f32 + i as f32).collect();
+            let out = model
+                .predict([("x", Tensor::new(&[len], &xs).unwrap())])
+                .await
+                .unwrap();
+            assert!(
+                out["y"].to_vec::<f32>().unwrap() == xs,
+                "call {i} came back different"
+            );
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(calls))
+        .await
+        .expect("eight 16 MiB round trips finish");
+    let info: BTreeMap<_, _> = [("loaded", sandbox.info().await.unwrap().loaded_models)].into();
+    assert_eq!(info["loaded"], vec!["identity"]);
+}
