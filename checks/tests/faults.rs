@@ -62,7 +62,8 @@ async fn killing_the_worker_mid_call_fails_the_call_promptly() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!call.is_finished(), "the endless loop returned");
     let killed = Instant::now();
-    assert_eq!(unsafe { libc_kill(pid, 9) }, 0);
+    let target = rustix::process::Pid::from_raw(pid).expect("a real pid");
+    rustix::process::kill_process(target, rustix::process::Signal::KILL).expect("kill the worker");
     let error = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("the call fails instead of hanging")
@@ -93,9 +94,4 @@ async fn dropping_the_sandbox_leaves_no_worker_behind() {
         !std::path::Path::new(&proc_dir).exists(),
         "worker {pid} still exists"
     );
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }
