@@ -12,9 +12,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -36,7 +37,8 @@ pub mod tuning {
     /// yamux: streams one side may hold open. gRPC uses one per HTTP/2 connection.
     pub const YAMUX_MAX_STREAMS: usize = 32;
     /// yamux: the total receive window over all streams; each stream's window grows up to it.
-    pub const YAMUX_MAX_CONNECTION_WINDOW: usize = 256 * 1024 * 1024;
+    /// It also bounds what the sending side may have queued (see `QueuedWriter`).
+    pub const YAMUX_MAX_CONNECTION_WINDOW: usize = 64 * 1024 * 1024;
     /// HTTP/2: per-stream and per-connection receive windows.
     pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
     pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
@@ -94,7 +96,7 @@ impl Multiplexer {
             .set_max_num_streams(tuning::YAMUX_MAX_STREAMS)
             .set_max_connection_receive_window(Some(tuning::YAMUX_MAX_CONNECTION_WINDOW))
             .set_split_send_size(tuning::YAMUX_SPLIT_SEND_SIZE);
-        let io = tokio::io::join(reader, writer).compat();
+        let io = tokio::io::join(reader, QueuedWriter::spawn(writer)).compat();
         let connection = yamux::Connection::new(io, config, mode);
 
         let (requests, open_rx) = mpsc::unbounded_channel();
@@ -105,6 +107,66 @@ impl Multiplexer {
             inbound,
             driver,
         }
+    }
+}
+
+/// Hands every write to a task that owns the real writer, so the connection never waits on a full
+/// pipe.
+///
+/// yamux stops reading while a Pong it owes cannot be written. If both ends are blocked writing
+/// (both directions saturated) and a Ping crosses, neither reads again: a deadlock (reported
+/// upstream). Here writing never blocks, so reading never stops. The queue cannot grow without
+/// bound: data frames are only sent within the window the peer granted, and the peer grants at most
+/// `YAMUX_MAX_CONNECTION_WINDOW`; the rest are small control frames.
+struct QueuedWriter {
+    queue: Option<mpsc::UnboundedSender<Bytes>>,
+}
+
+impl QueuedWriter {
+    fn spawn<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> QueuedWriter {
+        let (queue, mut pending) = mpsc::unbounded_channel::<Bytes>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while pending.recv_many(&mut batch, 64).await > 0 {
+                for chunk in batch.drain(..) {
+                    if writer.write_all(&chunk).await.is_err() {
+                        // The peer is gone; the connection learns it from the read side.
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        QueuedWriter { queue: Some(queue) }
+    }
+}
+
+impl AsyncWrite for QueuedWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let sent = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.send(Bytes::copy_from_slice(buf)).is_ok());
+        if sent {
+            Poll::Ready(Ok(buf.len()))
+        } else {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The writer task shuts the real writer once it has written what is queued.
+        self.queue.take();
+        Poll::Ready(Ok(()))
     }
 }
 
