@@ -8,7 +8,7 @@ use std::sync::Once;
 use serde_json::Value;
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, Runtime, WorkerControl};
-use tfsandbox::{tensor, Config, DType, Sandbox, Tensor};
+use tfsandbox::{tensor, Config, DType, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
 use tonic::transport::Channel;
@@ -39,13 +39,77 @@ pub fn init_logging() {
     });
 }
 
-pub fn config() -> Config {
-    init_logging();
-    Config::default()
+/// Every fixture folder, so any of them can be loaded whatever the runtime mounts.
+pub fn fixture_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixture(""))
+        .expect("fixtures folder")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.join("saved_model.pb").is_file())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
-pub async fn sandbox() -> Sandbox {
-    Sandbox::start(config()).await.expect("sandbox starts")
+/// A config for `runtime` that may load every fixture.
+pub fn config(runtime: RuntimeKind) -> Config {
+    init_logging();
+    Config {
+        runtime,
+        models: fixture_dirs(),
+        ..Config::default()
+    }
+}
+
+pub async fn sandbox(runtime: RuntimeKind) -> Sandbox {
+    Sandbox::start(config(runtime))
+        .await
+        .expect("sandbox starts")
+}
+
+/// Kills the worker from outside, as a crash or the OOM killer would.
+pub async fn kill_worker(sandbox: &Sandbox, runtime: RuntimeKind) {
+    match runtime {
+        RuntimeKind::Process => {
+            let pid = sandbox.info().await.expect("info").pid as i32;
+            let pid = rustix::process::Pid::from_raw(pid).expect("a real pid");
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+                .expect("kill the worker");
+        }
+        RuntimeKind::Docker => {
+            let docker = bollard::Docker::connect_with_local_defaults().expect("engine");
+            let options = bollard::query_parameters::KillContainerOptions {
+                signal: "SIGKILL".into(),
+            };
+            docker
+                .kill_container(&container_name(sandbox), Some(options))
+                .await
+                .expect("kill the container");
+        }
+    }
+}
+
+/// The container of a sandbox of the docker runtime.
+pub fn container_name(sandbox: &Sandbox) -> String {
+    format!("tfsandbox-{}", sandbox.id())
+}
+
+/// Runs each named `async fn(RuntimeKind)` as one test per runtime: `process::name`, `docker::name`.
+#[macro_export]
+macro_rules! each_runtime {
+    ($($name:ident),* $(,)?) => {
+        mod process {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(tfsandbox::RuntimeKind::Process).await
+            })*
+        }
+        mod docker {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(tfsandbox::RuntimeKind::Docker).await
+            })*
+        }
+    };
 }
 
 /// A tensor from an expected.json entry: {"dtype", "shape", "values" (flat)}.
@@ -124,7 +188,7 @@ fn flatten(value: &Value) -> Vec<Value> {
 /// A worker spoken to with the bare generated client, for requests the library never sends
 /// (malformed tensors, unknown ids). The control kills it when dropped.
 pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
-    let config = config();
+    let config = config(RuntimeKind::Process);
     let launch = Launch {
         sandbox_id: "raw".into(),
         worker_path: config.resolve_worker_path().expect("worker built"),

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use tfsandbox::{Error, Predict, Tensor};
-use tfsandbox_checks::{fixture, raw_worker, sandbox};
+use tfsandbox::{Error, Predict, RuntimeKind, Sandbox, Tensor};
+use tfsandbox_checks::{config, each_runtime, fixture, raw_worker, sandbox};
 use tfsandbox_proto::v1::{DataType, LoadModelRequest, PredictRequest, Tensor as WireTensor};
 use tonic::Code;
 
@@ -23,9 +23,17 @@ fn assert_error(error: &Error, code: Option<Code>, fragments: &[&str]) {
     }
 }
 
-#[tokio::test]
-async fn model_directories_that_are_missing_empty_or_corrupt() {
-    let sandbox = sandbox().await;
+async fn model_directories_that_are_missing_empty_or_corrupt(runtime: RuntimeKind) {
+    // Made before the sandbox starts: a runtime with its own file system mounts it then.
+    let empty = std::env::temp_dir().join(format!(
+        "tfsandbox-empty-{}-{runtime:?}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&empty).unwrap();
+    let sandbox = Sandbox::start(config(runtime).with_model(&empty))
+        .await
+        .unwrap();
+
     let missing = sandbox
         .load_model(fixture("no_such_model"))
         .await
@@ -34,8 +42,6 @@ async fn model_directories_that_are_missing_empty_or_corrupt() {
     assert!(matches!(missing, Error::ModelPath { .. }), "{missing}");
     assert_error(&missing, None, &["no_such_model", "No such file"]);
 
-    let empty = std::env::temp_dir().join(format!("tfsandbox-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
     let error = sandbox.load_model(&empty).await.err().unwrap();
     assert_error(&error, Some(Code::InvalidArgument), &["no saved_model.pb"]);
 
@@ -62,9 +68,8 @@ async fn model_directories_that_are_missing_empty_or_corrupt() {
     model.predict([("x", x(&[2.0]))]).await.unwrap();
 }
 
-#[tokio::test]
-async fn unknown_signature_lists_the_real_ones() {
-    let sandbox = sandbox().await;
+async fn unknown_signature_lists_the_real_ones(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
     let error = model
         .predict_with(Predict::new([("x", x(&[1.0]))]).signature("nope"))
@@ -77,9 +82,8 @@ async fn unknown_signature_lists_the_real_ones() {
     );
 }
 
-#[tokio::test]
-async fn missing_extra_mistyped_and_misshapen_inputs() {
-    let sandbox = sandbox().await;
+async fn missing_extra_mistyped_and_misshapen_inputs(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("multi_io")).await.unwrap();
     let sum_only = |inputs: Vec<(&str, Tensor)>| {
         model.predict_with(Predict::new(inputs).signature("sum_only"))
@@ -276,3 +280,9 @@ async fn bool_bytes_other_than_zero_or_one_are_refused() {
         status.message()
     );
 }
+
+each_runtime!(
+    model_directories_that_are_missing_empty_or_corrupt,
+    unknown_signature_lists_the_real_ones,
+    missing_extra_mistyped_and_misshapen_inputs,
+);

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tfsandbox::{LoadOptions, Predict, Tensor};
-use tfsandbox_checks::{assert_tensor_matches, expected, fixture, sandbox, tensor_from_spec};
+use tfsandbox::{LoadOptions, Predict, RuntimeKind, Tensor};
+use tfsandbox_checks::{
+    assert_tensor_matches, each_runtime, expected, fixture, sandbox, tensor_from_spec,
+};
 
-#[tokio::test]
-async fn every_fixture_signature_gives_what_tensorflow_gave() {
-    let sandbox = sandbox().await;
+async fn every_fixture_signature_gives_what_tensorflow_gave(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let expected = expected();
     let mut checked = 0;
     for (model_name, signatures) in expected.as_object().unwrap() {
@@ -53,12 +54,16 @@ async fn every_fixture_signature_gives_what_tensorflow_gave() {
     assert!(checked >= 12, "only {checked} cases in expected.json");
 }
 
-#[tokio::test]
-async fn the_cli_prints_half_plus_two() {
+async fn the_cli_prints_half_plus_two(runtime: RuntimeKind) {
     let exe = std::env::current_exe().unwrap();
     let cli = exe.parent().unwrap().parent().unwrap().join("tfsandbox");
     let out = tokio::process::Command::new(&cli)
-        .args(["run", "--model"])
+        .args([
+            "run",
+            "--runtime",
+            &format!("{runtime:?}").to_lowercase(),
+            "--model",
+        ])
         .arg(fixture("half_plus_two"))
         .args(["--input", "x=[[1.0],[2.0],[5.0]]"])
         .output()
@@ -75,9 +80,8 @@ async fn the_cli_prints_half_plus_two() {
     );
 }
 
-#[tokio::test]
-async fn variables_keep_their_state_between_calls() {
-    let sandbox = sandbox().await;
+async fn variables_keep_their_state_between_calls(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox
         .load_model(fixture("stateful_counter"))
         .await
@@ -96,9 +100,8 @@ async fn variables_keep_their_state_between_calls() {
     assert_eq!(peek["count"].to_vec::<i64>().unwrap(), vec![15]);
 }
 
-#[tokio::test]
-async fn the_output_filter_returns_only_what_was_asked() {
-    let sandbox = sandbox().await;
+async fn the_output_filter_returns_only_what_was_asked(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("string_echo")).await.unwrap();
     let text = Tensor::strings(&[2], vec!["ab", "xyz"]).unwrap();
     let out = model
@@ -109,9 +112,8 @@ async fn the_output_filter_returns_only_what_was_asked() {
     assert_eq!(out["length"].to_vec::<i32>().unwrap(), vec![2, 3]);
 }
 
-#[tokio::test]
-async fn byte_strings_that_are_not_utf8_pass_both_ways() {
-    let sandbox = sandbox().await;
+async fn byte_strings_that_are_not_utf8_pass_both_ways(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("string_echo")).await.unwrap();
     let raw: Vec<u8> = vec![0xff, b'a', 0x00, 0xc3];
     let out = model
@@ -125,9 +127,8 @@ async fn byte_strings_that_are_not_utf8_pass_both_ways() {
     assert_eq!(out["length"].to_vec::<i32>().unwrap(), vec![4]);
 }
 
-#[tokio::test]
-async fn metadata_lists_signatures_with_types_and_shapes() {
-    let sandbox = sandbox().await;
+async fn metadata_lists_signatures_with_types_and_shapes(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("multi_io")).await.unwrap();
     let names: Vec<&str> = model
         .metadata()
@@ -156,9 +157,8 @@ async fn metadata_lists_signatures_with_types_and_shapes() {
     );
 }
 
-#[tokio::test]
-async fn unloaded_models_are_gone_and_info_says_so() {
-    let sandbox = sandbox().await;
+async fn unloaded_models_are_gone_and_info_says_so(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let first = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
     let second = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
     assert_eq!(
@@ -197,9 +197,8 @@ async fn unloaded_models_are_gone_and_info_says_so() {
     );
 }
 
-#[tokio::test]
-async fn thirty_two_concurrent_predicts_on_one_worker_are_all_right() {
-    let sandbox = sandbox().await;
+async fn thirty_two_concurrent_predicts_on_one_worker_are_all_right(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
     let calls = (0..32).map(|i| {
         let model = model.clone();
@@ -216,9 +215,8 @@ async fn thirty_two_concurrent_predicts_on_one_worker_are_all_right() {
     futures::future::join_all(calls).await;
 }
 
-#[tokio::test]
-async fn a_model_printing_to_stdout_does_not_disturb_the_protocol() {
-    let sandbox = sandbox().await;
+async fn a_model_printing_to_stdout_does_not_disturb_the_protocol(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("noisy")).await.unwrap();
     for _ in 0..3 {
         let out = model
@@ -231,9 +229,8 @@ async fn a_model_printing_to_stdout_does_not_disturb_the_protocol() {
 
 /// Many large tensors in both directions at once: both sides' windows fill up together, the case
 /// where a multiplexer that stops reading while it cannot write deadlocks.
-#[tokio::test]
-async fn large_tensors_both_ways_at_once_do_not_stall() {
-    let sandbox = sandbox().await;
+async fn large_tensors_both_ways_at_once_do_not_stall(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("identity")).await.unwrap();
     let len = 4 * 1024 * 1024; // 16 MiB of float32 each way, per call
     let calls = (0..8).map(|i| {
@@ -256,3 +253,16 @@ async fn large_tensors_both_ways_at_once_do_not_stall() {
     let info: BTreeMap<_, _> = [("loaded", sandbox.info().await.unwrap().loaded_models)].into();
     assert_eq!(info["loaded"], vec!["identity"]);
 }
+
+each_runtime!(
+    every_fixture_signature_gives_what_tensorflow_gave,
+    the_cli_prints_half_plus_two,
+    variables_keep_their_state_between_calls,
+    the_output_filter_returns_only_what_was_asked,
+    byte_strings_that_are_not_utf8_pass_both_ways,
+    metadata_lists_signatures_with_types_and_shapes,
+    unloaded_models_are_gone_and_info_says_so,
+    thirty_two_concurrent_predicts_on_one_worker_are_all_right,
+    a_model_printing_to_stdout_does_not_disturb_the_protocol,
+    large_tensors_both_ways_at_once_do_not_stall,
+);

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use tfsandbox::{Config, Error, Sandbox, Tensor};
-use tfsandbox_checks::{config, fixture, sandbox};
+use tfsandbox::{Config, Error, RuntimeKind, Sandbox, Tensor};
+use tfsandbox_checks::{config, container_name, each_runtime, fixture, kill_worker, sandbox};
 
 #[tokio::test]
 async fn a_missing_worker_binary_says_where_it_looked() {
     let config = Config {
         worker_path: Some("/nonexistent/tfsandbox-worker".into()),
-        ..config()
+        ..config(RuntimeKind::Process)
     };
     let error = Sandbox::start(config).await.err().unwrap();
     assert!(matches!(error, Error::WorkerNotFound { .. }), "{error}");
@@ -23,7 +23,7 @@ async fn a_missing_worker_binary_says_where_it_looked() {
 async fn a_worker_that_exits_at_start_is_reported_with_its_status() {
     let config = Config {
         worker_path: Some("/bin/false".into()),
-        ..config()
+        ..config(RuntimeKind::Process)
     };
     let error = Sandbox::start(config).await.err().unwrap();
     assert!(matches!(error, Error::WorkerExited { .. }), "{error}");
@@ -36,7 +36,7 @@ async fn a_worker_that_speaks_no_protocol_fails_the_start_without_hanging() {
     let config = Config {
         worker_path: Some("/bin/cat".into()),
         start_timeout: Duration::from_secs(10),
-        ..config()
+        ..config(RuntimeKind::Process)
     };
     let error = tokio::time::timeout(Duration::from_secs(30), Sandbox::start(config))
         .await
@@ -46,11 +46,9 @@ async fn a_worker_that_speaks_no_protocol_fails_the_start_without_hanging() {
     assert!(!error.to_string().is_empty());
 }
 
-#[tokio::test]
-async fn killing_the_worker_mid_call_fails_the_call_promptly() {
-    let sandbox = sandbox().await;
+async fn killing_the_worker_mid_call_fails_the_call_promptly(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let model = sandbox.load_model(fixture("busy_loop")).await.unwrap();
-    let pid = sandbox.info().await.unwrap().pid as i32;
     let call = tokio::spawn({
         let model = model.clone();
         async move {
@@ -62,8 +60,7 @@ async fn killing_the_worker_mid_call_fails_the_call_promptly() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!call.is_finished(), "the endless loop returned");
     let killed = Instant::now();
-    let target = rustix::process::Pid::from_raw(pid).expect("a real pid");
-    rustix::process::kill_process(target, rustix::process::Signal::KILL).expect("kill the worker");
+    kill_worker(&sandbox, runtime).await;
     let error = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("the call fails instead of hanging")
@@ -81,17 +78,27 @@ async fn killing_the_worker_mid_call_fails_the_call_promptly() {
     assert!(matches!(again, Error::WorkerExited { .. }), "{again}");
 }
 
-#[tokio::test]
-async fn dropping_the_sandbox_leaves_no_worker_behind() {
-    let sandbox = sandbox().await;
+async fn dropping_the_sandbox_leaves_no_worker_behind(runtime: RuntimeKind) {
+    let sandbox = sandbox(runtime).await;
     let pid = sandbox.info().await.unwrap().pid;
-    let proc_dir = format!("/proc/{pid}");
-    assert!(std::path::Path::new(&proc_dir).exists());
+    let container = container_name(&sandbox);
     let status = sandbox.shutdown().await;
     assert!(status.contains("signal: 9"), "{status}");
-    // Reaped, not a zombie: the pid is gone entirely.
-    assert!(
-        !std::path::Path::new(&proc_dir).exists(),
-        "worker {pid} still exists"
-    );
+    match runtime {
+        // Reaped, not a zombie: the pid is gone entirely.
+        RuntimeKind::Process => assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} still exists"
+        ),
+        RuntimeKind::Docker => {
+            let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+            let gone = docker.inspect_container(&container, None).await.is_err();
+            assert!(gone, "container {container} still exists");
+        }
+    }
 }
+
+each_runtime!(
+    killing_the_worker_mid_call_fails_the_call_promptly,
+    dropping_the_sandbox_leaves_no_worker_behind,
+);

@@ -13,6 +13,44 @@ pub enum RuntimeKind {
     /// A child process of the host; needs no daemon.
     #[default]
     Process,
+    /// A container of the local Docker engine.
+    Docker,
+}
+
+/// Limits and settings of the `docker` runtime's containers.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// CPUs the container may use (fractions allowed).
+    pub cpus: f64,
+    /// Memory limit in bytes; swap is the same, so none beyond it.
+    pub memory_bytes: i64,
+    /// The most processes and threads the container may hold.
+    pub pids_limit: i64,
+    /// Size of the /tmp tmpfs in bytes.
+    pub tmp_bytes: u64,
+    /// RLIMIT_NOFILE, soft and hard.
+    pub nofile: i64,
+    /// RLIMIT_NPROC, soft and hard (counted per user id across the host).
+    pub nproc: i64,
+    /// An image to run instead of the one built from the worker's closure.
+    pub image: Option<String>,
+    /// Show progress bars on stderr while the image is built and loaded.
+    pub show_progress: bool,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            cpus: 1.0,
+            memory_bytes: 4 << 30,
+            pids_limit: 256,
+            tmp_bytes: 1 << 30,
+            nofile: 1024,
+            nproc: 4096,
+            image: None,
+            show_progress: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,9 +66,19 @@ pub struct Config {
     pub call_timeout: Duration,
     /// The largest gRPC message either side may send.
     pub max_message_bytes: usize,
+    /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
+    /// each, read-only, at `/models/<folder name>` and nothing else of the host.
+    pub models: Vec<PathBuf>,
+    pub docker: DockerSettings,
 }
 
 impl Config {
+    /// Adds a model folder the sandbox may load from.
+    pub fn with_model(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.models.push(dir.into());
+        self
+    }
+
     /// The worker binary this config starts, or where it was looked for.
     pub fn resolve_worker_path(&self) -> Result<PathBuf> {
         const NAME: &str = "tfsandbox-worker";
@@ -65,6 +113,8 @@ impl Default for Config {
             start_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(300),
             max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
+            models: Vec::new(),
+            docker: DockerSettings::default(),
         }
     }
 }

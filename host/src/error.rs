@@ -37,6 +37,10 @@ pub enum Error {
     ModelPath { path: PathBuf, reason: String },
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    #[error("{action}: {message}")]
+    Engine { action: String, message: String },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     #[error("the worker answered {call} without {field}")]
     Incomplete { call: String, field: &'static str },
 }

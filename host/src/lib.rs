@@ -13,11 +13,12 @@
 
 mod config;
 mod error;
+pub mod image;
 pub mod runtime;
 mod sandbox;
 pub mod tensor;
 
-pub use config::{Config, RuntimeKind};
+pub use config::{Config, DockerSettings, RuntimeKind};
 pub use error::{Error, Result};
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};

@@ -20,8 +20,9 @@ use tonic::{Code, Response, Status};
 
 use crate::config::{Config, RuntimeKind};
 use crate::error::{Error, Result};
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
-use crate::runtime::{Launch, Runtime};
+use crate::runtime::{Launch, ModelMounts, Runtime};
 use crate::tensor::Tensor;
 
 /// Worker stderr lines kept for error messages.
@@ -53,6 +54,10 @@ impl Sandbox {
     pub async fn start(config: Config) -> Result<Sandbox> {
         let runtime: Box<dyn Runtime> = match config.runtime {
             RuntimeKind::Process => Box::new(ProcessRuntime),
+            RuntimeKind::Docker => {
+                let mounts = ModelMounts::new(&config.models)?;
+                Box::new(DockerRuntime::connect(config.docker.clone(), mounts).await?)
+            }
         };
         let id = format!(
             "{}-{}",

@@ -5,6 +5,7 @@
 
 mod error;
 mod model;
+mod posture;
 mod service;
 mod stdio;
 mod tensor;

@@ -57,6 +57,7 @@ impl Worker for WorkerService {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             loaded_models,
+            posture: Some(crate::posture::observe()),
         }))
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use tfsandbox::image::{self, Closure, Variant};
 use tfsandbox::wire::{ModelMetadata, Signature};
 use tfsandbox::{tensor, Config, DType, Predict, RuntimeKind, Sandbox};
 
@@ -53,6 +54,11 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Build the worker image, or list what goes into it.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
         #[arg(long)]
@@ -63,6 +69,112 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct ClosureArgs {
+    /// The worker binary (default: tfsandbox-worker beside this program).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    /// Which libraries beyond DT_NEEDED the image carries.
+    #[arg(long, value_enum, default_value_t = Variant::Cpu)]
+    variant: Variant,
+    /// A folder to find dlopen()ed libraries in (the CUDA variant's). Repeatable.
+    #[arg(long = "library-dir")]
+    library_dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List every file of the worker's closure, why it is there, and its size.
+    Closure {
+        #[command(flatten)]
+        closure: ClosureArgs,
+    },
+    /// Build the image archive (OCI layout, also loadable by `docker load`).
+    Build {
+        #[command(flatten)]
+        closure: ClosureArgs,
+        /// Where to write the archive (default: a temporary file, with --load).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Load it into the Docker engine (skipped when the engine has it already).
+        #[arg(long)]
+        load: bool,
+    },
+}
+
+fn resolve_closure(args: &ClosureArgs) -> Result<Closure> {
+    let config = Config {
+        worker_path: args.worker.clone(),
+        ..Config::default()
+    };
+    let worker = config.resolve_worker_path()?;
+    Ok(Closure::resolve(&worker, args.variant, &args.library_dirs)?)
+}
+
+async fn image(command: ImageCommand) -> Result<()> {
+    match command {
+        ImageCommand::Closure { closure } => {
+            let closure = resolve_closure(&closure)?;
+            for entry in &closure.entries {
+                println!(
+                    "{:>12}  {:<48}  {}  <- {}",
+                    entry.size,
+                    entry.image_path,
+                    entry.reason,
+                    entry.host_path.display()
+                );
+            }
+            println!(
+                "{:>12}  total, {} files; entry point: {}",
+                closure.total_size(),
+                closure.entries.len(),
+                closure.entrypoint().join(" ")
+            );
+        }
+        ImageCommand::Build { closure, out, load } => {
+            if out.is_none() && !load {
+                bail!("nothing to do: give --out FILE, --load, or both");
+            }
+            let closure = resolve_closure(&closure)?;
+            let reference = image::reference(&closure);
+            let temporary;
+            let path = match out {
+                Some(path) => path,
+                None => {
+                    temporary = tempfile::Builder::new()
+                        .prefix("tfsandbox-image-")
+                        .suffix(".tar")
+                        .tempfile()?;
+                    temporary.path().to_path_buf()
+                }
+            };
+            let built = image::build_archive(&closure, &reference, &path, true)?;
+            println!("image {reference}");
+            println!(
+                "digest {} (config {})",
+                built.manifest_digest, built.config_digest
+            );
+            println!(
+                "archive {} bytes at {}; closure {} bytes",
+                built.archive_size,
+                path.display(),
+                closure.total_size()
+            );
+            if load {
+                let docker = bollard::Docker::connect_with_local_defaults()
+                    .context("connecting to the Docker engine")?;
+                if docker.inspect_image(&reference).await.is_ok() {
+                    println!("the engine has {reference} already");
+                } else {
+                    image::load(&docker, &path, &built, &reference, true).await?;
+                    println!("loaded {reference}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -91,12 +203,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn start(args: SandboxArgs) -> Result<Sandbox> {
-    let config = Config {
+async fn start(args: SandboxArgs, model: &std::path::Path) -> Result<Sandbox> {
+    let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
         ..Config::default()
-    };
+    }
+    .with_model(model);
+    config.docker.show_progress = true;
     Ok(Sandbox::start(config).await?)
 }
 
@@ -109,7 +223,7 @@ async fn run(command: Command) -> Result<()> {
             outputs,
             sandbox,
         } => {
-            let sandbox = start(sandbox).await?;
+            let sandbox = start(sandbox, &model).await?;
             let loaded = sandbox.load_model(&model).await?;
             let spec = find_signature(loaded.metadata(), &signature)?;
             let mut predict = Predict::default().signature(&signature).outputs(outputs);
@@ -132,12 +246,13 @@ async fn run(command: Command) -> Result<()> {
             println!("{}", serde_json::to_string(&json)?);
             sandbox.shutdown().await;
         }
+        Command::Image { command } => image(command).await?,
         Command::Inspect {
             model,
             json,
             sandbox,
         } => {
-            let sandbox = start(sandbox).await?;
+            let sandbox = start(sandbox, &model).await?;
             let loaded = sandbox.load_model(&model).await?;
             if json {
                 println!(

@@ -2,6 +2,7 @@
 //!
 //! A runtime hands back the worker's stdio; the transport on top is the same for every runtime.
 
+pub mod docker;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a runtime needs to start one worker.
 #[derive(Debug, Clone)]
@@ -28,6 +29,65 @@ pub struct Worker {
     pub stdout: Box<dyn AsyncRead + Send + Unpin>,
     pub stderr: Box<dyn AsyncRead + Send + Unpin>,
     pub control: Box<dyn WorkerControl>,
+}
+
+/// The model folders a sandbox may load from, each with its name under `/models`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelMounts {
+    /// (canonical host folder, name), in the order given.
+    entries: Vec<(PathBuf, String)>,
+}
+
+impl ModelMounts {
+    /// Names each folder by its own name, made unique with `-2`, `-3`, ...
+    pub fn new(dirs: &[PathBuf]) -> Result<ModelMounts> {
+        let mut entries: Vec<(PathBuf, String)> = Vec::new();
+        for dir in dirs {
+            let host = dir.canonicalize().map_err(|e| Error::ModelPath {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if !host.is_dir() {
+                return Err(Error::ModelPath {
+                    path: dir.clone(),
+                    reason: "not a directory".into(),
+                });
+            }
+            if entries.iter().any(|(h, _)| *h == host) {
+                continue;
+            }
+            let base = host
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            let mut name = base.clone();
+            let mut n = 1;
+            while entries.iter().any(|(_, taken)| *taken == name) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            entries.push((host, name));
+        }
+        Ok(ModelMounts { entries })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.entries.iter().map(|(h, n)| (h.as_path(), n.as_str()))
+    }
+
+    /// Where a sandbox that mounts these sees `host`, which must be one of them.
+    pub fn inside(&self, host: &Path) -> Result<String> {
+        let bad = |reason: String| Error::ModelPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let canonical = host.canonicalize().map_err(|e| bad(e.to_string()))?;
+        self.entries
+            .iter()
+            .find(|(h, _)| *h == canonical)
+            .map(|(_, name)| format!("/models/{name}"))
+            .ok_or_else(|| bad("not mounted in this sandbox: list it in Config::models (--model) before the sandbox starts".into()))
+    }
 }
 
 pub trait Runtime: Send + Sync {
