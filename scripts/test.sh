@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-libtensorflow.sh
 # The suites start the real binaries, so they are built first.
 cargo build --workspace --bins --tests
+# The docker suites share one worker image; built and loaded once here rather than by whichever
+# test starts first (skipped when the engine has it already).
+./target/debug/tfsandbox image build --load
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -1,0 +1,291 @@
+//! The docker runtime and its image, checked against the real engine.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::time::Duration;
+
+use bollard::query_parameters::ListContainersOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use tfsandbox::image::{self, oci, Closure, Variant};
+use tfsandbox::{RuntimeKind, Sandbox};
+use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, sandbox};
+
+fn engine() -> Docker {
+    Docker::connect_with_local_defaults().expect("a Docker engine")
+}
+
+fn worker_closure() -> Closure {
+    let worker = config(RuntimeKind::Docker)
+        .resolve_worker_path()
+        .expect("worker built");
+    Closure::resolve(&worker, Variant::Cpu, &[]).expect("closure resolves")
+}
+
+#[tokio::test]
+async fn the_container_has_every_security_setting() {
+    let sandbox = sandbox(RuntimeKind::Docker).await;
+    let name = container_name(&sandbox);
+    let container = engine()
+        .inspect_container(&name, None)
+        .await
+        .expect("the container exists while the sandbox runs");
+    let host = container.host_config.expect("host config");
+    let settings = tfsandbox::DockerSettings::default();
+
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.privileged, Some(false));
+    let tmp = host
+        .tmpfs
+        .as_ref()
+        .and_then(|t| t.get("/tmp"))
+        .expect("a /tmp tmpfs");
+    for option in [
+        "rw",
+        "noexec",
+        "nosuid",
+        "nodev",
+        "mode=1777",
+        &format!("size={}", settings.tmp_bytes),
+    ] {
+        assert!(
+            tmp.split(',').any(|o| o == option),
+            "/tmp lacks {option}: {tmp}"
+        );
+    }
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert_eq!(host.memory, Some(settings.memory_bytes));
+    assert_eq!(
+        host.memory_swap, host.memory,
+        "no swap beyond the memory limit"
+    );
+    assert_eq!(host.pids_limit, Some(settings.pids_limit));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()])
+    );
+    let ulimits: HashMap<String, (i64, i64)> = host
+        .ulimits
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| (u.name.unwrap(), (u.soft.unwrap(), u.hard.unwrap())))
+        .collect();
+    assert_eq!(ulimits["core"], (0, 0));
+    assert_eq!(ulimits["nofile"], (settings.nofile, settings.nofile));
+    assert_eq!(ulimits["nproc"], (settings.nproc, settings.nproc));
+    assert_eq!(host.ipc_mode.as_deref(), Some("none"));
+    assert_eq!(host.auto_remove, Some(true));
+
+    let config = container.config.expect("config");
+    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    assert_eq!(config.tty, Some(false));
+    assert_eq!(config.open_stdin, Some(true));
+    assert_eq!(
+        config
+            .labels
+            .unwrap_or_default()
+            .get("tfsandbox")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(container.name.as_deref(), Some(format!("/{name}").as_str()));
+
+    // Exactly one read-only bind per model folder, and no other host path.
+    let mounts = container.mounts.unwrap_or_default();
+    let fixtures: BTreeSet<String> = fixture_dirs()
+        .iter()
+        .map(|d| format!("/models/{}", d.file_name().unwrap().to_string_lossy()))
+        .collect();
+    let binds: BTreeSet<String> = mounts
+        .iter()
+        .filter_map(|m| m.destination.clone())
+        .collect();
+    assert_eq!(binds, fixtures);
+    assert!(
+        mounts.iter().all(|m| m.rw == Some(false)),
+        "a model mount is writable: {mounts:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_sees_its_confinement_from_inside() {
+    let only = fixture("half_plus_two");
+    let sandbox = Sandbox::start(tfsandbox::Config {
+        models: vec![only],
+        ..config(RuntimeKind::Docker)
+    })
+    .await
+    .expect("sandbox starts");
+    let info = sandbox.info().await.unwrap();
+    let posture = info.posture.expect("a posture report");
+    assert_eq!((info.uid, info.gid), (65534, 65534));
+    assert_eq!(posture.cap_effective, "0000000000000000");
+    assert_eq!(posture.cap_permitted, "0000000000000000");
+    assert!(posture.no_new_privs);
+    assert_eq!(posture.network_interfaces, vec!["lo"]);
+    assert!(posture.root_read_only, "/ is writable");
+    assert_eq!(posture.visible_models, vec!["half_plus_two"]);
+    assert!(
+        posture.rlimits.contains(&"core 0 0".to_string()),
+        "{:?}",
+        posture.rlimits
+    );
+    // It still computes.
+    let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    assert_eq!(model.metadata().path, "/models/half_plus_two");
+}
+
+#[test]
+fn two_builds_from_the_same_inputs_are_byte_identical() {
+    let closure = worker_closure();
+    let build = || {
+        let mut archive = oci::HashingWriter::new(std::io::sink());
+        let built =
+            oci::write_archive(&closure, "tfsandbox-worker:test", &mut archive, &|_| {}).unwrap();
+        (built, archive.finish())
+    };
+    let (first, first_archive) = build();
+    let (second, second_archive) = build();
+    assert_eq!(first, second);
+    assert_eq!(first_archive, second_archive, "archives differ");
+    // Nothing but the closure and a few hundred bytes of tar headers, config and /etc files.
+    assert!(
+        first.archive_size - closure.total_size() < 64 * 1024,
+        "{} vs {}",
+        first.archive_size,
+        closure.total_size()
+    );
+}
+
+#[tokio::test]
+async fn the_engine_holds_exactly_the_closure_and_the_fixed_files() {
+    let closure = worker_closure();
+    let docker = engine();
+    let reference = image::ensure_loaded(&docker, &closure, false)
+        .await
+        .expect("image loads");
+    let archive: Vec<u8> = docker
+        .export_image(&reference)
+        .map(|chunk| chunk.expect("export"))
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+
+    // `docker save` holds one layer tar; list what is in it.
+    let mut outer = tar::Archive::new(archive.as_slice());
+    let mut listing = None;
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let mut layer = tar::Archive::new(bytes.as_slice());
+        let Ok(entries) = layer.entries() else {
+            continue;
+        };
+        let paths: Result<Vec<String>, _> = entries
+            .map(|e| {
+                let e = e?;
+                let path = format!("/{}", e.path()?.display());
+                Ok::<_, std::io::Error>(if e.header().entry_type().is_dir() {
+                    format!("{}/", path.trim_end_matches('/'))
+                } else {
+                    path
+                })
+            })
+            .collect();
+        if let Ok(paths) = paths {
+            if paths.iter().any(|p| p == "/usr/bin/tfsandbox-worker") {
+                listing = Some(paths);
+            }
+        }
+    }
+    let listing = listing.expect("a layer holding the worker");
+    assert_eq!(listing, oci::layer_listing(&closure));
+
+    let files: BTreeSet<&str> = listing
+        .iter()
+        .filter(|p| !p.ends_with('/'))
+        .map(String::as_str)
+        .collect();
+    let mut expected: BTreeSet<&str> = closure
+        .entries
+        .iter()
+        .map(|e| e.image_path.as_str())
+        .collect();
+    expected.extend(["/etc/passwd", "/etc/group"]);
+    assert_eq!(
+        files, expected,
+        "files beyond the closure and /etc/passwd, /etc/group"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with("/sh") || f.contains("busybox")),
+        "a shell in the image"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
+    let exe = std::env::current_exe().unwrap();
+    let cli = exe.parent().unwrap().parent().unwrap().join("tfsandbox");
+    let mut host = tokio::process::Command::new(&cli)
+        .args(["run", "--runtime", "docker", "--model"])
+        .arg(fixture("busy_loop"))
+        .args(["--input", "n=1000000000000"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the CLI starts");
+    let owner_prefix = format!("{}:", host.id().unwrap());
+    let docker = engine();
+    let owned = || async {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec!["tfsandbox".to_string()],
+            )])),
+            ..Default::default()
+        };
+        docker
+            .list_containers(Some(options))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get("tfsandbox.owner"))
+                    .is_some_and(|o| o.starts_with(&owner_prefix))
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while owned().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CLI never started its container"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give the call time to reach the endless loop, then kill the host outright.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    host.kill().await.unwrap();
+    // The worker is stuck in TensorFlow and cannot drain: the container outlives its host.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        owned().await,
+        1,
+        "the orphan is not there to be reaped, so this proves nothing"
+    );
+
+    let next = sandbox(RuntimeKind::Docker).await;
+    assert_eq!(
+        owned().await,
+        0,
+        "a container of the killed host survived the next start"
+    );
+    drop(next);
+}
