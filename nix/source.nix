@@ -1,0 +1,13 @@
+# The source crane builds from: what cleanCargoSource keeps (Cargo.toml/lock, .cargo/config.toml,
+# *.rs, *.toml) plus what the build and the tests read besides: the .proto files (proto/build.rs),
+# host/src/image/dlopen.json (include_str!) and the fixture SavedModels under checks/fixtures.
+{ lib, craneLib }:
+lib.fileset.toSource {
+  root = ../.;
+  fileset = lib.fileset.unions [
+    (craneLib.fileset.commonCargoSources ../.)
+    (lib.fileset.fileFilter (file: file.hasExt "proto") ../proto)
+    ../host/src/image/dlopen.json
+    ../checks/fixtures
+  ];
+}
