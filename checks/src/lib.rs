@@ -7,7 +7,7 @@ use std::sync::Once;
 
 use serde_json::Value;
 use tfsandbox::runtime::process::ProcessRuntime;
-use tfsandbox::runtime::{Launch, Runtime, WorkerControl};
+use tfsandbox::runtime::{Launch, ModelMounts, Runtime, WorkerControl};
 use tfsandbox::{tensor, Config, DType, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
@@ -70,7 +70,8 @@ pub async fn sandbox(runtime: RuntimeKind) -> Sandbox {
 pub async fn kill_worker(sandbox: &Sandbox, runtime: RuntimeKind) {
     match runtime {
         RuntimeKind::Process => {
-            let pid = sandbox.info().await.expect("info").pid as i32;
+            // Not Info's pid: that one is the worker's own, inside its pid namespace.
+            let pid = worker_host_pid(sandbox).expect("the worker's host pid") as i32;
             let pid = rustix::process::Pid::from_raw(pid).expect("a real pid");
             rustix::process::kill_process(pid, rustix::process::Signal::KILL)
                 .expect("kill the worker");
@@ -86,6 +87,22 @@ pub async fn kill_worker(sandbox: &Sandbox, runtime: RuntimeKind) {
                 .expect("kill the container");
         }
     }
+}
+
+/// The worker's pid on the host, for the `process` runtime: the jailer's one child.
+pub fn worker_host_pid(sandbox: &Sandbox) -> Option<u32> {
+    let jailer = sandbox.host_pid()?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{jailer}/task/{jailer}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// The jailer beside the worker that `config` finds, for tests that start another program.
+pub fn jailer_path() -> PathBuf {
+    config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("worker built")
+        .with_file_name("tfsandbox-jailer")
 }
 
 /// The container of a sandbox of the docker runtime.
@@ -185,6 +202,11 @@ fn flatten(value: &Value) -> Vec<Value> {
     }
 }
 
+/// Where a sandbox sees fixture `name` (every fixture is mounted by `config`).
+pub fn fixture_inside(name: &str) -> String {
+    format!("/models/{name}")
+}
+
 /// A worker spoken to with the bare generated client, for requests the library never sends
 /// (malformed tensors, unknown ids). The control kills it when dropped.
 pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
@@ -194,7 +216,9 @@ pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
     };
-    let mut worker = ProcessRuntime.start(&launch).await.expect("worker starts");
+    let mounts = ModelMounts::new(&config.models).expect("fixture mounts");
+    let runtime = ProcessRuntime::new(config.process.clone(), mounts);
+    let mut worker = runtime.start(&launch).await.expect("worker starts");
     // Drained, so the worker never writes into a full or closed pipe.
     tokio::spawn(async move { tokio::io::copy(&mut worker.stderr, &mut tokio::io::sink()).await });
     let (channel, _driver) = transport::connect(worker.stdout, worker.stdin)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use tfsandbox::{Error, Predict, RuntimeKind, Sandbox, Tensor};
-use tfsandbox_checks::{config, each_runtime, fixture, raw_worker, sandbox};
+use tfsandbox_checks::{config, each_runtime, fixture, fixture_inside, raw_worker, sandbox};
 use tfsandbox_proto::v1::{DataType, LoadModelRequest, PredictRequest, Tensor as WireTensor};
 use tonic::Code;
 
@@ -160,7 +160,7 @@ async fn missing_extra_mistyped_and_misshapen_inputs(runtime: RuntimeKind) {
 async fn malformed_wire_tensors_and_ids() {
     let (mut client, _control) = raw_worker().await;
     let load = |id: &str| LoadModelRequest {
-        path: fixture("half_plus_two").to_string_lossy().into_owned(),
+        path: fixture_inside("half_plus_two"),
         tags: vec![],
         model_id: id.into(),
     };
@@ -238,7 +238,7 @@ async fn bool_bytes_other_than_zero_or_one_are_refused() {
     let (mut client, _control) = raw_worker().await;
     client
         .load_model(LoadModelRequest {
-            path: fixture("multi_io").to_string_lossy().into_owned(),
+            path: fixture_inside("multi_io"),
             tags: vec![],
             model_id: "m".into(),
         })

@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use tfsandbox::{Config, Error, RuntimeKind, Sandbox, Tensor};
-use tfsandbox_checks::{config, container_name, each_runtime, fixture, kill_worker, sandbox};
+use tfsandbox::{Config, Error, ProcessSettings, RuntimeKind, Sandbox, Tensor};
+use tfsandbox_checks::{
+    config, container_name, each_runtime, fixture, jailer_path, kill_worker, sandbox,
+    worker_host_pid,
+};
 
 #[tokio::test]
 async fn a_missing_worker_binary_says_where_it_looked() {
@@ -23,6 +26,10 @@ async fn a_missing_worker_binary_says_where_it_looked() {
 async fn a_worker_that_exits_at_start_is_reported_with_its_status() {
     let config = Config {
         worker_path: Some("/bin/false".into()),
+        process: ProcessSettings {
+            jailer_path: Some(jailer_path()),
+            ..Default::default()
+        },
         ..config(RuntimeKind::Process)
     };
     let error = Sandbox::start(config).await.err().unwrap();
@@ -35,6 +42,10 @@ async fn a_worker_that_speaks_no_protocol_fails_the_start_without_hanging() {
     // `cat` echoes our own bytes back: a peer that answers, but with nonsense.
     let config = Config {
         worker_path: Some("/bin/cat".into()),
+        process: ProcessSettings {
+            jailer_path: Some(jailer_path()),
+            ..Default::default()
+        },
         start_timeout: Duration::from_secs(10),
         ..config(RuntimeKind::Process)
     };
@@ -80,16 +91,23 @@ async fn killing_the_worker_mid_call_fails_the_call_promptly(runtime: RuntimeKin
 
 async fn dropping_the_sandbox_leaves_no_worker_behind(runtime: RuntimeKind) {
     let sandbox = sandbox(runtime).await;
-    let pid = sandbox.info().await.unwrap().pid;
+    let pids = [sandbox.host_pid(), worker_host_pid(&sandbox)];
     let container = container_name(&sandbox);
     let status = sandbox.shutdown().await;
     assert!(status.contains("signal: 9"), "{status}");
     match runtime {
         // Reaped, not a zombie: the pid is gone entirely.
-        RuntimeKind::Process => assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "worker {pid} still exists"
-        ),
+        RuntimeKind::Process => {
+            // The jailer is reaped by the host; the worker, killed with it, by init: allow it a moment.
+            for pid in pids {
+                let proc = format!("/proc/{}", pid.expect("a host pid"));
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while std::path::Path::new(&proc).exists() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert!(!std::path::Path::new(&proc).exists(), "{proc} still exists");
+            }
+        }
         RuntimeKind::Docker => {
             let docker = bollard::Docker::connect_with_local_defaults().unwrap();
             let gone = docker.inspect_container(&container, None).await.is_err();

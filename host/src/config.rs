@@ -17,6 +17,42 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// Limits and settings of the `process` runtime's sandbox.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// Size of the /tmp tmpfs in bytes.
+    pub tmp_bytes: u64,
+    /// RLIMIT_AS: the worker's address space. TensorFlow reserves far more than it touches.
+    pub address_space_bytes: u64,
+    /// RLIMIT_FSIZE: the largest file it may write (in /tmp).
+    pub file_size_bytes: u64,
+    /// RLIMIT_NOFILE.
+    pub nofile: u64,
+    /// RLIMIT_NPROC (counted per user id across the host; threads count).
+    pub nproc: u64,
+    /// RLIMIT_CPU in seconds of CPU time over the worker's whole life; unset: none.
+    pub cpu_seconds: Option<u64>,
+    /// Features allowed to be weaker than asked where the kernel lacks them: "landlock".
+    pub allow_weaker: Vec<String>,
+    /// The jailer binary. Unset: `tfsandbox-jailer` beside the worker.
+    pub jailer_path: Option<PathBuf>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            tmp_bytes: 1 << 30,
+            address_space_bytes: 64 << 30,
+            file_size_bytes: 1 << 30,
+            nofile: 1024,
+            nproc: 4096,
+            cpu_seconds: None,
+            allow_weaker: Vec::new(),
+            jailer_path: None,
+        }
+    }
+}
+
 /// Limits and settings of the `docker` runtime's containers.
 #[derive(Debug, Clone)]
 pub struct DockerSettings {
@@ -69,6 +105,7 @@ pub struct Config {
     /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
     /// each, read-only, at `/models/<folder name>` and nothing else of the host.
     pub models: Vec<PathBuf>,
+    pub process: ProcessSettings,
     pub docker: DockerSettings,
 }
 
@@ -114,6 +151,7 @@ impl Default for Config {
             call_timeout: Duration::from_secs(300),
             max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
             models: Vec::new(),
+            process: ProcessSettings::default(),
             docker: DockerSettings::default(),
         }
     }

@@ -37,6 +37,8 @@ pub enum Error {
     ModelPath { path: PathBuf, reason: String },
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    #[error("sandbox {sandbox}: could not confine the worker: {message}")]
+    Confinement { sandbox: String, message: String },
     #[error("{action}: {message}")]
     Engine { action: String, message: String },
     #[error(transparent)]

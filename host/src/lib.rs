@@ -18,7 +18,7 @@ pub mod runtime;
 mod sandbox;
 pub mod tensor;
 
-pub use config::{Config, DockerSettings, RuntimeKind};
+pub use config::{Config, DockerSettings, ProcessSettings, RuntimeKind};
 pub use error::{Error, Result};
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};

@@ -42,6 +42,7 @@ struct Inner {
     client: WorkerClient<Channel>,
     config: Config,
     runtime: Box<dyn Runtime>,
+    host_pid: Option<u32>,
     /// How the worker ended, once it has.
     exit: watch::Receiver<Option<String>>,
     kill: Mutex<Option<oneshot::Sender<()>>>,
@@ -52,10 +53,10 @@ struct Inner {
 impl Sandbox {
     /// Starts a worker and waits until it answers.
     pub async fn start(config: Config) -> Result<Sandbox> {
+        let mounts = ModelMounts::new(&config.models)?;
         let runtime: Box<dyn Runtime> = match config.runtime {
-            RuntimeKind::Process => Box::new(ProcessRuntime),
+            RuntimeKind::Process => Box::new(ProcessRuntime::new(config.process.clone(), mounts)),
             RuntimeKind::Docker => {
-                let mounts = ModelMounts::new(&config.models)?;
                 Box::new(DockerRuntime::connect(config.docker.clone(), mounts).await?)
             }
         };
@@ -77,13 +78,7 @@ impl Sandbox {
             worker.stderr,
             stderr_tail.clone(),
         ));
-        let (channel, _driver) = transport::connect(worker.stdout, worker.stdin)
-            .await
-            .map_err(|source| Error::Transport {
-                sandbox: id.clone(),
-                source,
-            })?;
-
+        let host_pid = worker.control.host_pid();
         let mut control = worker.control;
         let (exit_tx, exit) = watch::channel(None);
         let (kill, kill_rx) = oneshot::channel::<()>();
@@ -103,6 +98,20 @@ impl Sandbox {
             let _ = exit_tx.send(Some(status));
         });
 
+        let connected = transport::connect(worker.stdout, worker.stdin).await;
+        let (channel, _driver) = match connected {
+            Ok(connected) => connected,
+            Err(source) => {
+                // A worker that died at once explains the failure better than the transport can.
+                let _ = kill.send(());
+                let exited = exit_report(&exit, &stderr_tail, &id, "starting the worker").await;
+                return Err(exited.unwrap_or(Error::Transport {
+                    sandbox: id,
+                    source,
+                }));
+            }
+        };
+
         let client = WorkerClient::new(channel)
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
@@ -112,6 +121,7 @@ impl Sandbox {
                 client,
                 config,
                 runtime,
+                host_pid,
                 exit,
                 kill: Mutex::new(Some(kill)),
                 stderr_tail,
@@ -130,6 +140,12 @@ impl Sandbox {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The host pid of what the runtime started for this sandbox (the `process` runtime's
+    /// jailer, whose child is the worker); `None` for the docker runtime.
+    pub fn host_pid(&self) -> Option<u32> {
+        self.inner.host_pid
     }
 
     /// The worker's own report: versions, identity, loaded models.
@@ -415,6 +431,33 @@ impl Inner {
             stderr,
         })
     }
+}
+
+/// The worker's exit as an error, if it exits within a moment.
+async fn exit_report(
+    exit: &watch::Receiver<Option<String>>,
+    stderr_tail: &Mutex<VecDeque<String>>,
+    sandbox: &str,
+    what: &str,
+) -> Option<Error> {
+    let mut exit = exit.clone();
+    let status = tokio::time::timeout(EXIT_GRACE, exit.wait_for(Option::is_some))
+        .await
+        .ok()?
+        .ok()?
+        .clone()?;
+    let stderr = stderr_tail
+        .lock()
+        .expect("stderr lock")
+        .iter()
+        .cloned()
+        .collect();
+    Some(Error::WorkerExited {
+        sandbox: sandbox.to_string(),
+        call: what.to_string(),
+        status,
+        stderr,
+    })
 }
 
 /// Sends each worker stderr line to the host's log, tagged with the sandbox, and keeps the last few.

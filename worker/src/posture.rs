@@ -38,6 +38,7 @@ pub fn observe() -> Posture {
                 Some(target.to_string_lossy().into_owned())
             })
             .collect(),
+        landlock: std::env::var("TFSANDBOX_LANDLOCK").unwrap_or_else(|_| "not applied".into()),
     }
 }
 

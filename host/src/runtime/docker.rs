@@ -325,6 +325,11 @@ impl WorkerControl for DockerControl {
         }
         .boxed()
     }
+
+    fn host_pid(&self) -> Option<u32> {
+        // The container's processes belong to the engine, not to this host process.
+        None
+    }
 }
 
 fn signal_name(signal: i64) -> &'static str {

@@ -102,4 +102,7 @@ pub trait WorkerControl: Send + Sync {
     fn wait(&mut self) -> BoxFuture<'_, String>;
     /// Stops the worker at once; `wait` then resolves.
     fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// The host pid of the process the runtime started (the jailer, the engine's shim...), where
+    /// the host has one of its own.
+    fn host_pid(&self) -> Option<u32>;
 }

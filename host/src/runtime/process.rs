@@ -1,18 +1,93 @@
-//! The `process` runtime: the worker as a child process of the host, talked to over its pipes.
+//! The `process` runtime: the worker as a confined child process of the host, no daemon needed.
+//!
+//! `tfsandbox-jailer` (jailer/) does the confining: namespaces, a fresh root holding only the
+//! worker's closure (the same closure the image builder computes) and the models, Landlock,
+//! seccomp and rlimits. This side starts it, writes its id maps when it asks (only a process
+//! outside its user namespace may), and then speaks the protocol over its stdio.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use super::{Launch, Runtime, Worker, WorkerControl};
+use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
+use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
+use crate::image::{Closure, Variant};
 
-#[derive(Debug, Default, Clone)]
-pub struct ProcessRuntime;
+/// The user and group the worker is inside its namespace.
+const NOBODY: u32 = 65534;
+/// How long the jailer may take to reach the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ProcessRuntime {
+    settings: ProcessSettings,
+    mounts: ModelMounts,
+}
+
+impl ProcessRuntime {
+    pub fn new(settings: ProcessSettings, mounts: ModelMounts) -> ProcessRuntime {
+        ProcessRuntime { settings, mounts }
+    }
+
+    fn jailer_path(&self, worker: &Path) -> Result<PathBuf> {
+        let path = match &self.settings.jailer_path {
+            Some(path) => path.clone(),
+            None => worker.with_file_name("tfsandbox-jailer"),
+        };
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::WorkerNotFound { looked: vec![path] })
+        }
+    }
+
+    /// The jailer's command line: the root's contents, the limits, then the worker's entry point.
+    fn jailer_args(&self, closure: &Closure, root: &Path) -> Vec<String> {
+        let s = &self.settings;
+        let mut args = vec!["--root".to_string(), root.display().to_string()];
+        for entry in &closure.entries {
+            args.push("--file".into());
+            args.push(format!(
+                "{}={}",
+                entry.image_path,
+                entry.host_path.display()
+            ));
+        }
+        for (host, name) in self.mounts.iter() {
+            args.push("--model".into());
+            args.push(format!("{name}={}", host.display()));
+        }
+        args.push("--tmp-bytes".into());
+        args.push(s.tmp_bytes.to_string());
+        let mut limits = vec![
+            ("as", s.address_space_bytes),
+            ("fsize", s.file_size_bytes),
+            ("nofile", s.nofile),
+            ("nproc", s.nproc),
+            ("core", 0),
+        ];
+        if let Some(cpu) = s.cpu_seconds {
+            limits.push(("cpu", cpu));
+        }
+        for (name, value) in limits {
+            args.push("--rlimit".into());
+            args.push(format!("{name}={value}"));
+        }
+        for feature in &s.allow_weaker {
+            args.push("--allow-weaker".into());
+            args.push(feature.clone());
+        }
+        args.push("--".into());
+        args.extend(closure.entrypoint());
+        args
+    }
+}
 
 impl Runtime for ProcessRuntime {
     fn start<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, Result<Worker>> {
@@ -21,12 +96,16 @@ impl Runtime for ProcessRuntime {
                 path: launch.worker_path.clone(),
                 source,
             };
-            // A working directory of its own, removed with the worker.
+            let closure = Closure::resolve(&launch.worker_path, Variant::Cpu, &[])?;
+            let jailer = self.jailer_path(&launch.worker_path)?;
+            // The new root is built on this folder inside the sandbox's own mount namespace; on
+            // the host it stays empty and goes with the worker.
             let workdir = tempfile::Builder::new()
                 .prefix("tfsandbox-")
                 .tempdir()
                 .map_err(spawn_error)?;
-            let mut child = Command::new(&launch.worker_path)
+            let mut child = Command::new(&jailer)
+                .args(self.jailer_args(&closure, workdir.path()))
                 .env_clear()
                 .env("TFSANDBOX_LOG", &launch.worker_log)
                 .current_dir(workdir.path())
@@ -35,12 +114,56 @@ impl Runtime for ProcessRuntime {
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(spawn_error)?;
-            let (stdin, stdout, stderr) = match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
-                (Some(i), Some(o), Some(e)) => (i, o, e),
-                _ => unreachable!("all three were asked to be piped"),
+                .map_err(|source| Error::Spawn {
+                    path: jailer.clone(),
+                    source,
+                })?;
+            let (mut stdin, mut stdout, mut stderr) =
+                match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                    (Some(i), Some(o), Some(e)) => (i, o, e),
+                    _ => unreachable!("all three were asked to be piped"),
+                };
+            let pid = child.id().unwrap_or_default();
+
+            let confined = async {
+                let mut asked = [0u8; 1];
+                stdout
+                    .read_exact(&mut asked)
+                    .await
+                    .map_err(|e| format!("no handshake: {e}"))?;
+                if asked != *b"M" {
+                    return Err(format!("unexpected handshake byte {:?}", asked[0]));
+                }
+                write_id_maps(pid).map_err(|e| format!("writing its id maps: {e}"))?;
+                stdin
+                    .write_all(b"G")
+                    .await
+                    .map_err(|e| format!("answering the handshake: {e}"))?;
+                Ok(())
             };
-            tracing::debug!(sandbox = %launch.sandbox_id, pid = child.id(), "worker process started");
+            let outcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, confined).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
+            };
+            if let Err(problem) = outcome {
+                let _ = child.start_kill();
+                let mut said = String::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), stderr.read_to_string(&mut said))
+                        .await;
+                let _ = child.wait().await;
+                let said = said.trim();
+                let message = if said.is_empty() {
+                    problem
+                } else {
+                    format!("{problem}; the jailer said: {said}")
+                };
+                return Err(Error::Confinement {
+                    sandbox: launch.sandbox_id.clone(),
+                    message,
+                });
+            }
+            tracing::debug!(sandbox = %launch.sandbox_id, pid, "worker confined and started");
             Ok(Worker {
                 stdin: Box::new(stdin),
                 stdout: Box::new(stdout),
@@ -55,17 +178,31 @@ impl Runtime for ProcessRuntime {
     }
 
     fn model_path(&self, host: &Path) -> Result<String> {
-        let bad = |reason: String| Error::ModelPath {
-            path: host.to_path_buf(),
-            reason,
-        };
-        // Without a mount namespace the worker sees host paths as they are.
-        let absolute = host.canonicalize().map_err(|e| bad(e.to_string()))?;
-        absolute
-            .into_os_string()
-            .into_string()
-            .map_err(|_| bad("the path is not UTF-8".into()))
+        self.mounts.inside(host)
     }
+}
+
+/// Maps 65534 inside to the host's own ids, or to nobody when the host is root: a worker that
+/// broke out of every other layer would still own nothing.
+fn write_id_maps(pid: u32) -> std::io::Result<()> {
+    let outside_uid = match rustix::process::geteuid().as_raw() {
+        0 => NOBODY,
+        uid => uid,
+    };
+    let outside_gid = match rustix::process::getegid().as_raw() {
+        0 => NOBODY,
+        gid => gid,
+    };
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    std::fs::write(
+        format!("/proc/{pid}/uid_map"),
+        format!("{NOBODY} {outside_uid} 1\n"),
+    )?;
+    std::fs::write(
+        format!("/proc/{pid}/gid_map"),
+        format!("{NOBODY} {outside_gid} 1\n"),
+    )?;
+    Ok(())
 }
 
 struct ProcessControl {
@@ -89,9 +226,14 @@ impl WorkerControl for ProcessControl {
 
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         async move {
-            // Fails only if it already exited, which is what was wanted.
+            // Fails only if it already exited, which is what was wanted. The worker, the
+            // jailer's child, dies with it (PR_SET_PDEATHSIG).
             let _ = self.child.start_kill();
         }
         .boxed()
+    }
+
+    fn host_pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }

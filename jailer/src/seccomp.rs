@@ -1,0 +1,161 @@
+//! The policy as a BPF program (for the `process` runtime) and as a Docker seccomp profile.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use crate::{ALLOWED_IOCTLS, ALLOWED_SYSCALLS, CLONE_MASK, CLONE_REQUIRED, ENOSYS_SYSCALLS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("system call '{0}' has no number on this architecture")]
+    UnknownSyscall(String),
+    #[error("seccomp filter: {0}")]
+    Filter(String),
+}
+
+/// The number of a system call on this architecture.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    name.parse::<syscalls::Sysno>().ok().map(|n| n.id() as i64)
+}
+
+fn number(name: &str) -> Result<i64, PolicyError> {
+    syscall_number(name).ok_or_else(|| PolicyError::UnknownSyscall(name.to_string()))
+}
+
+fn filter_error(error: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Filter(error.to_string())
+}
+
+fn target_arch() -> TargetArch {
+    if cfg!(target_arch = "aarch64") {
+        TargetArch::aarch64
+    } else {
+        TargetArch::x86_64
+    }
+}
+
+/// The allowlist as BPF: anything else returns EPERM; a call made under a foreign architecture
+/// (i386 via int 0x80, say) kills the process.
+pub fn allowlist_program() -> Result<BpfProgram, PolicyError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for name in ALLOWED_SYSCALLS {
+        rules.insert(number(name)?, vec![]);
+    }
+    let threads_only = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(CLONE_MASK),
+        CLONE_REQUIRED,
+    )
+    .map_err(filter_error)?;
+    rules.insert(
+        number("clone")?,
+        vec![SeccompRule::new(vec![threads_only]).map_err(filter_error)?],
+    );
+    let ioctls = ALLOWED_IOCTLS
+        .iter()
+        .map(|&request| {
+            let condition =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                    .map_err(filter_error)?;
+            SeccompRule::new(vec![condition]).map_err(filter_error)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(number("ioctl")?, ioctls);
+    let allow = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        target_arch(),
+    )
+    .map_err(filter_error)?;
+    allow.try_into().map_err(filter_error)
+}
+
+/// A second program, for what must fail with ENOSYS rather than EPERM (`clone3`); everything
+/// else it passes on to the allowlist. Installed after it, so the kernel checks it first.
+pub fn enosys_program() -> Result<BpfProgram, PolicyError> {
+    let mut rules = BTreeMap::new();
+    for name in ENOSYS_SYSCALLS {
+        rules.insert(number(name)?, vec![]);
+    }
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        target_arch(),
+    )
+    .map_err(filter_error)?
+    .try_into()
+    .map_err(filter_error)
+}
+
+/// The same policy in the engine's seccomp profile format (`security_opt: seccomp=<json>`).
+pub fn docker_profile() -> String {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "SCMP_ARCH_AARCH64"
+    } else {
+        "SCMP_ARCH_X86_64"
+    };
+    let names: Vec<String> = ALLOWED_SYSCALLS
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    let ioctls: Vec<String> = ALLOWED_IOCTLS
+        .iter()
+        .map(|r| format!(r#"{{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{r},"op":"SCMP_CMP_EQ"}}]}}"#))
+        .collect();
+    let enosys: Vec<String> = ENOSYS_SYSCALLS.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(
+        concat!(
+            r#"{{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":{eperm},"architectures":["{arch}"],"syscalls":["#,
+            r#"{{"names":[{names}],"action":"SCMP_ACT_ALLOW"}},"#,
+            r#"{{"names":["clone"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{mask},"valueTwo":{required},"op":"SCMP_CMP_MASKED_EQ"}}]}},"#,
+            r#"{ioctls},"#,
+            r#"{{"names":[{enosys}],"action":"SCMP_ACT_ERRNO","errnoRet":{enosys_errno}}}"#,
+            r#"]}}"#
+        ),
+        eperm = libc::EPERM,
+        arch = arch,
+        names = names.join(","),
+        mask = CLONE_MASK,
+        required = CLONE_REQUIRED,
+        ioctls = ioctls.join(","),
+        enosys = enosys.join(","),
+        enosys_errno = libc::ENOSYS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_allowed_name_has_a_number() {
+        for name in ALLOWED_SYSCALLS
+            .iter()
+            .chain(ENOSYS_SYSCALLS)
+            .chain(&["clone", "ioctl"])
+        {
+            assert!(syscall_number(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_programs_compile() {
+        assert!(!allowlist_program().unwrap().is_empty());
+        assert!(!enosys_program().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_docker_profile_is_json_and_allows_no_socket() {
+        let profile = docker_profile();
+        assert!(profile.starts_with('{') && profile.ends_with('}'));
+        assert!(!profile.contains("\"socket\""), "{profile}");
+        assert!(profile.contains("\"clone3\""));
+    }
+}
