@@ -2,6 +2,8 @@
 //!
 //! Every suite starts real workers running real libtensorflow; nothing is mocked.
 
+pub mod escape;
+
 use std::path::PathBuf;
 use std::sync::Once;
 

@@ -157,7 +157,12 @@ impl DockerRuntime {
                 memory: Some(s.memory_bytes),
                 memory_swap: Some(s.memory_bytes),
                 pids_limit: Some(s.pids_limit),
-                security_opt: Some(vec!["no-new-privileges".into()]),
+                // The same allowlist the process runtime's jailer installs; stricter than the
+                // engine's default (no ptrace, no socket(), no fork).
+                security_opt: Some(vec![
+                    "no-new-privileges".into(),
+                    format!("seccomp={}", tfsandbox_jailer::seccomp::docker_profile()),
+                ]),
                 ulimits: Some(vec![
                     ulimit("nofile", s.nofile),
                     ulimit("nproc", s.nproc),

@@ -1,0 +1,167 @@
+//! The escape-attempt harness: starts `tfsandbox-probe` through a runtime exactly as that runtime
+//! starts the worker (same closure rules, same jailer or container settings) and collects how each
+//! of its attempts ended.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tfsandbox::runtime::docker::DockerRuntime;
+use tfsandbox::runtime::process::ProcessRuntime;
+use tfsandbox::runtime::{Launch, ModelMounts, Runtime};
+use tfsandbox::{Config, RuntimeKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{config, fixture};
+
+/// One attempt: what was tried, whether the sandbox stopped it, and how (errno, or where it
+/// stopped).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub attempt: String,
+    pub denied: bool,
+    pub detail: String,
+}
+
+/// What a probe run produced.
+#[derive(Debug)]
+pub struct ProbeRun {
+    pub attempts: Vec<Attempt>,
+    /// How the probe process ended ("exit status: 0", "signal: 31 (SIGSYS)").
+    pub status: String,
+}
+
+/// The probe binary, built beside the worker.
+pub fn probe_path() -> PathBuf {
+    config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("worker built")
+        .with_file_name("tfsandbox-probe")
+}
+
+/// A file on the host the probe must not be able to read.
+pub fn host_secret() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tfsandbox-secret-{}", std::process::id()));
+    std::fs::write(&path, "the host's secret\n").expect("write the secret");
+    path
+}
+
+/// Runs the probe in `mode` ("all", "i386", "cpu") under `config`'s runtime and settings.
+pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
+    let model = fixture("half_plus_two");
+    let mounts = ModelMounts::new(std::slice::from_ref(&model)).expect("mount the model");
+    let runtime: Box<dyn Runtime> = match config.runtime {
+        RuntimeKind::Process => Box::new(ProcessRuntime::new(config.process.clone(), mounts)),
+        RuntimeKind::Docker => Box::new(
+            DockerRuntime::connect(config.docker.clone(), mounts)
+                .await
+                .expect("engine"),
+        ),
+    };
+    let secret = host_secret();
+    // The host listens on its own loopback: the probe must not reach it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let launch = Launch {
+        sandbox_id: format!("escape-{}-{mode}", std::process::id()),
+        worker_path: probe_path(),
+        worker_log: "info".into(),
+    };
+    let mut probe = runtime.start(&launch).await.expect("the probe starts");
+    let targets = json!({
+        "mode": mode,
+        "secret": secret.display().to_string(),
+        "model": "/models/half_plus_two",
+        "host_pid": std::process::id(),
+        "port": port,
+    });
+    probe
+        .stdin
+        .write_all(format!("{targets}\n").as_bytes())
+        .await
+        .expect("send targets");
+    probe.stdin.flush().await.expect("send targets");
+
+    let mut output = String::new();
+    let mut errors = String::new();
+    let collected = async {
+        let _ = tokio::join!(
+            probe.stdout.read_to_string(&mut output),
+            probe.stderr.read_to_string(&mut errors)
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(120), collected)
+        .await
+        .is_err()
+    {
+        probe.control.kill().await;
+    }
+    let status = probe.control.wait().await;
+    let _ = std::fs::remove_file(&secret);
+    if !errors.trim().is_empty() {
+        eprintln!("probe stderr: {}", errors.trim());
+    }
+    let attempts = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|v| Attempt {
+            attempt: v["attempt"].as_str().unwrap_or_default().to_string(),
+            denied: v["denied"].as_bool().unwrap_or(false),
+            detail: v["detail"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    ProbeRun { attempts, status }
+}
+
+/// Every attempt of one runtime: the probe's whole list, then those that may end the process.
+pub async fn all_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
+    let run = run_probe(&config(runtime), "all").await;
+    let mut attempts = run.attempts;
+    // A probe that did not finish its list was stopped by something no attempt reported.
+    attempts.push(Attempt {
+        attempt: "end the probe early".into(),
+        denied: run.status == "exit status: 0",
+        detail: run.status,
+    });
+    attempts.extend(fatal_attempts(runtime).await);
+    attempts
+}
+
+/// The probe runs that may end the process when the sandbox holds, with the status that proves it.
+pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    // x32 calls: refused (EPERM) by the jailer's filter, fatal (SIGSYS) under the engine's.
+    let x32 = run_probe(&config(runtime), "x32").await;
+    attempts.push(match x32.attempts.into_iter().next() {
+        Some(reported) => reported,
+        None => Attempt {
+            attempt: "x32 system call".into(),
+            denied: x32.status.contains("signal: 31"),
+            detail: x32.status,
+        },
+    });
+    let i386 = run_probe(&config(runtime), "i386").await;
+    let killed = i386.attempts.is_empty() && i386.status.contains("signal: 31");
+    attempts.push(Attempt {
+        attempt: "i386 system call".into(),
+        denied: killed,
+        detail: i386.status,
+    });
+
+    if runtime == RuntimeKind::Process {
+        // A CPU limit is a setting (none by default: a long-lived worker accumulates CPU time);
+        // with one set, a busy loop past it ends by SIGXCPU, or SIGKILL at the hard limit.
+        let mut limited = config(runtime);
+        limited.process.cpu_seconds = Some(1);
+        let cpu = run_probe(&limited, "cpu").await;
+        let stopped = cpu.status.contains("signal: 24") || cpu.status.contains("signal: 9");
+        attempts.push(Attempt {
+            attempt: "busy loop past the CPU limit".into(),
+            denied: stopped,
+            detail: cpu.status,
+        });
+    }
+    attempts
+}

@@ -1,0 +1,102 @@
+//! The escape-attempt suite: every attempt, in each runtime's production sandbox, ends exactly as
+//! listed here. `tfsandbox-escape --runtime R` prints the same table.
+
+use tfsandbox::RuntimeKind;
+use tfsandbox_checks::escape::all_attempts;
+
+/// (attempt, how it ends in the process runtime, in the docker runtime); a detail is matched as a
+/// prefix ("EMFILE" for "EMFILE after 1021 opened"); `None`: not tried in that runtime.
+const EXPECTED: &[(&str, Option<&str>, Option<&str>)] = &[
+    ("create an AF_INET socket", Some("EPERM"), Some("EPERM")),
+    (
+        "connect to the host on loopback",
+        Some("EPERM"),
+        Some("EPERM"),
+    ),
+    ("connect to the engine socket", Some("EPERM"), Some("EPERM")),
+    ("read a host secret", Some("ENOENT"), Some("ENOENT")),
+    ("read /etc/shadow", Some("ENOENT"), Some("ENOENT")),
+    ("write under /", Some("EROFS"), Some("EROFS")),
+    ("write into the model folder", Some("EROFS"), Some("EROFS")),
+    ("write /proc/sys", Some("EROFS"), Some("EROFS")),
+    ("exec a file from /tmp", Some("EACCES"), Some("EACCES")),
+    ("fork", Some("EPERM"), Some("EPERM")),
+    ("allocate 1 TiB", Some("ENOMEM"), Some("ENOMEM")),
+    ("exhaust file descriptors", Some("EMFILE"), Some("EMFILE")),
+    ("write a huge file", Some("ENOSPC"), Some("ENOSPC")),
+    ("ptrace the parent", Some("EPERM"), Some("EPERM")),
+    ("process_vm_readv", Some("EPERM"), Some("EPERM")),
+    ("mount a tmpfs", Some("EPERM"), Some("EPERM")),
+    ("unshare a user namespace", Some("EPERM"), Some("EPERM")),
+    ("setns", Some("EPERM"), Some("EPERM")),
+    ("bpf", Some("EPERM"), Some("EPERM")),
+    ("perf_event_open", Some("EPERM"), Some("EPERM")),
+    ("keyctl", Some("EPERM"), Some("EPERM")),
+    ("io_uring_setup", Some("EPERM"), Some("EPERM")),
+    ("userfaultfd", Some("EPERM"), Some("EPERM")),
+    ("TIOCSTI into the terminal", Some("EPERM"), Some("EPERM")),
+    ("signal a host process", Some("EPERM"), Some("EPERM")),
+    ("sethostname", Some("EPERM"), Some("EPERM")),
+    ("clone3 a new process", Some("ENOSYS"), Some("ENOSYS")),
+    ("raise a capability", Some("EPERM"), Some("EPERM")),
+    (
+        "end the probe early",
+        Some("exit status: 0"),
+        Some("exit status: 0"),
+    ),
+    // The jailer's filter refuses x32 numbers; the engine's (libseccomp) kills on them.
+    ("x32 system call", Some("EPERM"), Some("signal: 31")),
+    ("i386 system call", Some("signal: 31"), Some("signal: 31")),
+    // Only the process runtime has a CPU-time limit to pass; the engine throttles CPU instead.
+    ("busy loop past the CPU limit", Some("signal: 9"), None),
+];
+
+async fn every_attempt_ends_as_expected(runtime: RuntimeKind) {
+    let attempts = all_attempts(runtime).await;
+    let mut problems = Vec::new();
+    for (name, process, docker) in EXPECTED {
+        let expected = match runtime {
+            RuntimeKind::Process => process,
+            RuntimeKind::Docker => docker,
+        };
+        let found = attempts.iter().find(|a| a.attempt == *name);
+        match (expected, found) {
+            (None, None) => {}
+            (None, Some(a)) => problems.push(format!(
+                "{name}: not expected in this runtime, got {}",
+                a.detail
+            )),
+            (Some(want), None) => problems.push(format!("{name}: expected {want}, not tried")),
+            (Some(want), Some(a)) if !a.denied || !a.detail.starts_with(want) => {
+                problems.push(format!(
+                    "{name}: expected {want}, got {} (denied: {})",
+                    a.detail, a.denied
+                ))
+            }
+            _ => {}
+        }
+    }
+    for a in &attempts {
+        if !EXPECTED.iter().any(|(name, ..)| *name == a.attempt) {
+            problems.push(format!(
+                "{}: not in the expected table ({})",
+                a.attempt, a.detail
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{runtime:?}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[tokio::test]
+async fn process() {
+    every_attempt_ends_as_expected(RuntimeKind::Process).await
+}
+
+#[tokio::test]
+async fn docker() {
+    every_attempt_ends_as_expected(RuntimeKind::Docker).await
+}
