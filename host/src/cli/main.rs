@@ -59,6 +59,17 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Start a sandbox and print how it is confined, as the worker sees it from inside.
+    InspectSandbox {
+        /// A model folder to mount, as a real run would.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
         #[arg(long)]
@@ -247,6 +258,49 @@ async fn run(command: Command) -> Result<()> {
             sandbox.shutdown().await;
         }
         Command::Image { command } => image(command).await?,
+        Command::InspectSandbox {
+            model,
+            json,
+            sandbox,
+        } => {
+            let mut config = Config {
+                runtime: sandbox.runtime,
+                worker_path: sandbox.worker,
+                ..Config::default()
+            };
+            config.models.extend(model);
+            config.docker.show_progress = true;
+            let sandbox = Sandbox::start(config).await?;
+            let info = sandbox.info().await?;
+            let posture = info.posture.clone().unwrap_or_default();
+            let report = serde_json::json!({
+                "worker_version": info.worker_version,
+                "tensorflow_version": info.tensorflow_version,
+                "pid_inside": info.pid,
+                "uid": info.uid,
+                "gid": info.gid,
+                "cap_effective": posture.cap_effective,
+                "cap_permitted": posture.cap_permitted,
+                "cap_bounding": posture.cap_bounding,
+                "no_new_privs": posture.no_new_privs,
+                "seccomp_modes_per_thread": posture.seccomp_modes,
+                "landlock": posture.landlock,
+                "network_interfaces": posture.network_interfaces,
+                "root_read_only": posture.root_read_only,
+                "visible_models": posture.visible_models,
+                "mounts": posture.mounts,
+                "rlimits": posture.rlimits,
+                "namespaces": posture.namespaces,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Value::Object(fields) = &report {
+                for (key, value) in fields {
+                    println!("{key:<26} {}", value);
+                }
+            }
+            sandbox.shutdown().await;
+        }
         Command::Inspect {
             model,
             json,
