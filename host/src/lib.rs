@@ -3,7 +3,8 @@
 //! ```no_run
 //! # async fn demo() -> tfsandbox::Result<()> {
 //! use tfsandbox::{Config, Sandbox, Tensor};
-//! let sandbox = Sandbox::start(Config::default()).await?;
+//! // Model folders are mounted when the sandbox starts: name them first.
+//! let sandbox = Sandbox::start(Config::default().with_model("checks/fixtures/half_plus_two")).await?;
 //! let model = sandbox.load_model("checks/fixtures/half_plus_two").await?;
 //! let x = Tensor::new(&[3, 1], &[1.0f32, 2.0, 5.0])?;
 //! let outputs = model.predict([("x", x)]).await?;
