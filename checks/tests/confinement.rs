@@ -2,9 +2,11 @@
 //! checked in docker.rs), and hostile models in both runtimes.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use tfsandbox::{Config, RuntimeKind, Sandbox};
-use tfsandbox_checks::{config, fixture};
+use tfsandbox::{Config, Error, RuntimeKind, Sandbox, Tensor};
+use tfsandbox_checks::{config, each_runtime, fixture};
+use tonic::Code;
 
 fn host_namespaces() -> BTreeSet<String> {
     std::fs::read_dir("/proc/self/ns")
@@ -96,3 +98,159 @@ async fn the_process_worker_sees_its_confinement_from_inside() {
     let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
     assert_eq!(model.metadata().path, "/models/half_plus_two");
 }
+
+/// A config for `runtime` mounting the hostile models (and the ordinary fixtures).
+fn hostile_config(runtime: RuntimeKind) -> Config {
+    let mut config = config(runtime);
+    for name in [
+        "read_file",
+        "write_file",
+        "list_files",
+        "memory_bomb",
+        "endless_loop",
+    ] {
+        config.models.push(fixture(&format!("hostile/{name}")));
+    }
+    config
+}
+
+fn text(value: &str) -> Tensor {
+    Tensor::strings(&[], vec![value.to_string()]).unwrap()
+}
+
+async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
+    let secret = tfsandbox_checks::escape::host_secret();
+    let sandbox = Sandbox::start(hostile_config(runtime))
+        .await
+        .expect("sandbox starts");
+
+    // ReadFile of a host secret: the file does not exist in the sandbox.
+    let read = sandbox
+        .load_model(fixture("hostile/read_file"))
+        .await
+        .unwrap();
+    let error = read
+        .predict([("path", text(&secret.display().to_string()))])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.status().map(|s| s.code()),
+        Some(Code::NotFound),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&secret.display().to_string()),
+        "{error}"
+    );
+    let passwd = read.predict([("path", text("/etc/passwd"))]).await.unwrap();
+    let passwd =
+        String::from_utf8_lossy(&passwd["contents"].string_values().unwrap()[0]).into_owned();
+    assert!(
+        !passwd.contains("root:"),
+        "the host's /etc/passwd is visible: {passwd}"
+    );
+
+    // WriteFile outside /tmp fails; inside /tmp it works (the sandbox's own scratch space).
+    let write = sandbox
+        .load_model(fixture("hostile/write_file"))
+        .await
+        .unwrap();
+    // (The secret's own path is under /tmp, which inside is the sandbox's own tmpfs.)
+    let host_path = format!("{}/escaped", env!("CARGO_MANIFEST_DIR"));
+    for target in ["/escaped", "/models/write_file/escaped", host_path.as_str()] {
+        let error = write
+            .predict([("path", text(target)), ("contents", text("x"))])
+            .await
+            .unwrap_err();
+        assert!(error.status().is_some(), "{target}: {error}");
+    }
+    let written = write
+        .predict([
+            ("path", text(&secret.display().to_string())),
+            ("contents", text("x")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written["written"].to_vec::<i32>().unwrap(), vec![1]);
+    assert!(
+        !std::path::Path::new(&host_path).exists(),
+        "a file appeared on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "the host's secret\n",
+        "the host's file changed"
+    );
+
+    // MatchingFiles over / sees the sandbox's root, none of the host's.
+    let list = sandbox
+        .load_model(fixture("hostile/list_files"))
+        .await
+        .unwrap();
+    let matches = list.predict([("pattern", text("/*"))]).await.unwrap();
+    let found: Vec<String> = matches["matches"]
+        .string_values()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let host_top = format!("/{}", env!("CARGO_MANIFEST_DIR").split('/').nth(1).unwrap());
+    for host_only in [host_top.as_str(), "/root", "/home", "/var", "/boot"] {
+        assert!(
+            !found.iter().any(|f| f == host_only),
+            "{host_only} is visible: {found:?}"
+        );
+    }
+    assert!(found.contains(&"/models".to_string()), "{found:?}");
+
+    // A memory bomb: refused by the address-space limit (process) or killed by the cgroup (docker).
+    let bomb = sandbox
+        .load_model(fixture("hostile/memory_bomb"))
+        .await
+        .unwrap();
+    let error = bomb
+        .predict([("elements", Tensor::scalar(1i64 << 31))])
+        .await
+        .unwrap_err();
+    match runtime {
+        RuntimeKind::Process => assert_eq!(
+            error.status().map(|s| s.code()),
+            Some(Code::ResourceExhausted),
+            "{error}"
+        ),
+        RuntimeKind::Docker => assert!(
+            matches!(error, Error::WorkerExited { .. }) && error.to_string().contains("signal: 9"),
+            "{error}"
+        ),
+    }
+
+    // An endless loop: the call's deadline ends it, with an error that says so.
+    let short = Sandbox::start(Config {
+        call_timeout: Duration::from_secs(2),
+        ..hostile_config(runtime)
+    })
+    .await
+    .unwrap();
+    let endless = short
+        .load_model(fixture("hostile/endless_loop"))
+        .await
+        .unwrap();
+    let error = endless
+        .predict([("n", Tensor::scalar(1i64 << 60))])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(error.to_string().contains("endless_loop"), "{error}");
+
+    // The host is unharmed and another sandbox computes.
+    let _ = std::fs::remove_file(&secret);
+    let other = Sandbox::start(config(runtime)).await.unwrap();
+    let model = other.load_model(fixture("half_plus_two")).await.unwrap();
+    let out = model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+}
+
+each_runtime!(hostile_models_end_in_clear_errors);

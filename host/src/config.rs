@@ -42,7 +42,7 @@ impl Default for ProcessSettings {
     fn default() -> Self {
         ProcessSettings {
             tmp_bytes: 1 << 30,
-            address_space_bytes: 64 << 30,
+            address_space_bytes: 8 << 30,
             file_size_bytes: 1 << 30,
             nofile: 1024,
             nproc: 4096,
