@@ -62,10 +62,17 @@ async fn the_container_has_every_security_setting() {
         "no swap beyond the memory limit"
     );
     assert_eq!(host.pids_limit, Some(settings.pids_limit));
-    assert_eq!(
-        host.security_opt,
-        Some(vec!["no-new-privileges".to_string()])
+    let security = host.security_opt.clone().unwrap_or_default();
+    assert!(
+        security.contains(&"no-new-privileges".to_string()),
+        "{security:?}"
     );
+    // The jailer's allowlist as the container's profile, not the engine's default.
+    let profile = security
+        .iter()
+        .find_map(|o| o.strip_prefix("seccomp="))
+        .expect("a seccomp profile");
+    assert_eq!(profile, tfsandbox_jailer::seccomp::docker_profile());
     let ulimits: HashMap<String, (i64, i64)> = host
         .ulimits
         .unwrap_or_default()
