@@ -44,6 +44,18 @@ let
     }
   );
 
+  # The process runtime's confinement; it holds no TensorFlow.
+  jailer = craneLib.buildPackage (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      pname = "tfsandbox-jailer";
+      cargoExtraArgs = "--locked -p tfsandbox-jailer";
+      doCheck = false;
+      meta.mainProgram = "tfsandbox-jailer";
+    }
+  );
+
   cli = craneLib.buildPackage (
     commonArgs
     // {
@@ -53,10 +65,12 @@ let
       doCheck = false;
       # The process runtime starts the worker it finds beside the running program
       # (host/src/config.rs); current_exe() is this output's bin/tfsandbox.
+      # The process runtime finds the jailer beside the worker.
       postInstall = ''
         ln -s ${lib.getExe worker} "$out/bin/tfsandbox-worker"
+        ln -s ${lib.getExe jailer} "$out/bin/tfsandbox-jailer"
       '';
-      passthru = { inherit worker; };
+      passthru = { inherit worker jailer; };
       meta.mainProgram = "tfsandbox";
     }
   );
@@ -66,6 +80,7 @@ in
     commonArgs
     cargoArtifacts
     worker
+    jailer
     cli
     ;
 }
