@@ -409,27 +409,8 @@ impl Inner {
         }
     }
 
-    /// The worker's exit as an error, if it exits within a moment.
     async fn exited(&self, what: &str) -> Option<Error> {
-        let mut exit = self.exit.clone();
-        let status = tokio::time::timeout(EXIT_GRACE, exit.wait_for(Option::is_some))
-            .await
-            .ok()?
-            .ok()?
-            .clone()?;
-        let stderr = self
-            .stderr_tail
-            .lock()
-            .expect("stderr lock")
-            .iter()
-            .cloned()
-            .collect();
-        Some(Error::WorkerExited {
-            sandbox: self.id.clone(),
-            call: what.to_string(),
-            status,
-            stderr,
-        })
+        exit_report(&self.exit, &self.stderr_tail, &self.id, what).await
     }
 }
 
