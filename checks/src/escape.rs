@@ -39,11 +39,14 @@ pub fn probe_path() -> PathBuf {
         .with_file_name("tfsandbox-probe")
 }
 
-/// A file on the host the probe must not be able to read.
-pub fn host_secret() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("tfsandbox-secret-{}", std::process::id()));
-    std::fs::write(&path, "the host's secret\n").expect("write the secret");
-    path
+/// A file on the host the sandbox must not be able to read; removed when dropped, panic or not.
+pub fn host_secret() -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("tfsandbox-secret-")
+        .tempfile()
+        .expect("create the secret");
+    std::io::Write::write_all(&mut file, b"the host's secret\n").expect("write the secret");
+    file.into_temp_path()
 }
 
 /// Runs the probe in `mode` ("all", "i386", "cpu") under `config`'s runtime and settings.
@@ -99,7 +102,7 @@ pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
         probe.control.kill().await;
     }
     let status = probe.control.wait().await;
-    let _ = std::fs::remove_file(&secret);
+    drop(secret);
     if !errors.trim().is_empty() {
         eprintln!("probe stderr: {}", errors.trim());
     }

@@ -204,7 +204,15 @@ fn main() -> ExitCode {
         .init();
     let outcome = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                // Interrupted, the sandbox is still shut down and its files removed on the way out.
+                tokio::select! {
+                    outcome = run(cli.command) => outcome,
+                    signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+                }
+            })
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -320,6 +328,20 @@ async fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
 }
 
 fn find_signature<'a>(metadata: &'a ModelMetadata, name: &str) -> Result<&'a Signature> {
