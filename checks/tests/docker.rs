@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::time::Duration;
 
-use bollard::query_parameters::ListContainersOptions;
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use tfsandbox::image::{self, oci, Closure, Variant};
@@ -267,32 +267,62 @@ async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
                     .and_then(|l| l.get("tfsandbox.owner"))
                     .is_some_and(|o| o.starts_with(&owner_prefix))
             })
-            .count()
+            .filter_map(|c| c.id)
+            .collect::<Vec<_>>()
     };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while owned().await == 0 {
+    while owned().await.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the CLI never started its container"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let orphan = owned().await.remove(0);
     // Give the call time to reach the endless loop, then kill the host outright.
     tokio::time::sleep(Duration::from_secs(3)).await;
     host.kill().await.unwrap();
-    // The worker is stuck in TensorFlow and cannot drain: the container outlives its host.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        owned().await,
-        1,
-        "the orphan is not there to be reaped, so this proves nothing"
-    );
 
     let next = sandbox(RuntimeKind::Docker).await;
-    assert_eq!(
-        owned().await,
-        0,
+    assert!(
+        owned().await.is_empty(),
         "a container of the killed host survived the next start"
+    );
+
+    // It was reaped (killed: 137), not gone by itself: the worker, stuck in TensorFlow, cannot
+    // drain and exit. (Whichever start reaped it, another test's included, proves the same.)
+    let options = EventsOptions {
+        since: Some(started.to_string()),
+        until: Some((started + 600).to_string()),
+        filters: Some(HashMap::from([
+            ("container".to_string(), vec![orphan.clone()]),
+            ("event".to_string(), vec!["die".to_string()]),
+        ])),
+    };
+    let until_now = tokio::time::timeout(
+        Duration::from_secs(5),
+        docker.events(Some(options)).take(1).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the engine reports the container's end");
+    let died = until_now
+        .into_iter()
+        .next()
+        .expect("a die event")
+        .expect("event");
+    let code = died
+        .actor
+        .and_then(|a| a.attributes)
+        .and_then(|a| a.get("exitCode").cloned());
+    assert_eq!(
+        code.as_deref(),
+        Some("137"),
+        "container {orphan} ended by itself"
     );
     drop(next);
 }
