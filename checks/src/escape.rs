@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tfsandbox::runtime::docker::DockerRuntime;
-use tfsandbox::runtime::process::ProcessRuntime;
-use tfsandbox::runtime::{Launch, ModelMounts, Runtime};
+use tfsandbox::runtime::Launch;
 use tfsandbox::{Config, RuntimeKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,16 +49,14 @@ pub fn host_secret() -> tempfile::TempPath {
 
 /// Runs the probe in `mode` ("all", "i386", "cpu") under `config`'s runtime and settings.
 pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
-    let model = fixture("half_plus_two");
-    let mounts = ModelMounts::new(std::slice::from_ref(&model)).expect("mount the model");
-    let runtime: Box<dyn Runtime> = match config.runtime {
-        RuntimeKind::Process => Box::new(ProcessRuntime::new(config.process.clone(), mounts)),
-        RuntimeKind::Docker => Box::new(
-            DockerRuntime::connect(config.docker.clone(), mounts)
-                .await
-                .expect("engine"),
-        ),
+    // The worker's exact runtime and settings, with one model mounted.
+    let config = Config {
+        models: vec![fixture("half_plus_two")],
+        ..config.clone()
     };
+    let runtime = tfsandbox::runtime::for_config(&config)
+        .await
+        .expect("the runtime");
     let secret = host_secret();
     // The host listens on its own loopback: the probe must not reach it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::sync::Once;
 
 use serde_json::Value;
-use tfsandbox::runtime::process::ProcessRuntime;
-use tfsandbox::runtime::{Launch, ModelMounts, Runtime, WorkerControl};
+use tfsandbox::runtime::{Launch, WorkerControl};
 use tfsandbox::{tensor, Config, DType, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
@@ -218,8 +217,9 @@ pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
     };
-    let mounts = ModelMounts::new(&config.models).expect("fixture mounts");
-    let runtime = ProcessRuntime::new(config.process.clone(), mounts);
+    let runtime = tfsandbox::runtime::for_config(&config)
+        .await
+        .expect("the runtime");
     let mut worker = runtime.start(&launch).await.expect("worker starts");
     // Drained, so the worker never writes into a full or closed pipe.
     tokio::spawn(async move { tokio::io::copy(&mut worker.stderr, &mut tokio::io::sink()).await });

@@ -18,11 +18,9 @@ use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
-use crate::config::{Config, RuntimeKind};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::runtime::docker::DockerRuntime;
-use crate::runtime::process::ProcessRuntime;
-use crate::runtime::{Launch, ModelMounts, Runtime};
+use crate::runtime::{self, Launch, Runtime};
 use crate::tensor::Tensor;
 
 /// Worker stderr lines kept for error messages.
@@ -53,13 +51,7 @@ struct Inner {
 impl Sandbox {
     /// Starts a worker and waits until it answers.
     pub async fn start(config: Config) -> Result<Sandbox> {
-        let mounts = ModelMounts::new(&config.models)?;
-        let runtime: Box<dyn Runtime> = match config.runtime {
-            RuntimeKind::Process => Box::new(ProcessRuntime::new(config.process.clone(), mounts)),
-            RuntimeKind::Docker => {
-                Box::new(DockerRuntime::connect(config.docker.clone(), mounts).await?)
-            }
-        };
+        let runtime = runtime::for_config(&config).await?;
         let id = format!(
             "{}-{}",
             std::process::id(),

@@ -222,13 +222,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn start(args: SandboxArgs, model: &std::path::Path) -> Result<Sandbox> {
+async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
     let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
         ..Config::default()
-    }
-    .with_model(model);
+    };
+    config
+        .models
+        .extend(model.map(std::path::Path::to_path_buf));
     config.docker.show_progress = true;
     Ok(Sandbox::start(config).await?)
 }
@@ -242,7 +244,7 @@ async fn run(command: Command) -> Result<()> {
             outputs,
             sandbox,
         } => {
-            let sandbox = start(sandbox, &model).await?;
+            let sandbox = start(sandbox, Some(&model)).await?;
             let loaded = sandbox.load_model(&model).await?;
             let spec = find_signature(loaded.metadata(), &signature)?;
             let mut predict = Predict::default().signature(&signature).outputs(outputs);
@@ -271,14 +273,7 @@ async fn run(command: Command) -> Result<()> {
             json,
             sandbox,
         } => {
-            let mut config = Config {
-                runtime: sandbox.runtime,
-                worker_path: sandbox.worker,
-                ..Config::default()
-            };
-            config.models.extend(model);
-            config.docker.show_progress = true;
-            let sandbox = Sandbox::start(config).await?;
+            let sandbox = start(sandbox, model.as_deref()).await?;
             let info = sandbox.info().await?;
             let posture = info.posture.clone().unwrap_or_default();
             let report = serde_json::json!({
@@ -314,7 +309,7 @@ async fn run(command: Command) -> Result<()> {
             json,
             sandbox,
         } => {
-            let sandbox = start(sandbox, &model).await?;
+            let sandbox = start(sandbox, Some(&model)).await?;
             let loaded = sandbox.load_model(&model).await?;
             if json {
                 println!(

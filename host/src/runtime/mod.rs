@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::config::{Config, RuntimeKind};
 use crate::error::{Error, Result};
 
 /// What a runtime needs to start one worker.
@@ -88,6 +89,19 @@ impl ModelMounts {
             .map(|(_, name)| format!("/models/{name}"))
             .ok_or_else(|| bad("not mounted in this sandbox: list it in Config::models (--model) before the sandbox starts".into()))
     }
+}
+
+/// The runtime `config` names, mounting its model folders.
+pub async fn for_config(config: &Config) -> Result<Box<dyn Runtime>> {
+    let mounts = ModelMounts::new(&config.models)?;
+    Ok(match config.runtime {
+        RuntimeKind::Process => {
+            Box::new(process::ProcessRuntime::new(config.process.clone(), mounts))
+        }
+        RuntimeKind::Docker => {
+            Box::new(docker::DockerRuntime::connect(config.docker.clone(), mounts).await?)
+        }
+    })
 }
 
 pub trait Runtime: Send + Sync {
