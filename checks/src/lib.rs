@@ -108,7 +108,7 @@ pub fn jailer_path() -> PathBuf {
 
 /// The container of a sandbox of the docker runtime.
 pub fn container_name(sandbox: &Sandbox) -> String {
-    format!("tfsandbox-{}", sandbox.id())
+    format!("tfsandbox-{}-w{}", sandbox.id(), sandbox.generation())
 }
 
 /// Runs each named `async fn(RuntimeKind)` as one test per runtime: `process::name`, `docker::name`.

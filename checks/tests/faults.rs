@@ -81,12 +81,6 @@ async fn killing_the_worker_mid_call_fails_the_call_promptly(runtime: RuntimeKin
     assert!(matches!(error, Error::WorkerExited { .. }), "{error}");
     assert!(error.to_string().contains("signal: 9"), "{error}");
     println!("call failed {waited:?} after the kill");
-    // Later calls fail the same way, at once.
-    let again = model
-        .predict([("n", Tensor::scalar(1i64))])
-        .await
-        .unwrap_err();
-    assert!(matches!(again, Error::WorkerExited { .. }), "{again}");
 }
 
 async fn dropping_the_sandbox_leaves_no_worker_behind(runtime: RuntimeKind) {

@@ -89,6 +89,49 @@ impl Default for DockerSettings {
     }
 }
 
+/// What one sandbox accepts; beyond each, a call fails with an error naming the limit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest tensor, in bytes of content, a call may send or receive.
+    pub max_tensor_bytes: usize,
+    /// Models loaded at once.
+    pub max_models: usize,
+    /// Calls in flight at once; one more fails at once rather than queueing.
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tensor_bytes: 512 << 20,
+            max_models: 16,
+            max_concurrent_calls: 256,
+        }
+    }
+}
+
+/// How a sandbox replaces a worker that died.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window`; one more and the sandbox gives up (a crash loop).
+    pub max_restarts: u32,
+    pub window: Duration,
+    /// The wait before a restart, doubled for each restart already in the window.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub runtime: RuntimeKind,
@@ -98,10 +141,17 @@ pub struct Config {
     pub worker_log: String,
     /// How long a worker may take to start and answer its first call.
     pub start_timeout: Duration,
-    /// How long any one call may take.
+    /// The deadline of a call that sets none of its own.
     pub call_timeout: Duration,
+    /// How long a run past its deadline may keep going inside TensorFlow before the worker is
+    /// killed and replaced (TensorFlow cannot interrupt every op).
+    pub stuck_grace: Duration,
+    /// How long `Sandbox::shutdown` lets calls in flight finish before it kills the worker.
+    pub drain_timeout: Duration,
     /// The largest gRPC message either side may send.
     pub max_message_bytes: usize,
+    pub limits: Limits,
+    pub restart: RestartPolicy,
     /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
     /// each, read-only, at `/models/<folder name>` and nothing else of the host.
     pub models: Vec<PathBuf>,
@@ -149,7 +199,11 @@ impl Default for Config {
             worker_log: "info".into(),
             start_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(300),
+            stuck_grace: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(30),
             max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
+            limits: Limits::default(),
+            restart: RestartPolicy::default(),
             models: Vec::new(),
             process: ProcessSettings::default(),
             docker: DockerSettings::default(),

@@ -31,8 +31,44 @@ pub enum Error {
     /// The worker refused or failed the call; its message names the model, signature and input.
     #[error("{} ({:?})", .status.message(), .status.code())]
     Worker { call: String, status: tonic::Status },
-    #[error("{call}: no answer within {after:?}")]
-    Timeout { call: String, after: Duration },
+    /// The call's deadline passed; it was cancelled. A run TensorFlow could not stop is ended
+    /// by replacing the worker.
+    #[error("{call}: deadline exceeded after {after:?}")]
+    DeadlineExceeded { call: String, after: Duration },
+    #[error("sandbox {sandbox}: {call}: {limit} calls are in flight already (Limits::max_concurrent_calls)")]
+    TooManyCalls {
+        sandbox: String,
+        call: String,
+        limit: usize,
+    },
+    #[error("sandbox {sandbox}: loading model '{model}': {limit} models are loaded already (Limits::max_models)")]
+    TooManyModels {
+        sandbox: String,
+        model: String,
+        limit: usize,
+    },
+    #[error("{call}: tensor '{name}' holds {bytes} bytes, over the limit of {limit} (Limits::max_tensor_bytes)")]
+    TensorTooLarge {
+        call: String,
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("{call}: the request is {bytes} bytes, over the message limit of {limit} (Config::max_message_bytes)")]
+    MessageTooLarge {
+        call: String,
+        bytes: usize,
+        limit: usize,
+    },
+    /// The worker kept dying; the sandbox stopped restarting it.
+    #[error("sandbox {sandbox}: {call}: the worker is not restarted any more: {reason}")]
+    Failed {
+        sandbox: String,
+        call: String,
+        reason: String,
+    },
+    #[error("sandbox {sandbox}: {call}: the sandbox is shut down")]
+    Closed { sandbox: String, call: String },
     #[error("model directory {}: {reason}", .path.display())]
     ModelPath { path: PathBuf, reason: String },
     #[error(transparent)]

@@ -15,12 +15,14 @@
 mod config;
 mod error;
 pub mod image;
+mod pool;
 pub mod runtime;
 mod sandbox;
 pub mod tensor;
 
-pub use config::{Config, DockerSettings, ProcessSettings, RuntimeKind};
+pub use config::{Config, DockerSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind};
 pub use error::{Error, Result};
+pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};
 /// The wire types, for callers that read signatures and worker reports.

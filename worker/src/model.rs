@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use tensorflow::{
     Graph, Operation, SavedModelBundle, SessionOptions, SessionRunArgs, SignatureDef,
@@ -98,12 +99,14 @@ impl Model {
         }
     }
 
-    /// Runs one signature. Every input is checked against the signature before TensorFlow runs.
+    /// Runs one signature. Every input is checked against the signature before TensorFlow runs;
+    /// TensorFlow is told to give up at `deadline`.
     pub fn predict(
         &self,
         signature_name: &str,
         inputs: &HashMap<String, WireTensor>,
         output_filter: &[String],
+        deadline: Option<Duration>,
     ) -> Result<HashMap<String, WireTensor>, WorkerError> {
         let signature_name = if signature_name.is_empty() {
             DEFAULT_SIGNATURE
@@ -159,6 +162,9 @@ impl Model {
         };
 
         let mut args = SessionRunArgs::new();
+        if let Some(deadline) = deadline {
+            args.set_run_options(&run_options_with_timeout(deadline));
+        }
         for (endpoint, tensor) in &feeds {
             tensor.feed(&mut args, &endpoint.operation, endpoint.index);
         }
@@ -255,6 +261,15 @@ fn check_against_spec(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+/// A serialized `tensorflow.RunOptions` holding only `timeout_in_ms` (field 2, varint).
+fn run_options_with_timeout(deadline: Duration) -> Vec<u8> {
+    // Zero means "no timeout" to TensorFlow; a deadline already past still gets the shortest one.
+    let millis = deadline.as_millis().clamp(1, i64::MAX as u128) as u64;
+    let mut encoded = vec![0x10];
+    prost::encoding::encode_varint(millis, &mut encoded);
+    encoded
 }
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {

@@ -1,7 +1,9 @@
 //! The `tfsandbox.v1.Worker` gRPC service.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tfsandbox_proto::v1::worker_server::Worker;
 use tfsandbox_proto::v1::{
@@ -16,6 +18,8 @@ use crate::model::{Model, DEFAULT_TAG};
 #[derive(Default)]
 pub struct WorkerService {
     models: RwLock<HashMap<String, Arc<Model>>>,
+    /// Runs still inside TensorFlow whose caller has gone.
+    abandoned: Arc<AtomicU32>,
 }
 
 impl WorkerService {
@@ -39,6 +43,73 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A call's deadline as its `grpc-timeout` header states it ("<digits><unit>", per the gRPC spec).
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+const RUNNING: u8 = 0;
+const FINISHED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Counts a TensorFlow run as abandoned while its caller is gone and it still runs.
+///
+/// The handler holds the tracker and the blocking run a clone; whichever side lets go first
+/// decides. The handler's future is dropped when the caller cancels or its deadline passes.
+struct RunTracker {
+    state: Arc<AtomicU8>,
+    abandoned: Arc<AtomicU32>,
+    caller: bool,
+}
+
+impl RunTracker {
+    fn start(abandoned: &Arc<AtomicU32>) -> RunTracker {
+        RunTracker {
+            state: Arc::new(AtomicU8::new(RUNNING)),
+            abandoned: abandoned.clone(),
+            caller: true,
+        }
+    }
+}
+
+impl Clone for RunTracker {
+    fn clone(&self) -> Self {
+        RunTracker {
+            state: self.state.clone(),
+            abandoned: self.abandoned.clone(),
+            caller: false,
+        }
+    }
+}
+
+impl Drop for RunTracker {
+    fn drop(&mut self) {
+        if !self.caller {
+            // The run is over (returned or panicked).
+            if self.state.swap(FINISHED, Ordering::SeqCst) == ABANDONED {
+                self.abandoned.fetch_sub(1, Ordering::SeqCst);
+            }
+        } else if self
+            .state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
@@ -58,6 +129,7 @@ impl Worker for WorkerService {
             gid: rustix::process::getgid().as_raw(),
             loaded_models,
             posture: Some(crate::posture::observe()),
+            abandoned_runs: self.abandoned.load(Ordering::SeqCst),
         }))
     }
 
@@ -115,6 +187,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
+        let deadline = grpc_timeout(&request);
         let PredictRequest {
             model_id,
             signature_name,
@@ -122,9 +195,16 @@ impl Worker for WorkerService {
             output_filter,
         } = request.into_inner();
         let model = self.model(&model_id)?;
-        let outputs =
-            blocking(move || model.predict(&signature_name, &inputs, &output_filter)).await?;
-        Ok(Response::new(PredictResponse { outputs }))
+        // Held across the await: dropped early only when the caller goes.
+        let caller = RunTracker::start(&self.abandoned);
+        let run = caller.clone();
+        let outputs = blocking(move || {
+            let _run = run;
+            model.predict(&signature_name, &inputs, &output_filter, deadline)
+        })
+        .await;
+        drop(caller);
+        Ok(Response::new(PredictResponse { outputs: outputs? }))
     }
 
     async fn unload_model(

@@ -14,8 +14,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, EventsOptions, KillContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -278,24 +278,42 @@ fn spawn_wait(docker: &Docker, id: &str) -> oneshot::Receiver<String> {
     let docker = docker.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        // "removed": auto-remove has finished too, so nothing is left when this resolves.
+        // The kernel's OOM kill looks like any SIGKILL in the exit code; the engine's event tells.
+        let filters = HashMap::from([
+            ("container".to_string(), vec![id.clone()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+        ]);
+        let mut ooms = docker.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }));
         let options = WaitContainerOptions {
             condition: "removed".into(),
         };
-        let code = match docker.wait_container(&id, Some(options)).next().await {
+        let mut wait = docker.wait_container(&id, Some(options));
+        let mut oom = false;
+        let waited = loop {
+            tokio::select! {
+                waited = wait.next() => break waited,
+                Some(Ok(_)) = ooms.next(), if !oom => oom = true,
+            }
+        };
+        let code = match waited {
             Some(Ok(response)) => Ok(response.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(error)) => Err(error.to_string()),
             None => Err("the engine ended the wait without a status".into()),
         };
-        let status = match code {
-            // The engine reports death by signal N as 128 + N.
+        let mut status = match code {
             Ok(code) if code > 128 => {
                 format!("signal: {} ({})", code - 128, signal_name(code - 128))
             }
             Ok(code) => format!("exit status: {code}"),
             Err(error) => format!("unknown status: {error}"),
         };
+        if oom {
+            status.push_str(", out of memory: killed at the container's memory limit");
+        }
         let _ = tx.send(status);
     });
     rx

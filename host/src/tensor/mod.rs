@@ -191,6 +191,11 @@ impl Tensor {
         Ok(Tensor(wire))
     }
 
+    /// Bytes of content: the numbers, or every string's bytes.
+    pub fn byte_len(&self) -> usize {
+        self.0.content.len() + self.0.string_values.iter().map(Bytes::len).sum::<usize>()
+    }
+
     pub(crate) fn into_wire(self) -> WireTensor {
         self.0
     }

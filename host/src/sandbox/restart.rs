@@ -1,0 +1,156 @@
+//! Keeping a sandbox's worker alive: replacing one that died, with bounded backoff and a limit
+//! on restarts in a window (a crash loop ends in `State::Failed`), and killing one whose run
+//! outlived its deadline.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tfsandbox_proto::v1::InfoRequest;
+use tokio::sync::mpsc;
+use tonic::Request;
+
+use super::worker::{Exited, Worker};
+use super::{Inner, State};
+use crate::error::{Error, Result};
+
+/// Replaces the sandbox's worker each time it dies, until the sandbox goes or gives up.
+pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<Exited>) {
+    // When each restart in the current window began.
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    while let Some(exited) = exits.recv().await {
+        let Some(inner) = sandbox.upgrade() else {
+            return;
+        };
+        // Only the current worker's death matters: a worker that failed to start, or one
+        // already replaced, has been dealt with.
+        let current =
+            matches!(&*inner.state.borrow(), State::Ready(w) if w.generation == exited.generation);
+        if !current || inner.closing.load(Ordering::SeqCst) {
+            continue;
+        }
+        tracing::warn!(sandbox = %inner.id, status = %exited.status, "worker died; restarting it");
+        let mut last_exit = exited.status;
+        drop(inner);
+        loop {
+            let Some(inner) = sandbox.upgrade() else {
+                return;
+            };
+            let policy = inner.config.restart.clone();
+            let now = Instant::now();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > policy.window)
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= policy.max_restarts as usize {
+                let reason = format!(
+                    "it died {} times within {:?} (RestartPolicy::max_restarts is {}); the last time: {last_exit}",
+                    recent.len() + 1,
+                    policy.window,
+                    policy.max_restarts
+                );
+                tracing::error!(sandbox = %inner.id, %reason, "crash loop; giving up");
+                inner.state.send_replace(State::Failed(reason));
+                break;
+            }
+            inner.state.send_replace(State::Restarting {
+                last_exit: last_exit.clone(),
+            });
+            let backoff = policy
+                .initial_backoff
+                .saturating_mul(1 << recent.len().min(16))
+                .min(policy.max_backoff);
+            recent.push_back(now);
+            // The wait must not keep a dropped sandbox alive.
+            drop(inner);
+            tokio::time::sleep(backoff).await;
+            let Some(inner) = sandbox.upgrade() else {
+                return;
+            };
+            if inner.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            match start_and_reload(&inner).await {
+                Ok(worker) => {
+                    tracing::info!(sandbox = %inner.id, generation = worker.generation, "worker restarted");
+                    inner.state.send_replace(State::Ready(worker));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(sandbox = %inner.id, %error, "restart failed");
+                    last_exit = error.to_string();
+                }
+            }
+        }
+    }
+}
+
+/// A new worker holding every model the sandbox has loaded.
+async fn start_and_reload(inner: &Inner) -> Result<Arc<Worker>> {
+    let generation = inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
+    let worker = Worker::start(
+        &inner.id,
+        generation,
+        &inner.config,
+        inner.runtime.as_ref(),
+        inner.exits.clone(),
+    )
+    .await?;
+    let models: Vec<_> = inner
+        .models
+        .lock()
+        .expect("models lock")
+        .loaded
+        .values()
+        .cloned()
+        .collect();
+    for model in models {
+        let what = format!("reloading model '{}' into a new worker", model.model_id);
+        let mut request = Request::new(model);
+        request.set_timeout(inner.config.call_timeout);
+        let loaded = tokio::time::timeout(
+            inner.config.call_timeout,
+            worker.client.clone().load_model(request),
+        )
+        .await;
+        let failure = match loaded {
+            Ok(Ok(_)) => continue,
+            Ok(Err(status)) => Error::Worker { call: what, status },
+            Err(_) => Error::DeadlineExceeded {
+                call: what,
+                after: inner.config.call_timeout,
+            },
+        };
+        worker.kill("a model failed to load again");
+        return Err(failure);
+    }
+    Ok(worker)
+}
+
+/// After a call passed its deadline: gives TensorFlow `grace` to stop the run, then kills the
+/// worker if any abandoned run is still going (or the worker does not answer at all).
+pub(super) fn watch_overrun(worker: Arc<Worker>, what: &str, grace: Duration) {
+    let what = what.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if worker.has_exited() {
+            return;
+        }
+        let mut request = Request::new(InfoRequest {});
+        request.set_timeout(grace);
+        let answer = tokio::time::timeout(grace, worker.client.clone().info(request)).await;
+        let stuck = match answer {
+            Ok(Ok(info)) => info.into_inner().abandoned_runs > 0,
+            _ => true,
+        };
+        if stuck {
+            tracing::warn!(sandbox = %worker.sandbox, call = %what, "a run outlived its deadline; replacing the worker");
+            worker.kill(&format!(
+                "{what} outlived its deadline by {grace:?} inside TensorFlow"
+            ));
+        }
+    });
+}
