@@ -18,6 +18,7 @@ pub mod image;
 mod pool;
 pub mod runtime;
 mod sandbox;
+pub mod soak;
 pub mod tensor;
 
 pub use config::{Config, DockerSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind};

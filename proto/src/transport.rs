@@ -273,23 +273,28 @@ where
     } = Multiplexer::spawn(reader, writer, Mode::Server);
     let incoming = UnboundedReceiverStream::new(inbound)
         .map(|stream| Ok::<_, io::Error>(GrpcIo(stream.compat())));
-    let (closed_tx, closed_rx) = oneshot::channel::<Result<(), TransportError>>();
-    let watch = tokio::spawn(async move {
-        let result = driver.await.unwrap_or(Err(TransportError::Closed));
-        let _ = closed_tx.send(result);
-    });
-    let mut closed_rx = closed_rx;
-    let mut outcome = Ok(());
+    let mut driver = driver;
+    let mut ended = None;
+    let mut signalled = false;
     router
         .serve_with_incoming_shutdown(incoming, async {
             tokio::select! {
-                result = &mut closed_rx => outcome = result.unwrap_or(Err(TransportError::Closed)),
-                () = shutdown => {}
+                result = &mut driver => ended = Some(result),
+                () = shutdown => signalled = true,
             }
         })
         .await?;
-    watch.abort();
-    outcome
+    // The server also returns once the inbound streams end, which they do when the connection
+    // does: its result, an error included, is the driver's.
+    let ended = match ended {
+        Some(result) => result,
+        None if !signalled => driver.await,
+        None => {
+            driver.abort();
+            return Ok(());
+        }
+    };
+    ended.unwrap_or(Err(TransportError::Closed))
 }
 
 /// A gRPC channel whose every connection is a new yamux stream over `reader`/`writer`.

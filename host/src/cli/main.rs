@@ -70,6 +70,18 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Start and stop, drop, and crash sandboxes in turn, then count what they left behind in
+    /// this process: the last line reads `soak <runtime>: N cycles, leaked processes P,
+    /// containers C, fds F, host RSS growth K KiB`.
+    Soak {
+        #[arg(long, default_value_t = 100)]
+        cycles: u64,
+        /// A model folder each cycle loads (unset: the worker alone).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
         #[arg(long)]
@@ -223,6 +235,10 @@ fn main() -> ExitCode {
 }
 
 async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
+    Ok(Sandbox::start(sandbox_config(args, model)).await?)
+}
+
+fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Config {
     let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
@@ -232,7 +248,7 @@ async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<San
         .models
         .extend(model.map(std::path::Path::to_path_buf));
     config.docker.show_progress = true;
-    Ok(Sandbox::start(config).await?)
+    config
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -303,6 +319,26 @@ async fn run(command: Command) -> Result<()> {
                 }
             }
             sandbox.shutdown().await;
+        }
+        Command::Soak {
+            cycles,
+            model,
+            sandbox,
+        } => {
+            let config = sandbox_config(sandbox, model.as_deref());
+            let bar = indicatif::ProgressBar::new(cycles).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "soak {pos}/{len} cycles {wide_bar} {elapsed}",
+                )?,
+            );
+            let report = tfsandbox::soak::run(&config, cycles, |n| bar.set_position(n)).await?;
+            bar.finish_and_clear();
+            println!(
+                "temp dirs left {}, {:.1} s in all",
+                report.temp_dirs,
+                report.elapsed.as_secs_f64()
+            );
+            println!("{}", report.line());
         }
         Command::Inspect {
             model,

@@ -374,6 +374,25 @@ fn engine(action: &str, error: bollard::errors::Error) -> Error {
 }
 
 /// `<pid>:<start time>`: a pid alone may be reused by another process after the host exits.
+/// Containers of this host process that the engine still holds, in any state.
+pub async fn containers_of_this_process() -> Result<usize> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| engine("connecting to the Docker engine", e))?;
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![format!("{OWNER_LABEL}={}", owner_of_this_process())],
+        )])),
+        ..Default::default()
+    };
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| engine("listing containers", e))?;
+    Ok(containers.len())
+}
+
 fn owner_of_this_process() -> String {
     let pid = std::process::id();
     format!("{pid}:{}", start_time(pid).unwrap_or(0))

@@ -117,6 +117,14 @@ impl Sandbox {
         self.inner.generations.load(Ordering::SeqCst)
     }
 
+    /// Kills the current worker at once, as a crash would; the sandbox then restarts it like
+    /// any dead worker. Calls in flight on it fail.
+    pub fn kill_worker(&self) {
+        if let Some(worker) = self.inner.worker() {
+            worker.kill("Sandbox::kill_worker");
+        }
+    }
+
     /// The worker's own report: versions, identity, loaded models.
     pub async fn info(&self) -> Result<InfoResponse> {
         self.inner
