@@ -3,18 +3,12 @@
 //! It serves `tfsandbox.v1.Worker` over gRPC on yamux streams on its stdin/stdout, runs the
 //! SavedModels it is told to load, and logs to stderr. It exits when its stdin closes.
 
-mod error;
-mod model;
-mod posture;
-mod service;
-mod stdio;
-mod tensor;
-
 use std::process::ExitCode;
 
 use futures::FutureExt;
 use tfsandbox_proto::transport::{self, tuning};
 use tfsandbox_proto::v1::worker_server::WorkerServer;
+use tfsandbox_worker::{service, stdio};
 use tokio::signal::unix::{signal, SignalKind};
 use tonic::transport::Server;
 

@@ -165,7 +165,7 @@ impl Tensor {
     }
 
     /// Checks a tensor the worker sent: known type, sane shape, and as many bytes as it says.
-    pub(crate) fn from_wire(wire: WireTensor) -> Result<Tensor, TensorError> {
+    pub fn from_wire(wire: WireTensor) -> Result<Tensor, TensorError> {
         let malformed = |m: String| TensorError::Malformed(m);
         let dtype = DType::from_wire(wire.dtype)
             .ok_or_else(|| malformed(format!("dtype {}", wire.dtype)))?;
@@ -196,7 +196,7 @@ impl Tensor {
         self.0.content.len() + self.0.string_values.iter().map(Bytes::len).sum::<usize>()
     }
 
-    pub(crate) fn into_wire(self) -> WireTensor {
+    pub fn into_wire(self) -> WireTensor {
         self.0
     }
 
