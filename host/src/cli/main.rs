@@ -82,6 +82,13 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Measure the sandbox boundary against the bare limits (runs tfsandbox-bench, beside this
+    /// program; `tfsandbox bench --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
         #[arg(long)]
@@ -319,6 +326,23 @@ async fn run(command: Command) -> Result<()> {
                 }
             }
             sandbox.shutdown().await;
+        }
+        Command::Bench { args } => {
+            // The bench links TensorFlow for its in-process baseline; this program never does.
+            let bench = std::env::current_exe()?.with_file_name("tfsandbox-bench");
+            let mut command = tokio::process::Command::new(&bench);
+            if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+                // TensorFlow's own start-up notes would bury the progress lines.
+                command.env("TF_CPP_MIN_LOG_LEVEL", "2");
+            }
+            let status = command
+                .args(args)
+                .status()
+                .await
+                .with_context(|| format!("running {}", bench.display()))?;
+            if !status.success() {
+                bail!("{} ended with {status}", bench.display());
+            }
         }
         Command::Soak {
             cycles,
