@@ -123,21 +123,18 @@ impl Closure {
             })
             .collect();
         let mut manifest = dlopen_manifest(variant).into_iter();
-        loop {
-            let Some((name, by, object, info)) = queue.pop_front().or_else(|| {
-                // The dlopen() manifest once DT_NEEDED is exhausted: loaded by name, so searched
-                // like a DT_NEEDED of the worker's libraries (the given folders first).
-                manifest.next().map(|name| {
-                    (
-                        name,
-                        "dlopen() manifest".to_string(),
-                        worker.clone(),
-                        worker_elf.clone(),
-                    )
-                })
-            }) else {
-                break;
-            };
+        // The dlopen() manifest once DT_NEEDED is exhausted: loaded by name, so searched like a
+        // DT_NEEDED of the worker's libraries (the given folders first).
+        while let Some((name, by, object, info)) = queue.pop_front().or_else(|| {
+            manifest.next().map(|name| {
+                (
+                    name,
+                    "dlopen() manifest".to_string(),
+                    worker.clone(),
+                    worker_elf.clone(),
+                )
+            })
+        }) {
             if is_driver_library(&name) {
                 driver_needed.insert(name);
                 continue;
