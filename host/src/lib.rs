@@ -14,6 +14,7 @@
 
 mod config;
 mod error;
+pub mod gpu;
 pub mod image;
 pub mod runtime;
 mod sandbox;
@@ -21,6 +22,7 @@ pub mod tensor;
 
 pub use config::{Config, DockerSettings, ProcessSettings, RuntimeKind};
 pub use error::{Error, Result};
+pub use gpu::{GpuSettings, Gpus};
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};
 /// The wire types, for callers that read signatures and worker reports.

@@ -33,6 +33,12 @@ struct SandboxArgs {
     /// The worker binary (default: tfsandbox-worker beside this program).
     #[arg(long)]
     worker: Option<PathBuf>,
+    /// GPUs the worker may use: none, all, or indices/UUIDs separated by commas.
+    #[arg(long, default_value = "none")]
+    gpus: tfsandbox::Gpus,
+    /// Where the CUDA libtensorflow and nvidia libraries lie (with --gpus).
+    #[arg(long, default_value = ".cache/libtensorflow-cuda/lib")]
+    cuda_library_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -227,7 +233,8 @@ async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<San
         runtime: args.runtime,
         worker_path: args.worker,
         ..Config::default()
-    };
+    }
+    .with_gpus(args.gpus, args.cuda_library_dir);
     config
         .models
         .extend(model.map(std::path::Path::to_path_buf));
