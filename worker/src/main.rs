@@ -4,6 +4,7 @@
 //! SavedModels it is told to load, and logs to stderr. It exits when its stdin closes.
 
 mod error;
+mod gpus;
 mod model;
 mod posture;
 mod service;

@@ -50,6 +50,7 @@ impl Worker for WorkerService {
             .cloned()
             .collect();
         loaded_models.sort();
+        let (gpus, gpu_registered) = blocking(|| Ok(crate::gpus::observe())).await?;
         Ok(Response::new(InfoResponse {
             worker_version: env!("CARGO_PKG_VERSION").to_string(),
             tensorflow_version: tensorflow::version().unwrap_or_else(|_| "unknown".into()),
@@ -58,6 +59,8 @@ impl Worker for WorkerService {
             gid: rustix::process::getgid().as_raw(),
             loaded_models,
             posture: Some(crate::posture::observe()),
+            gpus,
+            gpu_registered,
         }))
     }
 
