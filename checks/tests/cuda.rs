@@ -283,6 +283,9 @@ fn the_jailer_is_handed_exactly_the_nvidia_nodes_and_the_driver() {
 
     let args = runtime.jailer_args(&closure, Path::new("/tmp/root"), &Passthrough::default());
     assert!(values(&args, "--device").is_empty(), "{args:?}");
+    assert!(values(&args, "--rlimit")
+        .iter()
+        .any(|l| l.starts_with("as=")));
     assert!(
         !args
             .iter()

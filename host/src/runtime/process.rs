@@ -102,13 +102,13 @@ impl ProcessRuntime {
         }
         args.push("--tmp-bytes".into());
         args.push(s.tmp_bytes.to_string());
-        let mut limits = vec![
-            ("as", s.address_space_bytes),
-            ("fsize", s.file_size_bytes),
-            ("nofile", s.nofile),
-            ("nproc", s.nproc),
-            ("core", 0),
-        ];
+        let mut limits = vec![("fsize", s.file_size_bytes)];
+        // CUDA reserves address space for all of the GPUs' and the host's memory at start: with
+        // GPUs, RLIMIT_AS is not set (bound memory with the docker runtime's cgroup instead).
+        if gpus.devices.is_empty() {
+            limits.insert(0, ("as", s.address_space_bytes));
+        }
+        limits.extend([("nofile", s.nofile), ("nproc", s.nproc), ("core", 0)]);
         if let Some(cpu) = s.cpu_seconds {
             limits.push(("cpu", cpu));
         }
