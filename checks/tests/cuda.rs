@@ -351,3 +351,37 @@ async fn info_reports_no_gpu_where_there_is_none() {
     assert!(info.gpus.is_empty(), "{:?}", info.gpus);
     assert!(!info.gpu_registered);
 }
+
+/// The CUDA image in the engine, run without a GPU: TensorFlow's CUDA build finds no driver and
+/// computes on the CPU. It shows the image's closure loads and runs, not the GPU path. Ignored by
+/// default: it builds and loads a 3.9 GB image
+/// (`cargo nextest run -p tfsandbox-checks --test cuda --run-ignored all`).
+#[tokio::test]
+#[ignore = "builds and loads a 3.9 GB image"]
+async fn the_cuda_image_runs_a_model_without_a_gpu() {
+    let closure = cuda_closure();
+    let docker = bollard::Docker::connect_with_local_defaults().expect("a Docker engine");
+    let reference = tfsandbox::image::ensure_loaded(&docker, &closure, false)
+        .await
+        .expect("the CUDA image builds and loads");
+    let mut config = config(RuntimeKind::Docker);
+    config.docker.image = Some(reference);
+    let sandbox = tfsandbox::Sandbox::start(config)
+        .await
+        .expect("sandbox starts");
+    let info = sandbox.info().await.expect("info");
+    assert_eq!(info.tensorflow_version, "2.18.1");
+    assert!(!info.gpu_registered);
+    let model = sandbox
+        .load_model(tfsandbox_checks::fixture("half_plus_two"))
+        .await
+        .expect("loads");
+    let outputs = model
+        .predict([(
+            "x",
+            tfsandbox::Tensor::new(&[3, 1], &[1.0f32, 2.0, 5.0]).unwrap(),
+        )])
+        .await
+        .expect("predicts");
+    assert_eq!(outputs["y"].to_vec::<f32>().unwrap(), vec![2.5, 3.0, 4.5]);
+}
