@@ -301,6 +301,10 @@ async fn run(command: Command) -> Result<()> {
                 "mounts": posture.mounts,
                 "rlimits": posture.rlimits,
                 "namespaces": posture.namespaces,
+                "gpus": info.gpus.iter().map(|g| serde_json::json!({
+                    "name": g.name, "bus_id": g.bus_id, "tf_device": g.tf_device, "memory_bytes": g.memory_bytes,
+                })).collect::<Vec<_>>(),
+                "gpu_registered": info.gpu_registered,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
