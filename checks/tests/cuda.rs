@@ -128,7 +128,7 @@ fn the_cuda_closure_holds_every_manifest_library_and_no_driver_library() {
         closure.entrypoint()[1..3],
         [
             "--library-path".to_string(),
-            format!("{LIBRARY_DIR}:{DRIVER_LIBRARY_DIR}")
+            format!("{LIBRARY_DIR}:{DRIVER_LIBRARY_DIR}:/usr/lib/x86_64-linux-gnu")
         ]
     );
     // The CPU closure is unchanged by all this: its folder only.

@@ -6,7 +6,7 @@
 //! ld.so.conf and the default folders. Libraries TensorFlow dlopen()s come from the declared
 //! manifest `dlopen.json`, resolved the same way and closed over in turn. The NVIDIA driver's own
 //! libraries (`libcuda.so.1`, ...) are never part of a closure: they must match the host's kernel
-//! module, so they come from the host at run time (see [`DRIVER_LIBRARY_DIR`]).
+//! module, so they come from the host at run time (see [`DRIVER_LIBRARY_DIRS`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -19,12 +19,22 @@ use super::ImageError;
 pub const WORKER_PATH: &str = "/usr/bin/tfsandbox-worker";
 /// The one folder every library of the closure lies in; the loader is told exactly this path.
 pub const LIBRARY_DIR: &str = "/usr/lib/tfsandbox";
-/// Where the CUDA variant finds the driver's libraries. The NVIDIA container toolkit
-/// (libnvidia-container, behind `docker run --gpus`) mounts them into `/usr/lib64` of an image
-/// without `/etc/debian_version` (this one has none), as nix/image-config.nix says for the Nix
-/// image; the process runtime binds the host's own there. The loader is told this folder after
-/// [`LIBRARY_DIR`]: no ld.so.cache is needed, and no path is guessed.
+/// Where the CUDA variant finds the driver's libraries. The NVIDIA container toolkit's legacy
+/// mode (libnvidia-container, behind `docker run --gpus`) mounts them into `/usr/lib64` of an
+/// image without `/etc/debian_version` (libnvidia-container's USR_LIB_DIR; this image has none),
+/// as nix/image-config.nix says for the Nix image; the process runtime binds the host's own there.
 pub const DRIVER_LIBRARY_DIR: &str = "/usr/lib64";
+/// The toolkit's CDI mode mounts them at the host's own path instead, which on Debian and its
+/// derivatives is the multiarch folder. The loader is told both, after [`LIBRARY_DIR`], so no
+/// ld.so.cache is needed (the toolkit's ldconfig may not run on a read-only root).
+pub const DRIVER_LIBRARY_DIRS: &[&str] = &[
+    DRIVER_LIBRARY_DIR,
+    if cfg!(target_arch = "aarch64") {
+        "/usr/lib/aarch64-linux-gnu"
+    } else {
+        "/usr/lib/x86_64-linux-gnu"
+    },
+];
 
 const MANIFEST: &str = include_str!("dlopen.json");
 
@@ -79,7 +89,7 @@ pub struct Closure {
     pub interpreter: String,
     pub variant: Variant,
     /// Driver libraries some member names as DT_NEEDED: left out, found at run time in
-    /// [`DRIVER_LIBRARY_DIR`].
+    /// [`DRIVER_LIBRARY_DIRS`].
     pub driver_needed: BTreeSet<String>,
 }
 
@@ -206,7 +216,7 @@ impl Closure {
     pub fn library_path(&self) -> String {
         match self.variant {
             Variant::Cpu => LIBRARY_DIR.into(),
-            Variant::Cuda => format!("{LIBRARY_DIR}:{DRIVER_LIBRARY_DIR}"),
+            Variant::Cuda => format!("{LIBRARY_DIR}:{}", DRIVER_LIBRARY_DIRS.join(":")),
         }
     }
 
