@@ -57,7 +57,9 @@ pub struct GpuSettings {
     pub gpus: Gpus,
     /// Where the CUDA build of libtensorflow and the nvidia libraries lie
     /// (`scripts/setup-libtensorflow.sh --variant cuda` fills `.cache/libtensorflow-cuda/lib`).
-    /// Searched before anything else for the worker's closure when GPUs are asked for.
+    /// Searched before anything else for the worker's closure; needed when GPUs are asked for.
+    /// Without GPUs, set it only to run on another libtensorflow than the worker's own RUNPATH
+    /// names (the CUDA build then computes on the CPU).
     pub library_dirs: Vec<PathBuf>,
 }
 

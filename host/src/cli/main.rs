@@ -233,8 +233,10 @@ async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<San
         runtime: args.runtime,
         worker_path: args.worker,
         ..Config::default()
+    };
+    if !args.gpus.is_none() {
+        config = config.with_gpus(args.gpus, args.cuda_library_dir);
     }
-    .with_gpus(args.gpus, args.cuda_library_dir);
     config
         .models
         .extend(model.map(std::path::Path::to_path_buf));

@@ -110,7 +110,7 @@ impl DockerRuntime {
             return Ok(image.clone());
         }
         let closure = if self.gpu.gpus.is_none() {
-            Closure::resolve(worker, Variant::Cpu, &[])?
+            Closure::resolve(worker, Variant::Cpu, &self.gpu.library_dirs)?
         } else if self.gpu.library_dirs.is_empty() {
             return Err(GpuError::NoLibraryDirs.into());
         } else {

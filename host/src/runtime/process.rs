@@ -48,10 +48,15 @@ impl ProcessRuntime {
         self
     }
 
-    /// The worker's closure: CUDA when GPUs are asked for.
+    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
+    /// searched first either way.
     pub fn closure(&self, worker: &Path) -> Result<Closure> {
         if self.gpu.gpus.is_none() {
-            return Ok(Closure::resolve(worker, Variant::Cpu, &[])?);
+            return Ok(Closure::resolve(
+                worker,
+                Variant::Cpu,
+                &self.gpu.library_dirs,
+            )?);
         }
         if self.gpu.library_dirs.is_empty() {
             return Err(GpuError::NoLibraryDirs.into());
