@@ -10,8 +10,9 @@
 #
 #   checks/gpu/run-on-gpu.sh [--size N] [--steps K] [--runs R]
 #
-# Needs: the CUDA and CPU libraries (scripts/setup-libtensorflow.sh [--variant cuda]; downloaded
-# here if missing, which needs PyPI), and the binaries tfsandbox-gpu-bench, tfsandbox-worker and
+# Needs: the CUDA libraries (scripts/setup-libtensorflow.sh --variant cuda, run here if missing,
+# which needs PyPI; without it, a Python with tensorflow[and-cuda] installed is used) and, for the
+# CPU run, the CPU library (else the CUDA build computes without GPUs), and the binaries tfsandbox-gpu-bench, tfsandbox-worker and
 # tfsandbox-jailer side by side in BIN_DIR (default target/release, built here if missing, which
 # needs cargo and the crates). Raw output goes to $OUT (default a new temporary folder).
 set -euo pipefail
@@ -43,8 +44,29 @@ echo "== the machine"
   echo "cpus: $(nproc)"
 } 2>&1 | tee "$out/machine.txt"
 
-[ -f .cache/libtensorflow/lib/libtensorflow_cc.so.2 ] || ./scripts/setup-libtensorflow.sh
-[ -f "$cuda_lib/libtensorflow_cc.so.2" ] || ./scripts/setup-libtensorflow.sh --variant cuda
+[ -f .cache/libtensorflow/lib/libtensorflow_cc.so.2 ] || ./scripts/setup-libtensorflow.sh || true
+if [ ! -f "$cuda_lib/libtensorflow_cc.so.2" ] && ! ./scripts/setup-libtensorflow.sh --variant cuda; then
+  # No PyPI: a Python that has tensorflow[and-cuda] installed will do. Its libraries are linked
+  # into one flat folder, as the setup script lays them out; its version is recorded.
+  cuda_lib="$out/cuda-lib"
+  mkdir -p "$cuda_lib"
+  for site in $(python3 -c 'import site; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))'); do
+    if [ -f "$site/tensorflow/libtensorflow_cc.so.2" ]; then
+      ln -sf "$site"/tensorflow/libtensorflow_cc.so.2 "$site"/tensorflow/libtensorflow_framework.so.2 "$cuda_lib"/
+      for lib in "$site"/nvidia/*/lib/*.so*; do
+        if [ -e "$lib" ]; then ln -sf "$lib" "$cuda_lib"/; fi
+      done
+      echo "CUDA libraries from $site: $(ls -d "$site"/tensorflow*.dist-info "$site"/nvidia_*.dist-info 2>/dev/null | xargs -r -n1 basename | tr '\n' ' ')" | tee -a "$out/machine.txt"
+      break
+    fi
+  done
+  [ -f "$cuda_lib/libtensorflow_cc.so.2" ] || { echo "no CUDA libraries: no PyPI and no installed tensorflow[and-cuda]" >&2; exit 1; }
+fi
+# The CPU run uses the CPU library where there is one, else the CUDA build without GPUs; named
+# explicitly, since binaries built elsewhere carry another checkout's RUNPATH.
+cpu_lib=$cuda_lib
+[ -f .cache/libtensorflow/lib/libtensorflow_cc.so.2 ] && cpu_lib=.cache/libtensorflow/lib
+cpu_args=(--cpu-library-dir "$cpu_lib")
 if [ ! -x "$bin/tfsandbox-gpu-bench" ] || [ ! -x "$bin/tfsandbox-worker" ] || [ ! -x "$bin/tfsandbox-jailer" ]; then
   cargo build --release -p tfsandbox-checks --bin tfsandbox-gpu-bench -p tfsandbox-worker -p tfsandbox-jailer
 fi
@@ -53,7 +75,7 @@ fi
 echo "== the benchmark (size $size, steps $steps, runs $runs)"
 status=0
 TFSANDBOX_LOG=${TFSANDBOX_LOG:-info} timeout 1200 "$bin/tfsandbox-gpu-bench" \
-  --model checks/gpu/matmul_chain --cuda-library-dir "$cuda_lib" \
+  --model checks/gpu/matmul_chain --cuda-library-dir "$cuda_lib" "${cpu_args[@]}" \
   --size "$size" --steps "$steps" --runs "$runs" \
   >"$out/bench.jsonl" 2>"$out/bench.stderr" || status=$?
 cat "$out/bench.jsonl"
@@ -88,10 +110,10 @@ if ok:
     any_r = next(iter(ok.values()))
     print(f"`matmul_chain`, size {any_r['size']}, {any_r['steps']} steps "
           f"({2 * any_r['size'] ** 3 * any_r['steps'] / 1e9:.3g} GFLOP a call), {any_r['runs']} timed calls after one warm-up, process runtime:\n")
-    print("| run | median s/call | min s/call | GFLOP/s | first call s | start to first answer s | checksum |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | libtensorflow | median s/call | min s/call | GFLOP/s | first call s | start to first answer s | checksum |")
+    print("|---|---|---|---|---|---|---|---|")
     for m, r in ok.items():
-        print(f"| {m} | {r['median_call_s']:.4f} | {r['min_call_s']:.4f} | {r['gflops_per_s']:.1f} | "
+        print(f"| {m} | {r['library_dir']} | {r['median_call_s']:.4f} | {r['min_call_s']:.4f} | {r['gflops_per_s']:.1f} | "
               f"{r['first_call_s']:.3f} | {r['start_to_first_answer_s']:.3f} | {r['checksum']:.6g} |")
     if len(ok) == 2:
         print(f"\nGPU speed-up over CPU (median): {cpu['median_call_s'] / gpu['median_call_s']:.1f}x")

@@ -1,4 +1,5 @@
-//! `tfsandbox-gpu-bench --model DIR --cuda-library-dir DIR [--size N] [--steps K] [--runs R]`:
+//! `tfsandbox-gpu-bench --model DIR --cuda-library-dir DIR [--cpu-library-dir DIR] [--size N]
+//! [--steps K] [--runs R]`:
 //! runs the `matmul_chain` model (checks/gpu/) in the process runtime twice, once with every GPU
 //! on the CUDA libraries and once on the CPU library without GPUs, and prints what Info reported
 //! and the time per call of each as JSON lines. checks/gpu/run-on-gpu.sh runs it on a GPU machine
@@ -14,6 +15,8 @@ use tfsandbox::{Config, Gpus, RuntimeKind, Sandbox, Tensor};
 struct Args {
     model: PathBuf,
     cuda_library_dir: PathBuf,
+    /// The CPU run's libtensorflow folder; unset: the one the worker's RUNPATH names.
+    cpu_library_dir: Option<PathBuf>,
     size: i32,
     steps: i32,
     runs: usize,
@@ -23,6 +26,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         model: PathBuf::from("checks/gpu/matmul_chain"),
         cuda_library_dir: PathBuf::from(".cache/libtensorflow-cuda/lib"),
+        cpu_library_dir: None,
         size: 4096,
         steps: 20,
         runs: 5,
@@ -34,6 +38,7 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--model" => args.model = value.into(),
             "--cuda-library-dir" => args.cuda_library_dir = value.into(),
+            "--cpu-library-dir" => args.cpu_library_dir = Some(value.into()),
             "--size" => args.size = number(&value)? as i32,
             "--steps" => args.steps = number(&value)? as i32,
             "--runs" => args.runs = number(&value)?.max(1) as usize,
@@ -52,6 +57,8 @@ async fn measure(args: &Args, gpu: bool) -> Result<serde_json::Value, String> {
     .with_model(&args.model);
     if gpu {
         config = config.with_gpus(Gpus::All, &args.cuda_library_dir);
+    } else if let Some(dir) = &args.cpu_library_dir {
+        config.gpu.library_dirs = vec![dir.clone()];
     }
     let started = Instant::now();
     let sandbox = Sandbox::start(config).await.map_err(|e| e.to_string())?;
@@ -98,6 +105,11 @@ async fn measure(args: &Args, gpu: bool) -> Result<serde_json::Value, String> {
     sandbox.shutdown().await;
     Ok(json!({
         "mode": if gpu { "gpu" } else { "cpu" },
+        "library_dir": if gpu {
+            args.cuda_library_dir.display().to_string()
+        } else {
+            args.cpu_library_dir.as_ref().map_or("the worker's RUNPATH".into(), |d| d.display().to_string())
+        },
         "tensorflow_version": info.tensorflow_version,
         "gpu_registered": info.gpu_registered,
         "gpus": gpus,
