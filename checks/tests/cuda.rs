@@ -14,7 +14,7 @@ use tfsandbox::image::closure::{
     dlopen_manifest, is_driver_library, ElfInfo, DRIVER_LIBRARY_DIR, LIBRARY_DIR,
 };
 use tfsandbox::image::{Closure, Variant};
-use tfsandbox::runtime::docker::container_body;
+use tfsandbox::runtime::docker::DockerRuntime;
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
 use tfsandbox::{DockerSettings, ProcessSettings, RuntimeKind};
@@ -150,7 +150,7 @@ fn a_docker_run_config_with_gpus_carries_the_device_request() {
     let settings = DockerSettings::default();
     let mounts = ModelMounts::new(&[]).unwrap();
     let body = |gpus: &Gpus| {
-        container_body(&settings, &mounts, gpus, "image".into(), &launch())
+        DockerRuntime::container_body_for(&settings, &mounts, gpus, "image".into(), &launch())
             .host_config
             .expect("a host config")
     };

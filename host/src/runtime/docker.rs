@@ -121,97 +121,94 @@ impl DockerRuntime {
 
     /// The container as the engine is asked to make it.
     pub fn container_body(&self, image: String, launch: &Launch) -> ContainerCreateBody {
-        container_body(&self.settings, &self.mounts, &self.gpu.gpus, image, launch)
+        Self::container_body_for(&self.settings, &self.mounts, &self.gpu.gpus, image, launch)
     }
-}
 
-/// The container as the engine is asked to make it; every setting here is a security decision.
-/// With `gpus`, a device request for them (the NVIDIA container toolkit then mounts their device
-/// nodes and the driver's libraries) and the seccomp profile with the driver's ioctl requests.
-pub fn container_body(
-    settings: &DockerSettings,
-    mounts: &ModelMounts,
-    gpus: &Gpus,
-    image: String,
-    launch: &Launch,
-) -> ContainerCreateBody {
-    let s = settings;
-    let ulimit = |name: &str, value: i64| ResourcesUlimits {
-        name: Some(name.into()),
-        soft: Some(value),
-        hard: Some(value),
-    };
-    let mounts = mounts
-        .iter()
-        .map(|(host, name)| Mount {
-            target: Some(format!("/models/{name}")),
-            source: Some(host.to_string_lossy().into_owned()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            bind_options: Some(MountBindOptions {
-                non_recursive: Some(true),
+    /// The container as the engine is asked to make it; every setting here is a security decision.
+    /// A pure function of its arguments. With `gpus`, a device request for them (the NVIDIA
+    /// container toolkit then mounts their device nodes and the driver's libraries) and the
+    /// seccomp profile with the driver's ioctl requests.
+    pub fn container_body_for(
+        settings: &DockerSettings,
+        mounts: &ModelMounts,
+        gpus: &Gpus,
+        image: String,
+        launch: &Launch,
+    ) -> ContainerCreateBody {
+        let s = settings;
+        let ulimit = |name: &str, value: i64| ResourcesUlimits {
+            name: Some(name.into()),
+            soft: Some(value),
+            hard: Some(value),
+        };
+        let mounts = mounts
+            .iter()
+            .map(|(host, name)| Mount {
+                target: Some(format!("/models/{name}")),
+                source: Some(host.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                bind_options: Some(MountBindOptions {
+                    non_recursive: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ContainerCreateBody {
+            image: Some(image),
+            user: Some(image::oci::NOBODY.into()),
+            env: Some(vec![format!("TFSANDBOX_LOG={}", launch.worker_log)]),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            // When the host's attach connection goes, the worker's stdin closes and it exits.
+            stdin_once: Some(true),
+            // A tty would mangle the binary protocol.
+            tty: Some(false),
+            network_disabled: Some(true),
+            labels: Some(HashMap::from([
+                (LABEL.to_string(), "1".to_string()),
+                (OWNER_LABEL.to_string(), owner_of_this_process()),
+                ("tfsandbox.sandbox".to_string(), launch.sandbox_id.clone()),
+            ])),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                readonly_rootfs: Some(true),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    format!("rw,noexec,nosuid,nodev,size={},mode=1777", s.tmp_bytes),
+                )])),
+                nano_cpus: Some((s.cpus * 1e9) as i64),
+                memory: Some(s.memory_bytes),
+                memory_swap: Some(s.memory_bytes),
+                pids_limit: Some(s.pids_limit),
+                // The same allowlist the process runtime's jailer installs; stricter than the
+                // engine's default (no ptrace, no socket(), no fork).
+                security_opt: Some(vec![
+                    "no-new-privileges".into(),
+                    format!(
+                        "seccomp={}",
+                        tfsandbox_jailer::seccomp::docker_profile_for(policy(gpus))
+                    ),
+                ]),
+                ulimits: Some(vec![
+                    ulimit("nofile", s.nofile),
+                    ulimit("nproc", s.nproc),
+                    ulimit("core", 0),
+                ]),
+                ipc_mode: Some("none".into()),
+                auto_remove: Some(true),
+                privileged: Some(false),
+                init: Some(false),
+                mounts: Some(mounts),
+                device_requests: gpu::device_request(gpus).map(|request| vec![request]),
                 ..Default::default()
             }),
             ..Default::default()
-        })
-        .collect();
-    ContainerCreateBody {
-        image: Some(image),
-        user: Some(image::oci::NOBODY.into()),
-        env: Some(vec![format!("TFSANDBOX_LOG={}", launch.worker_log)]),
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        open_stdin: Some(true),
-        // When the host's attach connection goes, the worker's stdin closes and it exits.
-        stdin_once: Some(true),
-        // A tty would mangle the binary protocol.
-        tty: Some(false),
-        network_disabled: Some(true),
-        labels: Some(HashMap::from([
-            (LABEL.to_string(), "1".to_string()),
-            (OWNER_LABEL.to_string(), owner_of_this_process()),
-            ("tfsandbox.sandbox".to_string(), launch.sandbox_id.clone()),
-        ])),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            cap_drop: Some(vec!["ALL".into()]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                format!("rw,noexec,nosuid,nodev,size={},mode=1777", s.tmp_bytes),
-            )])),
-            nano_cpus: Some((s.cpus * 1e9) as i64),
-            memory: Some(s.memory_bytes),
-            memory_swap: Some(s.memory_bytes),
-            pids_limit: Some(s.pids_limit),
-            // The same allowlist the process runtime's jailer installs; stricter than the
-            // engine's default (no ptrace, no socket(), no fork).
-            security_opt: Some(vec![
-                "no-new-privileges".into(),
-                format!(
-                    "seccomp={}",
-                    tfsandbox_jailer::seccomp::docker_profile_for(if gpus.is_none() {
-                        tfsandbox_jailer::seccomp::Policy::Cpu
-                    } else {
-                        tfsandbox_jailer::seccomp::Policy::Gpu
-                    })
-                ),
-            ]),
-            ulimits: Some(vec![
-                ulimit("nofile", s.nofile),
-                ulimit("nproc", s.nproc),
-                ulimit("core", 0),
-            ]),
-            ipc_mode: Some("none".into()),
-            auto_remove: Some(true),
-            privileged: Some(false),
-            init: Some(false),
-            mounts: Some(mounts),
-            device_requests: gpu::device_request(gpus).map(|request| vec![request]),
-            ..Default::default()
-        }),
-        ..Default::default()
+        }
     }
 }
 
@@ -380,6 +377,14 @@ fn signal_name(signal: i64) -> &'static str {
         15 => "SIGTERM",
         31 => "SIGSYS",
         _ => "signal",
+    }
+}
+
+fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {
+    if gpus.is_none() {
+        tfsandbox_jailer::seccomp::Policy::Cpu
+    } else {
+        tfsandbox_jailer::seccomp::Policy::Gpu
     }
 }
 
