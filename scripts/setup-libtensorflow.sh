@@ -64,7 +64,7 @@ setup_cpu() {
     return
   fi
 
-  local work
+  # Global, not local: the EXIT trap runs after this function has returned.
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
 
