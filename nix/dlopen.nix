@@ -17,6 +17,13 @@ let
       "libcusolver.so.11" = "libcusolver";
       "libcurand.so.10" = "libcurand";
       "libcudnn.so.9" = "cudnn";
+      "libcudnn_graph.so.9" = "cudnn";
+      "libcudnn_ops.so.9" = "cudnn";
+      "libcudnn_cnn.so.9" = "cudnn";
+      "libcudnn_adv.so.9" = "cudnn";
+      "libcudnn_heuristic.so.9" = "cudnn";
+      "libcudnn_engines_precompiled.so.9" = "cudnn";
+      "libcudnn_engines_runtime_compiled.so.9" = "cudnn";
       "libnccl.so.2" = "nccl";
       "libnvJitLink.so.12" = "libnvjitlink";
     };

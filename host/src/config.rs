@@ -6,6 +6,7 @@ use std::time::Duration;
 use tfsandbox_proto::transport::tuning;
 
 use crate::error::{Error, Result};
+use crate::gpu::{GpuSettings, Gpus};
 
 /// The kind of sandbox a worker runs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -157,12 +158,24 @@ pub struct Config {
     pub models: Vec<PathBuf>,
     pub process: ProcessSettings,
     pub docker: DockerSettings,
+    /// GPUs the worker may use (none by default) and the CUDA libraries it then runs on.
+    pub gpu: GpuSettings,
 }
 
 impl Config {
     /// Adds a model folder the sandbox may load from.
     pub fn with_model(mut self, dir: impl Into<PathBuf>) -> Self {
         self.models.push(dir.into());
+        self
+    }
+
+    /// Lets the worker use `gpus`, running on the CUDA libraries in `library_dir`
+    /// (`.cache/libtensorflow-cuda/lib` after `scripts/setup-libtensorflow.sh --variant cuda`).
+    pub fn with_gpus(mut self, gpus: Gpus, library_dir: impl Into<PathBuf>) -> Self {
+        self.gpu = GpuSettings {
+            gpus,
+            library_dirs: vec![library_dir.into()],
+        };
         self
     }
 
@@ -207,6 +220,7 @@ impl Default for Config {
             models: Vec::new(),
             process: ProcessSettings::default(),
             docker: DockerSettings::default(),
+            gpu: GpuSettings::default(),
         }
     }
 }

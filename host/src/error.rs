@@ -81,6 +81,8 @@ pub enum Error {
     Image(#[from] crate::image::ImageError),
     #[error("the worker answered {call} without {field}")]
     Incomplete { call: String, field: &'static str },
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 impl Error {

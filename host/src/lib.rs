@@ -14,6 +14,7 @@
 
 mod config;
 mod error;
+pub mod gpu;
 pub mod image;
 mod pool;
 pub mod runtime;
@@ -23,6 +24,7 @@ pub mod tensor;
 
 pub use config::{Config, DockerSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind};
 pub use error::{Error, Result};
+pub use gpu::{GpuSettings, Gpus};
 pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};

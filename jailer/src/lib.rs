@@ -154,3 +154,16 @@ pub const ALLOWED_IOCTLS: &[u64] = &[
 /// `clone3` takes its flags in memory, out of a filter's reach: it answers ENOSYS, and glibc falls
 /// back to `clone`, whose flags the filter checks.
 pub const ENOSYS_SYSCALLS: &[&str] = &["clone3"];
+
+/// With GPUs only: the NVIDIA driver's requests. CUDA talks to `/dev/nvidiactl` and
+/// `/dev/nvidia<N>` with `_IOWR('F', nr, size)` (every request whose type byte is `'F'`), and to
+/// `/dev/nvidia-uvm` with plain small numbers (below 256: `request & UVM_IOCTL_MASK == 0`) plus
+/// the two in [`UVM_IOCTLS`]. Taken from the open kernel modules' headers (nv-ioctl-numbers.h,
+/// uvm_ioctl.h, uvm_linux_ioctl.h), not measured under a GPU: unverified until a GPU run
+/// exercises it. Outside the NVIDIA nodes these numbers mean little: the small ones include
+/// FIBMAP (needs CAP_SYS_RAWIO, which the worker lacks) and FIGETBSZ (a block size).
+pub const NVIDIA_IOCTL_TYPE_MASK: u64 = 0xff00;
+pub const NVIDIA_IOCTL_TYPE: u64 = (b'F' as u64) << 8;
+pub const UVM_IOCTL_MASK: u64 = 0xffff_ff00;
+/// UVM_INITIALIZE and UVM_DEINITIALIZE.
+pub const UVM_IOCTLS: &[u64] = &[0x3000_0001, 0x3000_0002];

@@ -6,7 +6,8 @@
 //!    maps (65534 inside) while it waits on a one-byte handshake over stdin/stdout;
 //! 3. forks the namespace's pid 1, which builds a fresh root on a tmpfs (the closure's files
 //!    bind-mounted read-only, each model read-only at /models/<name>, a noexec /tmp, /dev/null,
-//!    zero and urandom, a read-only /proc), pivots into it and drops the old root;
+//!    zero and urandom, the GPU device nodes it was given (`--device`, read-write), a read-only
+//!    /proc), pivots into it and drops the old root;
 //! 4. becomes 65534, drops every capability, sets no_new_privs and the rlimits, applies Landlock
 //!    and the seccomp allowlist (on every thread), and execs the worker.
 //!
@@ -42,6 +43,9 @@ struct Plan {
     rlimits: Vec<(Resource, u64)>,
     /// Features the host allowed to be weaker than asked: "landlock".
     weaker: Vec<String>,
+    /// GPU device nodes (`/dev/nvidia*`), bound read-write at the same path. Any at all also
+    /// adds the NVIDIA driver's ioctl requests to the seccomp allowlist.
+    devices: Vec<PathBuf>,
     /// The loader and its arguments.
     command: Vec<String>,
 }
@@ -156,6 +160,23 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                 ));
             }
             "--allow-weaker" => plan.weaker.push(value()?),
+            "--device" => {
+                let device = PathBuf::from(value()?);
+                // Only the NVIDIA nodes: nothing else of the host's /dev is ever handed in.
+                let name = device
+                    .strip_prefix("/dev")
+                    .ok()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                if !name.starts_with("nvidia") || name.contains('/') {
+                    return Err(format!(
+                        "--device takes /dev/nvidia* nodes only, got '{}'",
+                        device.display()
+                    ));
+                }
+                plan.devices.push(device);
+            }
             "--" => {
                 plan.command = args.by_ref().collect();
                 break;
@@ -245,7 +266,7 @@ fn confine(plan: &Plan) -> Result<Never, String> {
     drop_privileges(plan)?;
     // Last, since every change of credentials above cleared it.
     die_with_parent()?;
-    install_seccomp()?;
+    install_seccomp(plan)?;
 
     let program = CString::new(plan.command[0].as_str()).map_err(|e| e.to_string())?;
     let args: Vec<CString> = plan
@@ -339,6 +360,12 @@ fn build_root(plan: &Plan) -> Result<(), String> {
         rustix::mount::mount_bind(format!("/dev/{device}").as_str(), &target)
             .map_err(|e| err(&format!("/dev/{device}"), e))?;
     }
+    for device in &plan.devices {
+        let target = inside(&device.to_string_lossy());
+        fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
+        rustix::mount::mount_bind(device, &target)
+            .map_err(|e| err(&device.display().to_string(), e))?;
+    }
 
     let proc = inside("/proc");
     fs::create_dir_all(&proc).map_err(|e| e.to_string())?;
@@ -409,7 +436,7 @@ fn restrict_files_and_network(plan: &Plan) -> Result<String, String> {
     let path = |p: &str| PathFd::new(p).map_err(|e| format!("landlock: {p}: {e}"));
     let read = AccessFs::from_read(abi);
     let loader = plan.command[0].as_str();
-    let status = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(err)?
         .handle_access(AccessNet::from_all(abi))
@@ -434,9 +461,18 @@ fn restrict_files_and_network(plan: &Plan) -> Result<String, String> {
             path("/dev/null")?,
             AccessFs::ReadFile | AccessFs::WriteFile,
         ))
-        .map_err(err)?
-        .restrict_self()
         .map_err(err)?;
+    // GPU nodes: opened read-write and driven by ioctl (Landlock ABI 5 filters device ioctls).
+    for device in &plan.devices {
+        let fd = PathFd::new(device).map_err(|e| format!("landlock: {}: {e}", device.display()))?;
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(
+                fd,
+                AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+            ))
+            .map_err(err)?;
+    }
+    let status = ruleset.restrict_self().map_err(err)?;
     let enforced = match status.ruleset {
         RulesetStatus::FullyEnforced => "fully enforced",
         RulesetStatus::PartiallyEnforced => "partially enforced",
@@ -490,8 +526,14 @@ fn drop_privileges(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-fn install_seccomp() -> Result<(), String> {
-    let allow = tfsandbox_jailer::seccomp::allowlist_program().map_err(|e| e.to_string())?;
+fn install_seccomp(plan: &Plan) -> Result<(), String> {
+    let policy = if plan.devices.is_empty() {
+        tfsandbox_jailer::seccomp::Policy::Cpu
+    } else {
+        tfsandbox_jailer::seccomp::Policy::Gpu
+    };
+    let allow =
+        tfsandbox_jailer::seccomp::allowlist_program_for(policy).map_err(|e| e.to_string())?;
     let enosys = tfsandbox_jailer::seccomp::enosys_program().map_err(|e| e.to_string())?;
     // TSYNC: every thread gets them (there is one now; the worker's come later and inherit them).
     seccompiler::apply_filter_all_threads(&allow).map_err(|e| format!("seccomp: {e}"))?;

@@ -7,7 +7,18 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::{ALLOWED_IOCTLS, ALLOWED_SYSCALLS, CLONE_MASK, CLONE_REQUIRED, ENOSYS_SYSCALLS};
+use crate::{
+    ALLOWED_IOCTLS, ALLOWED_SYSCALLS, CLONE_MASK, CLONE_REQUIRED, ENOSYS_SYSCALLS,
+    NVIDIA_IOCTL_TYPE, NVIDIA_IOCTL_TYPE_MASK, UVM_IOCTLS, UVM_IOCTL_MASK,
+};
+
+/// Which policy: the worker's, or the worker's plus the NVIDIA driver's ioctl requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    #[default]
+    Cpu,
+    Gpu,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -41,6 +52,11 @@ fn target_arch() -> TargetArch {
 /// The allowlist as BPF: anything else returns EPERM; a call made under a foreign architecture
 /// (i386 via int 0x80, say) kills the process.
 pub fn allowlist_program() -> Result<BpfProgram, PolicyError> {
+    allowlist_program_for(Policy::Cpu)
+}
+
+/// [`allowlist_program`] for `policy`.
+pub fn allowlist_program_for(policy: Policy) -> Result<BpfProgram, PolicyError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for name in ALLOWED_SYSCALLS {
         rules.insert(number(name)?, vec![]);
@@ -65,6 +81,10 @@ pub fn allowlist_program() -> Result<BpfProgram, PolicyError> {
             SeccompRule::new(vec![condition]).map_err(filter_error)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut ioctls = ioctls;
+    if policy == Policy::Gpu {
+        ioctls.extend(gpu_ioctl_rules()?);
+    }
     rules.insert(number("ioctl")?, ioctls);
     let allow = SeccompFilter::new(
         rules,
@@ -74,6 +94,27 @@ pub fn allowlist_program() -> Result<BpfProgram, PolicyError> {
     )
     .map_err(filter_error)?;
     allow.try_into().map_err(filter_error)
+}
+
+fn gpu_ioctl_rules() -> Result<Vec<SeccompRule>, PolicyError> {
+    let condition = |op, value| {
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, op, value).map_err(filter_error)
+    };
+    let mut rules = vec![
+        SeccompRule::new(vec![condition(
+            SeccompCmpOp::MaskedEq(NVIDIA_IOCTL_TYPE_MASK),
+            NVIDIA_IOCTL_TYPE,
+        )?])
+        .map_err(filter_error)?,
+        SeccompRule::new(vec![condition(SeccompCmpOp::MaskedEq(UVM_IOCTL_MASK), 0)?])
+            .map_err(filter_error)?,
+    ];
+    for &request in UVM_IOCTLS {
+        rules.push(
+            SeccompRule::new(vec![condition(SeccompCmpOp::Eq, request)?]).map_err(filter_error)?,
+        );
+    }
+    Ok(rules)
 }
 
 /// A second program, for what must fail with ENOSYS rather than EPERM (`clone3`); everything
@@ -96,6 +137,11 @@ pub fn enosys_program() -> Result<BpfProgram, PolicyError> {
 
 /// The same policy in the engine's seccomp profile format (`security_opt: seccomp=<json>`).
 pub fn docker_profile() -> String {
+    docker_profile_for(Policy::Cpu)
+}
+
+/// [`docker_profile`] for `policy`.
+pub fn docker_profile_for(policy: Policy) -> String {
     let arch = if cfg!(target_arch = "aarch64") {
         "SCMP_ARCH_AARCH64"
     } else {
@@ -105,10 +151,20 @@ pub fn docker_profile() -> String {
         .iter()
         .map(|n| format!("\"{n}\""))
         .collect();
-    let ioctls: Vec<String> = ALLOWED_IOCTLS
+    let mut ioctls: Vec<String> = ALLOWED_IOCTLS
         .iter()
+        .chain(if policy == Policy::Gpu { UVM_IOCTLS } else { &[] })
         .map(|r| format!(r#"{{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{r},"op":"SCMP_CMP_EQ"}}]}}"#))
         .collect();
+    if policy == Policy::Gpu {
+        // Rules of one syscall are alternatives.
+        ioctls.push(format!(
+            r#"{{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{NVIDIA_IOCTL_TYPE_MASK},"valueTwo":{NVIDIA_IOCTL_TYPE},"op":"SCMP_CMP_MASKED_EQ"}}]}}"#
+        ));
+        ioctls.push(format!(
+            r#"{{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{UVM_IOCTL_MASK},"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}}]}}"#
+        ));
+    }
     let enosys: Vec<String> = ENOSYS_SYSCALLS.iter().map(|n| format!("\"{n}\"")).collect();
     format!(
         concat!(
@@ -149,6 +205,17 @@ mod tests {
     fn the_programs_compile() {
         assert!(!allowlist_program().unwrap().is_empty());
         assert!(!enosys_program().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_gpu_policy_adds_only_ioctl_rules() {
+        assert!(!allowlist_program_for(Policy::Gpu).unwrap().is_empty());
+        let cpu = docker_profile_for(Policy::Cpu);
+        let gpu = docker_profile_for(Policy::Gpu);
+        assert_eq!(cpu, docker_profile());
+        assert!(gpu.len() > cpu.len());
+        assert!(gpu.contains("SCMP_CMP_MASKED_EQ") && gpu.contains(&format!("{}", 0x3000_0001)));
+        assert!(!gpu.contains("\"socket\""));
     }
 
     #[test]

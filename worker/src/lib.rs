@@ -1,6 +1,7 @@
 //! The worker's parts: a library for its binary (`main.rs`) and for the fuzz targets.
 
 pub mod error;
+pub mod gpus;
 pub mod model;
 pub mod posture;
 pub mod service;

@@ -121,6 +121,7 @@ impl Worker for WorkerService {
             .cloned()
             .collect();
         loaded_models.sort();
+        let (gpus, gpu_registered) = blocking(|| Ok(crate::gpus::observe())).await?;
         Ok(Response::new(InfoResponse {
             worker_version: env!("CARGO_PKG_VERSION").to_string(),
             tensorflow_version: tensorflow::version().unwrap_or_else(|_| "unknown".into()),
@@ -130,6 +131,8 @@ impl Worker for WorkerService {
             loaded_models,
             posture: Some(crate::posture::observe()),
             abandoned_runs: self.abandoned.load(Ordering::SeqCst),
+            gpus,
+            gpu_registered,
         }))
     }
 

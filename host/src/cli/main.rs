@@ -33,6 +33,12 @@ struct SandboxArgs {
     /// The worker binary (default: tfsandbox-worker beside this program).
     #[arg(long)]
     worker: Option<PathBuf>,
+    /// GPUs the worker may use: none, all, or indices/UUIDs separated by commas.
+    #[arg(long, default_value = "none")]
+    gpus: tfsandbox::Gpus,
+    /// Where the CUDA libtensorflow and nvidia libraries lie (with --gpus).
+    #[arg(long, default_value = ".cache/libtensorflow-cuda/lib")]
+    cuda_library_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +257,9 @@ fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Config 
         worker_path: args.worker,
         ..Config::default()
     };
+    if !args.gpus.is_none() {
+        config = config.with_gpus(args.gpus, args.cuda_library_dir);
+    }
     config
         .models
         .extend(model.map(std::path::Path::to_path_buf));
@@ -317,6 +326,10 @@ async fn run(command: Command) -> Result<()> {
                 "mounts": posture.mounts,
                 "rlimits": posture.rlimits,
                 "namespaces": posture.namespaces,
+                "gpus": info.gpus.iter().map(|g| serde_json::json!({
+                    "name": g.name, "bus_id": g.bus_id, "tf_device": g.tf_device, "memory_bytes": g.memory_bytes,
+                })).collect::<Vec<_>>(),
+                "gpu_registered": info.gpu_registered,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,10 +1,14 @@
 //! The worker's exact shared-library closure: what the dynamic loader would load, and nothing else.
 //!
-//! DT_NEEDED is followed through RUNPATH/RPATH (with `$ORIGIN`), ld.so.conf and the default
-//! directories by `lddtree`; libraries TensorFlow dlopen()s come from the declared manifest
-//! `dlopen.json`, resolved in the given directories and closed over in turn.
+//! Every DT_NEEDED is resolved the way the image's loader will: the given library folders first
+//! (the image's entry point passes its one library folder with `--library-path`, which glibc
+//! searches before any RUNPATH), then the needing object's RUNPATH/RPATH (with `$ORIGIN`), then
+//! ld.so.conf and the default folders. Libraries TensorFlow dlopen()s come from the declared
+//! manifest `dlopen.json`, resolved the same way and closed over in turn. The NVIDIA driver's own
+//! libraries (`libcuda.so.1`, ...) are never part of a closure: they must match the host's kernel
+//! module, so they come from the host at run time (see [`DRIVER_LIBRARY_DIRS`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -15,6 +19,22 @@ use super::ImageError;
 pub const WORKER_PATH: &str = "/usr/bin/tfsandbox-worker";
 /// The one folder every library of the closure lies in; the loader is told exactly this path.
 pub const LIBRARY_DIR: &str = "/usr/lib/tfsandbox";
+/// Where the CUDA variant finds the driver's libraries. The NVIDIA container toolkit's legacy
+/// mode (libnvidia-container, behind `docker run --gpus`) mounts them into `/usr/lib64` of an
+/// image without `/etc/debian_version` (libnvidia-container's USR_LIB_DIR; this image has none),
+/// as nix/image-config.nix says for the Nix image; the process runtime binds the host's own there.
+pub const DRIVER_LIBRARY_DIR: &str = "/usr/lib64";
+/// The toolkit's CDI mode mounts them at the host's own path instead, which on Debian and its
+/// derivatives is the multiarch folder. The loader is told both, after [`LIBRARY_DIR`], so no
+/// ld.so.cache is needed (the toolkit's ldconfig may not run on a read-only root).
+pub const DRIVER_LIBRARY_DIRS: &[&str] = &[
+    DRIVER_LIBRARY_DIR,
+    if cfg!(target_arch = "aarch64") {
+        "/usr/lib/aarch64-linux-gnu"
+    } else {
+        "/usr/lib/x86_64-linux-gnu"
+    },
+];
 
 const MANIFEST: &str = include_str!("dlopen.json");
 
@@ -23,6 +43,15 @@ const MANIFEST: &str = include_str!("dlopen.json");
 pub enum Variant {
     Cpu,
     Cuda,
+}
+
+/// Whether `name` is one of the NVIDIA driver's user-space libraries, which belong to the host's
+/// driver and are injected at run time, never copied into a closure.
+pub fn is_driver_library(name: &str) -> bool {
+    name.starts_with("libcuda.so")
+        || name.starts_with("libcudadebugger.so")
+        || name.starts_with("libnvidia-")
+        || name.starts_with("libnvcuvid.so")
 }
 
 #[derive(Deserialize)]
@@ -58,64 +87,91 @@ pub struct Closure {
     pub entries: Vec<Entry>,
     /// The program interpreter, at the path the worker names (e.g. /lib64/ld-linux-x86-64.so.2).
     pub interpreter: String,
+    pub variant: Variant,
+    /// Driver libraries some member names as DT_NEEDED: left out, found at run time in
+    /// [`DRIVER_LIBRARY_DIRS`].
+    pub driver_needed: BTreeSet<String>,
 }
 
 impl Closure {
-    /// Resolves the closure of `worker`; `dlopen_dirs` are searched for the manifest's libraries.
+    /// Resolves the closure of `worker`. `library_dirs` are searched first for every library, the
+    /// manifest's included, as the image's `--library-path` is (e.g. the CUDA build of
+    /// libtensorflow and the nvidia libraries, which then win over the CPU library the worker was
+    /// linked against: it names them only by soname).
     pub fn resolve(
         worker: &Path,
         variant: Variant,
-        dlopen_dirs: &[PathBuf],
+        library_dirs: &[PathBuf],
     ) -> Result<Closure, ImageError> {
         let worker = worker
             .canonicalize()
             .map_err(|e| ImageError::Closure(format!("worker {}: {e}", worker.display())))?;
-        let mut needed_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
-
-        let tree = analyze(&worker, dlopen_dirs)?;
-        let interpreter = tree.interpreter.clone().ok_or_else(|| {
+        let worker_elf = ElfInfo::read(&worker)?;
+        let interpreter = worker_elf.interpreter.clone().ok_or_else(|| {
             ImageError::Closure(format!(
                 "{} has no program interpreter (is it static?)",
                 worker.display()
             ))
         })?;
         let interpreter_name = file_name(Path::new(&interpreter));
-        add_tree(&tree, "the worker", &mut needed_by, &mut found)?;
+        let resolver = Resolver::new(library_dirs, &worker_elf);
 
-        for name in dlopen_manifest(variant) {
-            let path = dlopen_dirs
-                .iter()
-                .chain(
-                    found
-                        .values()
-                        .filter_map(|p| p.parent().map(Path::to_path_buf))
-                        .collect::<Vec<_>>()
-                        .iter(),
+        let mut needed_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut driver_needed = BTreeSet::new();
+        // (soname, who needs it, the needing object and its search path)
+        let mut queue: VecDeque<(String, String, PathBuf, ElfInfo)> = worker_elf
+            .needed
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    "the worker".to_string(),
+                    worker.clone(),
+                    worker_elf.clone(),
                 )
-                .map(|dir| dir.join(&name))
-                .find(|p| p.is_file())
-                .ok_or_else(|| {
-                    ImageError::Closure(format!(
-                        "{name} (loaded with dlopen() by TensorFlow) not found in: {}",
-                        dlopen_dirs
-                            .iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
+            })
+            .collect();
+        let mut manifest = dlopen_manifest(variant).into_iter();
+        // The dlopen() manifest once DT_NEEDED is exhausted: loaded by name, so searched like a
+        // DT_NEEDED of the worker's libraries (the given folders first).
+        while let Some((name, by, object, info)) = queue.pop_front().or_else(|| {
+            manifest.next().map(|name| {
+                (
+                    name,
+                    "dlopen() manifest".to_string(),
+                    worker.clone(),
+                    worker_elf.clone(),
+                )
+            })
+        }) {
+            if is_driver_library(&name) {
+                driver_needed.insert(name);
+                continue;
+            }
             needed_by
                 .entry(name.clone())
                 .or_default()
-                .insert("dlopen() manifest".into());
-            found.insert(name.clone(), real(&path)?);
-            add_tree(
-                &analyze(&path, dlopen_dirs)?,
-                &name,
-                &mut needed_by,
-                &mut found,
-            )?;
+                .insert(by.clone());
+            if found.contains_key(&name) {
+                continue;
+            }
+            let (path, library) = if name == interpreter_name {
+                let path = real(Path::new(&interpreter))?;
+                let library = ElfInfo::read(&path)?;
+                (path, library)
+            } else {
+                resolver.locate(&name, &object, &info).ok_or_else(|| {
+                    ImageError::Closure(format!(
+                        "{name} (needed by {by}) was not found where the loader would look: {}",
+                        resolver.describe(&object, &info)
+                    ))
+                })?
+            };
+            for dep in &library.needed {
+                queue.push_back((dep.clone(), name.clone(), path.clone(), library.clone()));
+            }
+            found.insert(name, path);
         }
 
         let mut entries = vec![entry(WORKER_PATH.into(), &worker, "the worker".into())?];
@@ -151,7 +207,17 @@ impl Closure {
         Ok(Closure {
             entries,
             interpreter,
+            variant,
+            driver_needed,
         })
+    }
+
+    /// The folders the loader searches, in order: the closure's, and for CUDA then the driver's.
+    pub fn library_path(&self) -> String {
+        match self.variant {
+            Variant::Cpu => LIBRARY_DIR.into(),
+            Variant::Cuda => format!("{LIBRARY_DIR}:{}", DRIVER_LIBRARY_DIRS.join(":")),
+        }
     }
 
     /// The entry point: the loader, told exactly where the closure's libraries are.
@@ -162,7 +228,7 @@ impl Closure {
         vec![
             self.interpreter.clone(),
             "--library-path".into(),
-            LIBRARY_DIR.into(),
+            self.library_path(),
             WORKER_PATH.into(),
         ]
     }
@@ -172,44 +238,113 @@ impl Closure {
     }
 }
 
-fn analyze(path: &Path, extra_dirs: &[PathBuf]) -> Result<lddtree::DependencyTree, ImageError> {
-    lddtree::DependencyAnalyzer::new(PathBuf::from("/"))
-        .library_paths(extra_dirs.to_vec())
-        .analyze(path)
-        .map_err(|e| ImageError::Closure(format!("reading {}: {e}", path.display())))
+/// What the loader reads from one ELF object.
+#[derive(Debug, Clone)]
+pub struct ElfInfo {
+    pub needed: Vec<String>,
+    /// DT_RUNPATH and DT_RPATH entries, `$ORIGIN` not yet expanded.
+    pub runpath: Vec<String>,
+    pub rpath: Vec<String>,
+    pub interpreter: Option<String>,
+    is_64: bool,
+    machine: u16,
 }
 
-fn add_tree(
-    tree: &lddtree::DependencyTree,
-    root: &str,
-    needed_by: &mut BTreeMap<String, BTreeSet<String>>,
-    found: &mut BTreeMap<String, PathBuf>,
-) -> Result<(), ImageError> {
-    for name in &tree.needed {
-        needed_by
-            .entry(name.clone())
-            .or_default()
-            .insert(root.to_string());
+impl ElfInfo {
+    pub fn read(path: &Path) -> Result<ElfInfo, ImageError> {
+        let bad = |e: String| ImageError::Closure(format!("reading {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        // SAFETY: mapped read-only and only read; a file changed underneath gives wrong data, not
+        // memory unsafety beyond what reading it would.
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
+        let elf = goblin::elf::Elf::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+        let split = |list: &[&str]| -> Vec<String> {
+            list.iter()
+                .flat_map(|p| p.split(':'))
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        Ok(ElfInfo {
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            runpath: split(&elf.runpaths),
+            rpath: split(&elf.rpaths),
+            interpreter: elf.interpreter.map(String::from),
+            is_64: elf.is_64,
+            machine: elf.header.e_machine,
+        })
     }
-    for (name, library) in &tree.libraries {
-        for dep in &library.needed {
-            needed_by
-                .entry(dep.clone())
-                .or_default()
-                .insert(name.clone());
+
+    /// Whether the loader of `other` could load this object (same class and machine).
+    fn fits(&self, other: &ElfInfo) -> bool {
+        self.is_64 == other.is_64 && self.machine == other.machine
+    }
+}
+
+/// The loader's search order for one needing object.
+struct Resolver {
+    first: Vec<PathBuf>,
+    system: Vec<PathBuf>,
+    target: ElfInfo,
+}
+
+impl Resolver {
+    fn new(library_dirs: &[PathBuf], worker: &ElfInfo) -> Resolver {
+        let mut system: Vec<PathBuf> =
+            lddtree::ld_so_conf::parse_ld_so_conf("/etc/ld.so.conf", "/")
+                .unwrap_or_default()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
+        // The loader's trusted folders, searched even when ld.so.conf does not list them.
+        for dir in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+            system.push(PathBuf::from(dir));
         }
-        let path = library.realpath.clone().ok_or_else(|| {
-            let by = needed_by
-                .get(name)
-                .map(|s| s.iter().cloned().collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            ImageError::Closure(format!(
-                "{name} (needed by {by}) was not found where the loader would look"
-            ))
-        })?;
-        found.insert(name.clone(), path);
+        Resolver {
+            first: library_dirs.to_vec(),
+            system,
+            target: worker.clone(),
+        }
     }
-    Ok(())
+
+    /// glibc's order: DT_RPATH (only without DT_RUNPATH), `--library-path`, DT_RUNPATH, then
+    /// ld.so.conf and the trusted folders.
+    fn search_path(&self, object: &Path, info: &ElfInfo) -> Vec<PathBuf> {
+        let origin = object.parent().unwrap_or(Path::new("/"));
+        let expand = |p: &String| {
+            PathBuf::from(
+                p.replace("${ORIGIN}", &origin.to_string_lossy())
+                    .replace("$ORIGIN", &origin.to_string_lossy()),
+            )
+        };
+        let mut dirs = Vec::new();
+        if info.runpath.is_empty() {
+            dirs.extend(info.rpath.iter().map(expand));
+        }
+        dirs.extend(self.first.iter().cloned());
+        dirs.extend(info.runpath.iter().map(expand));
+        dirs.extend(self.system.iter().cloned());
+        dirs
+    }
+
+    /// The first file of that name the loader could load, and what it needs in turn.
+    fn locate(&self, name: &str, object: &Path, info: &ElfInfo) -> Option<(PathBuf, ElfInfo)> {
+        self.search_path(object, info)
+            .into_iter()
+            .map(|dir| dir.join(name))
+            .filter(|p| p.is_file())
+            .filter_map(|p| p.canonicalize().ok())
+            .filter_map(|p| ElfInfo::read(&p).ok().map(|lib| (p, lib)))
+            .find(|(_, lib)| lib.fits(&self.target))
+    }
+
+    fn describe(&self, object: &Path, info: &ElfInfo) -> String {
+        self.search_path(object, info)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn entry(image_path: String, host_path: &Path, reason: String) -> Result<Entry, ImageError> {

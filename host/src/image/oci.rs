@@ -86,6 +86,13 @@ fn layer_items(closure: &Closure) -> BTreeMap<String, Item<'_>> {
     // Mount points: /tmp for a tmpfs, /models for the model folders.
     items.insert("tmp".into(), Item::Dir { mode: 0o1777 });
     items.insert("models".into(), Item::Dir { mode: 0o755 });
+    // CUDA: the empty folder the NVIDIA container toolkit mounts the driver's libraries into
+    // (the loader is told it after the closure's own folder).
+    if closure.variant == super::Variant::Cuda {
+        let dir = super::closure::DRIVER_LIBRARY_DIR.trim_start_matches('/');
+        add_parents(&mut items, dir);
+        items.insert(dir.into(), Item::Dir { mode: 0o755 });
+    }
     items
 }
 

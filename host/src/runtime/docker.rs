@@ -28,6 +28,7 @@ use tokio_util::io::StreamReader;
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::DockerSettings;
 use crate::error::{Error, Result};
+use crate::gpu::{self, GpuError, GpuSettings, Gpus};
 use crate::image::{self, Closure, Variant};
 
 /// Marks every container tfsandbox makes.
@@ -39,6 +40,7 @@ pub struct DockerRuntime {
     docker: Docker,
     settings: DockerSettings,
     mounts: ModelMounts,
+    gpu: GpuSettings,
 }
 
 impl DockerRuntime {
@@ -54,9 +56,16 @@ impl DockerRuntime {
             docker,
             settings,
             mounts,
+            gpu: GpuSettings::default(),
         };
         runtime.reap_orphans().await?;
         Ok(runtime)
+    }
+
+    /// Lets the worker use GPUs: the CUDA image and a device request for them.
+    pub fn with_gpus(mut self, gpu: GpuSettings) -> DockerRuntime {
+        self.gpu = gpu;
+        self
     }
 
     async fn reap_orphans(&self) -> Result<()> {
@@ -100,20 +109,39 @@ impl DockerRuntime {
         if let Some(image) = &self.settings.image {
             return Ok(image.clone());
         }
-        let closure = Closure::resolve(worker, Variant::Cpu, &[])?;
+        let closure = if self.gpu.gpus.is_none() {
+            Closure::resolve(worker, Variant::Cpu, &self.gpu.library_dirs)?
+        } else if self.gpu.library_dirs.is_empty() {
+            return Err(GpuError::NoLibraryDirs.into());
+        } else {
+            Closure::resolve(worker, Variant::Cuda, &self.gpu.library_dirs)?
+        };
         Ok(image::ensure_loaded(&self.docker, &closure, self.settings.show_progress).await?)
     }
 
-    /// The container as the engine is asked to make it; every setting here is a security decision.
+    /// The container as the engine is asked to make it.
     pub fn container_body(&self, image: String, launch: &Launch) -> ContainerCreateBody {
-        let s = &self.settings;
+        Self::container_body_for(&self.settings, &self.mounts, &self.gpu.gpus, image, launch)
+    }
+
+    /// The container as the engine is asked to make it; every setting here is a security decision.
+    /// A pure function of its arguments. With `gpus`, a device request for them (the NVIDIA
+    /// container toolkit then mounts their device nodes and the driver's libraries) and the
+    /// seccomp profile with the driver's ioctl requests.
+    pub fn container_body_for(
+        settings: &DockerSettings,
+        mounts: &ModelMounts,
+        gpus: &Gpus,
+        image: String,
+        launch: &Launch,
+    ) -> ContainerCreateBody {
+        let s = settings;
         let ulimit = |name: &str, value: i64| ResourcesUlimits {
             name: Some(name.into()),
             soft: Some(value),
             hard: Some(value),
         };
-        let mounts = self
-            .mounts
+        let mounts = mounts
             .iter()
             .map(|(host, name)| Mount {
                 target: Some(format!("/models/{name}")),
@@ -161,7 +189,10 @@ impl DockerRuntime {
                 // engine's default (no ptrace, no socket(), no fork).
                 security_opt: Some(vec![
                     "no-new-privileges".into(),
-                    format!("seccomp={}", tfsandbox_jailer::seccomp::docker_profile()),
+                    format!(
+                        "seccomp={}",
+                        tfsandbox_jailer::seccomp::docker_profile_for(policy(gpus))
+                    ),
                 ]),
                 ulimits: Some(vec![
                     ulimit("nofile", s.nofile),
@@ -173,6 +204,7 @@ impl DockerRuntime {
                 privileged: Some(false),
                 init: Some(false),
                 mounts: Some(mounts),
+                device_requests: gpu::device_request(gpus).map(|request| vec![request]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -363,6 +395,14 @@ fn signal_name(signal: i64) -> &'static str {
         15 => "SIGTERM",
         31 => "SIGSYS",
         _ => "signal",
+    }
+}
+
+fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {
+    if gpus.is_none() {
+        tfsandbox_jailer::seccomp::Policy::Cpu
+    } else {
+        tfsandbox_jailer::seccomp::Policy::Gpu
     }
 }
 

@@ -95,12 +95,15 @@ impl ModelMounts {
 pub async fn for_config(config: &Config) -> Result<Box<dyn Runtime>> {
     let mounts = ModelMounts::new(&config.models)?;
     Ok(match config.runtime {
-        RuntimeKind::Process => {
-            Box::new(process::ProcessRuntime::new(config.process.clone(), mounts))
-        }
-        RuntimeKind::Docker => {
-            Box::new(docker::DockerRuntime::connect(config.docker.clone(), mounts).await?)
-        }
+        RuntimeKind::Process => Box::new(
+            process::ProcessRuntime::new(config.process.clone(), mounts)
+                .with_gpus(config.gpu.clone()),
+        ),
+        RuntimeKind::Docker => Box::new(
+            docker::DockerRuntime::connect(config.docker.clone(), mounts)
+                .await?
+                .with_gpus(config.gpu.clone()),
+        ),
     })
 }
 

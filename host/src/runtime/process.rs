@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
+use crate::gpu::{self, GpuError, GpuSettings, Passthrough};
 use crate::image::{Closure, Variant};
 
 /// The user and group the worker is inside its namespace.
@@ -28,11 +29,43 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ProcessRuntime {
     settings: ProcessSettings,
     mounts: ModelMounts,
+    gpu: GpuSettings,
 }
 
 impl ProcessRuntime {
     pub fn new(settings: ProcessSettings, mounts: ModelMounts) -> ProcessRuntime {
-        ProcessRuntime { settings, mounts }
+        ProcessRuntime {
+            settings,
+            mounts,
+            gpu: GpuSettings::default(),
+        }
+    }
+
+    /// Lets the worker use GPUs: the CUDA closure, the GPUs' device nodes and the host's driver
+    /// libraries.
+    pub fn with_gpus(mut self, gpu: GpuSettings) -> ProcessRuntime {
+        self.gpu = gpu;
+        self
+    }
+
+    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
+    /// searched first either way.
+    pub fn closure(&self, worker: &Path) -> Result<Closure> {
+        if self.gpu.gpus.is_none() {
+            return Ok(Closure::resolve(
+                worker,
+                Variant::Cpu,
+                &self.gpu.library_dirs,
+            )?);
+        }
+        if self.gpu.library_dirs.is_empty() {
+            return Err(GpuError::NoLibraryDirs.into());
+        }
+        Ok(Closure::resolve(
+            worker,
+            Variant::Cuda,
+            &self.gpu.library_dirs,
+        )?)
     }
 
     fn jailer_path(&self, worker: &Path) -> Result<PathBuf> {
@@ -47,8 +80,9 @@ impl ProcessRuntime {
         }
     }
 
-    /// The jailer's command line: the root's contents, the limits, then the worker's entry point.
-    fn jailer_args(&self, closure: &Closure, root: &Path) -> Vec<String> {
+    /// The jailer's command line: the root's contents (the closure, the driver's libraries and
+    /// device nodes of `gpus`), the limits, then the worker's entry point.
+    pub fn jailer_args(&self, closure: &Closure, root: &Path, gpus: &Passthrough) -> Vec<String> {
         let s = &self.settings;
         let mut args = vec!["--root".to_string(), root.display().to_string()];
         for entry in &closure.entries {
@@ -59,19 +93,27 @@ impl ProcessRuntime {
                 entry.host_path.display()
             ));
         }
+        for (inside, host) in &gpus.libraries {
+            args.push("--file".into());
+            args.push(format!("{inside}={}", host.display()));
+        }
+        for device in &gpus.devices {
+            args.push("--device".into());
+            args.push(device.clone());
+        }
         for (host, name) in self.mounts.iter() {
             args.push("--model".into());
             args.push(format!("{name}={}", host.display()));
         }
         args.push("--tmp-bytes".into());
         args.push(s.tmp_bytes.to_string());
-        let mut limits = vec![
-            ("as", s.address_space_bytes),
-            ("fsize", s.file_size_bytes),
-            ("nofile", s.nofile),
-            ("nproc", s.nproc),
-            ("core", 0),
-        ];
+        let mut limits = vec![("fsize", s.file_size_bytes)];
+        // CUDA reserves address space for all of the GPUs' and the host's memory at start: with
+        // GPUs, RLIMIT_AS is not set (bound memory with the docker runtime's cgroup instead).
+        if gpus.devices.is_empty() {
+            limits.insert(0, ("as", s.address_space_bytes));
+        }
+        limits.extend([("nofile", s.nofile), ("nproc", s.nproc), ("core", 0)]);
         if let Some(cpu) = s.cpu_seconds {
             limits.push(("cpu", cpu));
         }
@@ -96,7 +138,8 @@ impl Runtime for ProcessRuntime {
                 path: launch.worker_path.clone(),
                 source,
             };
-            let closure = Closure::resolve(&launch.worker_path, Variant::Cpu, &[])?;
+            let closure = self.closure(&launch.worker_path)?;
+            let passthrough = gpu::host_passthrough(&self.gpu.gpus)?;
             let jailer = self.jailer_path(&launch.worker_path)?;
             // The new root is built on this folder inside the sandbox's own mount namespace; on
             // the host it stays empty and goes with the worker.
@@ -105,7 +148,7 @@ impl Runtime for ProcessRuntime {
                 .tempdir()
                 .map_err(spawn_error)?;
             let mut child = Command::new(&jailer)
-                .args(self.jailer_args(&closure, workdir.path()))
+                .args(self.jailer_args(&closure, workdir.path(), &passthrough))
                 .env_clear()
                 .env("TFSANDBOX_LOG", &launch.worker_log)
                 .current_dir(workdir.path())
