@@ -51,6 +51,9 @@ impl Worker for Echo {
 pub async fn start() -> anyhow::Result<WorkerClient<Channel>> {
     let (to_echo, echo_in) = pipe::pipe()?;
     let (echo_out, from_echo) = pipe::pipe()?;
+    // Sized as the process runtime sizes its pipes.
+    rustix::pipe::fcntl_setpipe_size(&to_echo, transport::tuning::PIPE_BYTES)?;
+    rustix::pipe::fcntl_setpipe_size(&echo_out, transport::tuning::PIPE_BYTES)?;
     let limit = transport::tuning::DEFAULT_MAX_MESSAGE_BYTES;
     let router = Server::builder()
         .initial_stream_window_size(transport::tuning::H2_STREAM_WINDOW)

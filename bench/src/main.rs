@@ -86,8 +86,15 @@ fn tiny() -> Tensor {
     Tensor::new(&[1, 1], &[1.0f32]).expect("a 1x1 tensor")
 }
 
-fn bytes_tensor(mib: usize) -> Tensor {
-    Tensor::new(&[mib << 20], &vec![7u8; mib << 20]).expect("a byte vector")
+/// One uint8 tensor per size, made before anything is timed.
+fn byte_tensors(plan: &Plan) -> HashMap<usize, Tensor> {
+    plan.sizes_mib
+        .iter()
+        .map(|&mib| {
+            let tensor = Tensor::new(&[mib << 20], &vec![7u8; mib << 20]).expect("a byte vector");
+            (mib, tensor)
+        })
+        .collect()
 }
 
 fn config(runtime: RuntimeKind, fixtures: &Path) -> Config {
@@ -217,6 +224,7 @@ async fn measure_runtime(
     plan: &Plan,
     runtime: RuntimeKind,
     fixtures: &Path,
+    inputs: &HashMap<usize, Tensor>,
 ) -> Result<RuntimeFigures> {
     let config = config(runtime, fixtures);
     let mut starts = Vec::new();
@@ -237,7 +245,7 @@ async fn measure_runtime(
     let gib_s = throughput(plan, |mib| {
         let identity = identity.clone();
         async move {
-            let call = Predict::new([("data", bytes_tensor(mib))]).signature("bytes_identity");
+            let call = Predict::new([("data", inputs[&mib].clone())]).signature("bytes_identity");
             identity.predict_with(call).await?;
             Ok(())
         }
@@ -297,6 +305,7 @@ async fn main() -> Result<()> {
         })
         .await??
     };
+    let inputs = byte_tensors(&plan);
     progress("bare pipe + HTTP/2 echo");
     let echo = echo::start().await?;
     let bare_rtt = sequential(plan.rtt_calls, || {
@@ -309,9 +318,9 @@ async fn main() -> Result<()> {
     .await?;
     let bare_gib_s = throughput(&plan, |mib| {
         let mut echo = echo.clone();
+        let request = wire_predict(&inputs[&mib], "data");
         async move {
-            echo.predict(wire_predict(&bytes_tensor(mib), "data"))
-                .await?;
+            echo.predict(request).await?;
             Ok(())
         }
     })
@@ -324,12 +333,12 @@ async fn main() -> Result<()> {
     let bare_start = median(bare_starts);
 
     progress("process sandbox");
-    let process = measure_runtime(&plan, RuntimeKind::Process, &fixtures).await?;
+    let process = measure_runtime(&plan, RuntimeKind::Process, &fixtures, &inputs).await?;
     let docker = if args.no_docker {
         None
     } else {
         progress("docker sandbox");
-        match measure_runtime(&plan, RuntimeKind::Docker, &fixtures).await {
+        match measure_runtime(&plan, RuntimeKind::Docker, &fixtures, &inputs).await {
             Ok(figures) => Some(figures),
             Err(error) => match error.downcast_ref::<Error>() {
                 Some(Error::Engine { .. }) => {

@@ -7,9 +7,12 @@
 //! from a pure function that decides, so the decisions are tested without a GPU.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::image::closure::{is_driver_library, DRIVER_LIBRARY_DIR};
+use crate::image::{Closure, Variant};
 
 /// The GPUs a sandbox may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +64,40 @@ pub struct GpuSettings {
     /// Without GPUs, set it only to run on another libtensorflow than the worker's own RUNPATH
     /// names (the CUDA build then computes on the CPU).
     pub library_dirs: Vec<PathBuf>,
+}
+
+impl GpuSettings {
+    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
+    /// searched first either way. Resolving parses every ELF file of the closure (hundreds of
+    /// MB), so the answer is kept per worker file, for as long as that file is unchanged.
+    pub fn closure(&self, worker: &Path) -> crate::error::Result<Closure> {
+        let variant = if self.gpus.is_none() {
+            Variant::Cpu
+        } else if self.library_dirs.is_empty() {
+            return Err(GpuError::NoLibraryDirs.into());
+        } else {
+            Variant::Cuda
+        };
+        type Key = (PathBuf, u64, Option<SystemTime>, Variant, Vec<PathBuf>);
+        static RESOLVED: Mutex<BTreeMap<Key, Closure>> = Mutex::new(BTreeMap::new());
+        let metadata = std::fs::metadata(worker).ok();
+        let key = (
+            worker.to_path_buf(),
+            metadata.as_ref().map_or(0, |m| m.len()),
+            metadata.and_then(|m| m.modified().ok()),
+            variant,
+            self.library_dirs.clone(),
+        );
+        if let Some(closure) = RESOLVED.lock().expect("closure cache").get(&key) {
+            return Ok(closure.clone());
+        }
+        let closure = Closure::resolve(worker, variant, &self.library_dirs)?;
+        RESOLVED
+            .lock()
+            .expect("closure cache")
+            .insert(key, closure.clone());
+        Ok(closure)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -42,6 +42,8 @@ pub mod tuning {
     /// HTTP/2: per-stream and per-connection receive windows.
     pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
     pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+    /// The pipes between host and worker, where the host makes them (default 64 KiB).
+    pub const PIPE_BYTES: usize = 1024 * 1024;
     /// gRPC: the largest message either side accepts or sends by default.
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 }

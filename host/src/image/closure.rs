@@ -39,7 +39,7 @@ pub const DRIVER_LIBRARY_DIRS: &[&str] = &[
 const MANIFEST: &str = include_str!("dlopen.json");
 
 /// Which libraries beyond DT_NEEDED an image carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Variant {
     Cpu,
     Cuda,

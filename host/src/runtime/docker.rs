@@ -28,8 +28,8 @@ use tokio_util::io::StreamReader;
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::DockerSettings;
 use crate::error::{Error, Result};
-use crate::gpu::{self, GpuError, GpuSettings, Gpus};
-use crate::image::{self, Closure, Variant};
+use crate::gpu::{self, GpuSettings, Gpus};
+use crate::image;
 
 /// Marks every container tfsandbox makes.
 pub const LABEL: &str = "tfsandbox";
@@ -109,13 +109,7 @@ impl DockerRuntime {
         if let Some(image) = &self.settings.image {
             return Ok(image.clone());
         }
-        let closure = if self.gpu.gpus.is_none() {
-            Closure::resolve(worker, Variant::Cpu, &self.gpu.library_dirs)?
-        } else if self.gpu.library_dirs.is_empty() {
-            return Err(GpuError::NoLibraryDirs.into());
-        } else {
-            Closure::resolve(worker, Variant::Cuda, &self.gpu.library_dirs)?
-        };
+        let closure = self.gpu.closure(worker)?;
         Ok(image::ensure_loaded(&self.docker, &closure, self.settings.show_progress).await?)
     }
 

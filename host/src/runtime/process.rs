@@ -15,11 +15,13 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use tfsandbox_proto::transport::tuning;
+
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
-use crate::gpu::{self, GpuError, GpuSettings, Passthrough};
-use crate::image::{Closure, Variant};
+use crate::gpu::{self, GpuSettings, Passthrough};
+use crate::image::Closure;
 
 /// The user and group the worker is inside its namespace.
 const NOBODY: u32 = 65534;
@@ -46,26 +48,6 @@ impl ProcessRuntime {
     pub fn with_gpus(mut self, gpu: GpuSettings) -> ProcessRuntime {
         self.gpu = gpu;
         self
-    }
-
-    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
-    /// searched first either way.
-    pub fn closure(&self, worker: &Path) -> Result<Closure> {
-        if self.gpu.gpus.is_none() {
-            return Ok(Closure::resolve(
-                worker,
-                Variant::Cpu,
-                &self.gpu.library_dirs,
-            )?);
-        }
-        if self.gpu.library_dirs.is_empty() {
-            return Err(GpuError::NoLibraryDirs.into());
-        }
-        Ok(Closure::resolve(
-            worker,
-            Variant::Cuda,
-            &self.gpu.library_dirs,
-        )?)
     }
 
     fn jailer_path(&self, worker: &Path) -> Result<PathBuf> {
@@ -138,7 +120,7 @@ impl Runtime for ProcessRuntime {
                 path: launch.worker_path.clone(),
                 source,
             };
-            let closure = self.closure(&launch.worker_path)?;
+            let closure = self.gpu.closure(&launch.worker_path)?;
             let passthrough = gpu::host_passthrough(&self.gpu.gpus)?;
             let jailer = self.jailer_path(&launch.worker_path)?;
             // The new root is built on this folder inside the sandbox's own mount namespace; on
@@ -167,6 +149,10 @@ impl Runtime for ProcessRuntime {
                     _ => unreachable!("all three were asked to be piped"),
                 };
             let pid = child.id().unwrap_or_default();
+            // Larger pipes carry a large tensor in fewer wake-ups; best effort (the kernel caps
+            // unprivileged sizes at /proc/sys/fs/pipe-max-size).
+            let _ = rustix::pipe::fcntl_setpipe_size(&stdin, tuning::PIPE_BYTES);
+            let _ = rustix::pipe::fcntl_setpipe_size(&stdout, tuning::PIPE_BYTES);
 
             let confined = async {
                 let mut asked = [0u8; 1];

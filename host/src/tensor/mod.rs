@@ -90,10 +90,10 @@ pub enum TensorError {
     Json { dtype: DType, message: String },
 }
 
-/// A numeric or boolean element type.
-pub trait Element: Copy + sealed::Sealed {
+/// A numeric or boolean element type. Its bytes in memory are the wire's (little-endian, and a
+/// bool is one byte, 0 or 1), so a slice of them is sent with one copy.
+pub trait Element: Copy + bytemuck::NoUninit + sealed::Sealed {
     const DTYPE: DType;
-    fn write_le(self, out: &mut Vec<u8>);
     fn read_le(bytes: &[u8]) -> Self;
 }
 
@@ -106,9 +106,6 @@ macro_rules! number_element {
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$dtype;
-            fn write_le(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
             fn read_le(bytes: &[u8]) -> Self {
                 <$t>::from_le_bytes(bytes.try_into().expect("caller passes one element's bytes"))
             }
@@ -120,9 +117,6 @@ number_element!(f32 => Float32, f64 => Float64, i32 => Int32, i64 => Int64, u8 =
 impl sealed::Sealed for bool {}
 impl Element for bool {
     const DTYPE: DType = DType::Bool;
-    fn write_le(self, out: &mut Vec<u8>) {
-        out.push(self as u8);
-    }
     fn read_le(bytes: &[u8]) -> Self {
         bytes[0] != 0
     }
@@ -136,14 +130,11 @@ impl Tensor {
     /// A numeric or boolean tensor; `values` must hold exactly the shape's element count.
     pub fn new<T: Element>(shape: &[usize], values: &[T]) -> Result<Tensor, TensorError> {
         check_count(shape, values.len())?;
-        let mut content = Vec::with_capacity(values.len() * T::DTYPE.size().unwrap_or(0));
-        for &v in values {
-            v.write_le(&mut content);
-        }
+        let content: &[u8] = bytemuck::cast_slice(values);
         Ok(Tensor(WireTensor {
             dtype: T::DTYPE.to_wire() as i32,
             shape: shape.iter().map(|&d| d as i64).collect(),
-            content: content.into(),
+            content: Bytes::copy_from_slice(content),
             string_values: Vec::new(),
         }))
     }
