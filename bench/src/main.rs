@@ -47,6 +47,9 @@ struct Args {
     /// Leave the docker runtime out (its figures are then null).
     #[arg(long)]
     no_docker: bool,
+    /// Be the echo peer of the bare baseline on stdin/stdout (the bench starts itself so).
+    #[arg(long, hide = true)]
+    serve_echo: bool,
 }
 
 struct Plan {
@@ -275,6 +278,9 @@ fn ratio(a: f64, b: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.serve_echo {
+        return echo::serve_stdio().await;
+    }
     let plan = Plan::new(args.quick);
     let fixtures = args
         .fixtures
@@ -306,16 +312,20 @@ async fn main() -> Result<()> {
         .await??
     };
     let inputs = byte_tensors(&plan);
-    progress("bare pipe + HTTP/2 echo");
-    let echo = echo::start().await?;
-    let bare_rtt = sequential(plan.rtt_calls, || {
-        let mut echo = echo.clone();
-        async move {
-            echo.predict(wire_predict(&tiny(), "x")).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    progress("bare echo: in this process, and in a child process");
+    let rtt_of = |echo: WorkerClient<tonic::transport::Channel>| async move {
+        sequential(plan.rtt_calls, || {
+            let mut echo = echo.clone();
+            async move {
+                echo.predict(wire_predict(&tiny(), "x")).await?;
+                Ok(())
+            }
+        })
+        .await
+    };
+    let same_process_rtt = rtt_of(echo::start().await?).await?;
+    let (echo, _echo_child) = echo::start_child().await?;
+    let bare_rtt = rtt_of(echo.clone()).await?;
     let bare_gib_s = throughput(&plan, |mib| {
         let mut echo = echo.clone();
         let request = wire_predict(&inputs[&mib], "data");
@@ -425,7 +435,14 @@ async fn main() -> Result<()> {
         ));
     };
     rtt_row("TensorFlow in this process (no transport)", &in_process);
-    rtt_row("bare: pipe pair + yamux + HTTP/2 echo", &bare_rtt);
+    rtt_row(
+        "echo in this process over a pipe pair (yamux + HTTP/2 + gRPC)",
+        &same_process_rtt,
+    );
+    rtt_row(
+        "**bare**: the same echo in a child process over its stdin/stdout",
+        &bare_rtt,
+    );
     rtt_row("process sandbox", &process.rtt);
     if let Some(d) = &docker {
         rtt_row("docker sandbox", &d.rtt);
@@ -437,7 +454,7 @@ async fn main() -> Result<()> {
     ));
 
     md.push_str("### 2. Large tensors (identity, uint8; GiB/s of bytes in + out)\n\n");
-    md.push_str("| MiB each way | bare echo | process | process vs bare | docker | docker vs bare |\n|---|---|---|---|---|---|\n");
+    md.push_str("| MiB each way | bare echo (child process) | process | process vs bare | docker | docker vs bare |\n|---|---|---|---|---|---|\n");
     for &mib in &plan.sizes_mib {
         let bare = at(&bare_gib_s, mib).unwrap_or(f64::NAN);
         let p = at(&process.gib_s, mib).unwrap_or(f64::NAN);

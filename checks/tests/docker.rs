@@ -36,6 +36,11 @@ async fn the_container_has_every_security_setting() {
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert_eq!(host.readonly_rootfs, Some(true));
+    // The protocol on stdout is not logged to the engine's disk.
+    assert_eq!(
+        host.log_config.as_ref().and_then(|l| l.typ.as_deref()),
+        Some("none")
+    );
     assert_eq!(host.privileged, Some(false));
     let tmp = host
         .tmpfs

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType, ResourcesUlimits,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountType,
+    ResourcesUlimits,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, KillContainerOptions,
@@ -194,6 +195,13 @@ impl DockerRuntime {
                     ulimit("core", 0),
                 ]),
                 ipc_mode: Some("none".into()),
+                // The engine's default log driver writes every byte of stdout (the protocol) to
+                // a JSON file: on disk, unbounded, and most of the attach path's cost. The host
+                // forwards stderr itself.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 auto_remove: Some(true),
                 privileged: Some(false),
                 init: Some(false),
