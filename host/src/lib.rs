@@ -18,6 +18,7 @@ pub mod image;
 mod pool;
 pub mod runtime;
 mod sandbox;
+pub mod serve;
 pub mod soak;
 pub mod tensor;
 
