@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup-libtensorflow.sh
+# TensorFlow Serving's Python client, which checks/tests/serve.rs drives against `tfsandbox serve`.
+./scripts/setup-serving-client.sh
 # The suites start the real binaries, so they are built first.
 cargo build --workspace --bins --tests
 # The docker suites share one worker image; built and loaded once here rather than by whichever
