@@ -13,6 +13,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.cache/serving-venv"
 stamp="$venv/.complete-$SERVING_API_VERSION-$TF_VERSION"
 
+# Test processes may call this at once; one sets up, the others wait and then find it done.
+mkdir -p "$root/.cache"
+exec 9>"$root/.cache/serving-venv.lock"
+flock 9
+
 if [ -f "$stamp" ]; then
   echo "tensorflow-serving-api $SERVING_API_VERSION already in .cache/serving-venv"
   exit 0

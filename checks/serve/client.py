@@ -33,6 +33,7 @@ from tensorflow_serving.apis import (
 
 MODEL = "half_plus_two"
 ECHO = "string_echo"
+ALL = "half_plus_two_all"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
 
@@ -136,6 +137,18 @@ def basic(args):
     assert list(states) == [2], response
     assert states[2].state == AVAILABLE and states[2].status.error_code == 0, response
 
+    print("every version served (model_version_policy all), ModelSpec.version picks one")
+    for version in [1, 2]:
+        response = stub.Predict(predict_request(ALL, {"x": x_typed([1.0])}, version=version), timeout=60)
+        assert response.model_spec.version.value == version, response.model_spec
+    response = stub.Predict(predict_request(ALL, {"x": x_typed([1.0])}), timeout=60)
+    assert response.model_spec.version.value == 2, "no version asked: the latest"
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = ALL
+    request.model_spec.version.value = 1
+    response = models.GetModelStatus(request, timeout=60)
+    assert [(s.version, s.state) for s in response.model_version_status] == [(1, AVAILABLE)], response
+
     print("errors")
     expect_error(
         lambda: stub.Predict(predict_request("nope", {"x": x_typed([1.0])}), timeout=60),
@@ -209,6 +222,27 @@ def basic(args):
     print("basic: all checks passed")
 
 
+def tls(args):
+    with open(args.root_cert, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    # The certificate names localhost; the server listens on 127.0.0.1.
+    channel = grpc.secure_channel(
+        args.address, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(predict_request(MODEL, {"x": x_typed([2.0])}), timeout=60)
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.0]]
+    assert response.model_spec.version.value == 1
+    plain = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.address))
+    try:
+        plain.Predict(predict_request(MODEL, {"x": x_typed([2.0])}), timeout=10)
+    except grpc.RpcError as error:
+        print(f"  plain text refused: {error.code().name}")
+    else:
+        raise AssertionError("a plain-text call succeeded on the TLS port")
+    print("tls: all checks passed")
+
+
 def switch(args):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.address))
     models = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(args.address))
@@ -279,15 +313,16 @@ def switch(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("phase", choices=["basic", "switch"])
+    parser.add_argument("phase", choices=["basic", "switch", "tls"])
     parser.add_argument("--address", required=True)
     parser.add_argument("--unix-socket")
     parser.add_argument("--base")
     parser.add_argument("--source")
     parser.add_argument("--new-version", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--root-cert")
     args = parser.parse_args()
-    {"basic": basic, "switch": switch}[args.phase](args)
+    {"basic": basic, "switch": switch, "tls": tls}[args.phase](args)
 
 
 if __name__ == "__main__":
