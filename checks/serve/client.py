@@ -22,8 +22,12 @@ import time
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
+    inference_pb2,
+    regression_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -34,6 +38,7 @@ from tensorflow_serving.apis import (
 MODEL = "half_plus_two"
 ECHO = "string_echo"
 ALL = "half_plus_two_all"
+CLASSIFIER = "classifier"  # made by make_classifier.py
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
 
@@ -69,6 +74,15 @@ def x_typed(values):
     """x as float_val (what hand-written clients in other languages often send)."""
     return tensor_pb2.TensorProto(
         dtype=types_pb2.DT_FLOAT, tensor_shape=shape(len(values), 1), float_val=values
+    )
+
+
+def example(x):
+    """A tf.Example with the float feature x."""
+    return example_pb2.Example(
+        features=feature_pb2.Features(
+            feature={"x": feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[x]))}
+        )
     )
 
 
@@ -148,6 +162,40 @@ def basic(args):
     request.model_spec.version.value = 1
     response = models.GetModelStatus(request, timeout=60)
     assert [(s.version, s.state) for s in response.model_version_status] == [(1, AVAILABLE)], response
+
+    print("Classify, Regress, MultiInference on tf.Example inputs")
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = CLASSIFIER
+    classify.input.example_list.examples.extend([example(0.25), example(1.0)])
+    response = stub.Classify(classify, timeout=60)
+    got = [[(c.label, round(c.score, 6)) for c in row.classes] for row in response.result.classifications]
+    assert got == [[("pos", 0.25), ("neg", 0.75)], [("pos", 1.0), ("neg", 0.0)]], got
+    assert response.model_spec.version.value == 1 and response.model_spec.signature_name == "serving_default"
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = CLASSIFIER
+    regress.model_spec.signature_name = "regress"
+    # Context features reach every example.
+    regress.input.example_list_with_context.context.CopyFrom(example(0.5))
+    regress.input.example_list_with_context.examples.extend([example_pb2.Example(), example(1.0)])
+    response = stub.Regress(regress, timeout=60)
+    assert [r.value for r in response.result.regressions] == [2.25, 2.5], response.result
+    multi = inference_pb2.MultiInferenceRequest()
+    for signature, method in [("classify", "tensorflow/serving/classify"), ("regress", "tensorflow/serving/regress")]:
+        task = multi.tasks.add()
+        task.model_spec.name = CLASSIFIER
+        task.model_spec.signature_name = signature
+        task.method_name = method
+    multi.input.example_list.examples.extend([example(0.5)])
+    response = stub.MultiInference(multi, timeout=60)
+    assert len(response.results) == 2, response
+    assert response.results[0].classification_result.classifications[0].classes[0].score == 0.5
+    assert response.results[1].regression_result.regressions[0].value == 2.25
+    classify.model_spec.name = MODEL
+    expect_error(
+        lambda: stub.Classify(classify, timeout=60),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensorflow/serving/classify",
+    )
 
     print("errors")
     expect_error(

@@ -83,14 +83,24 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
     let all = base.path().join("half_plus_two_all");
     copy_dir(&half.join("1"), &all.join("1"));
     copy_dir(&half.join("2"), &all.join("2"));
+    // A model with classify and regress signatures, made now by the venv's TensorFlow.
+    let classifier = base.path().join("classifier");
+    let status = Command::new(&python)
+        .arg(repo_root().join("checks/serve/make_classifier.py"))
+        .arg(classifier.join("1"))
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .status()
+        .expect("run checks/serve/make_classifier.py");
+    assert!(status.success(), "make_classifier.py failed: {status}");
     let config_file = base.path().join("models.config");
     std::fs::write(
         &config_file,
         format!(
-            "model_config_list {{\n  config {{ name: 'half_plus_two' base_path: '{}' model_platform: 'tensorflow' }}\n  config {{ name: 'string_echo' base_path: '{}' }}\n  config {{ name: 'half_plus_two_all' base_path: '{}' model_version_policy {{ all {{}} }} }}\n}}\n",
+            "model_config_list {{\n  config {{ name: 'half_plus_two' base_path: '{}' model_platform: 'tensorflow' }}\n  config {{ name: 'string_echo' base_path: '{}' }}\n  config {{ name: 'half_plus_two_all' base_path: '{}' model_version_policy {{ all {{}} }} }}\n  config {{ name: 'classifier' base_path: '{}' }}\n}}\n",
             half.display(),
             echo.display(),
-            all.display()
+            all.display(),
+            classifier.display()
         ),
     )
     .unwrap();

@@ -203,36 +203,46 @@ impl Serving {
         timeout: Option<Duration>,
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
-        let name = signature_name(spec);
-        let signature = find_signature(version.pool.metadata(), &name)?;
-        if signature.method_name != method {
-            return Err(Status::invalid_argument(format!(
-                "Expected {method} signature method_name, got: {}",
-                signature.method_name
-            )));
-        }
-        let [input_spec] = signature.inputs.as_slice() else {
-            return Err(Status::invalid_argument(format!(
-                "Signature \"{name}\" takes {} inputs; a {method} signature takes one, the serialized Examples",
-                signature.inputs.len()
-            )));
-        };
         let examples = serialized_examples(input)?;
-        let n = examples.len();
-        let tensor =
-            Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
-        let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
-        if let Some(timeout) = timeout {
-            predict = predict.deadline(timeout);
-        }
-        let outputs = version
-            .pool
-            .predict_with(predict)
-            .await
-            .map_err(|e| status_of(&e))?;
-        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
-        Ok((answered_spec(model, &version, Some(name)), outputs))
+        run_examples_on(&version, spec, examples, method, timeout).await
     }
+}
+
+/// Runs `spec`'s signature of `version`, which must be a `method` signature, on `examples`.
+async fn run_examples_on(
+    version: &Version,
+    spec: Option<&ModelSpec>,
+    examples: Vec<bytes::Bytes>,
+    method: &str,
+    timeout: Option<Duration>,
+) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
+    let name = signature_name(spec);
+    let signature = find_signature(version.pool.metadata(), &name)?;
+    if signature.method_name != method {
+        return Err(Status::invalid_argument(format!(
+            "Expected {method} signature method_name, got: {}",
+            signature.method_name
+        )));
+    }
+    let [input_spec] = signature.inputs.as_slice() else {
+        return Err(Status::invalid_argument(format!(
+            "Signature \"{name}\" takes {} inputs; a {method} signature takes one, the serialized Examples",
+            signature.inputs.len()
+        )));
+    };
+    let n = examples.len();
+    let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
+    let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
+    if let Some(timeout) = timeout {
+        predict = predict.deadline(timeout);
+    }
+    let outputs = version
+        .pool
+        .predict_with(predict)
+        .await
+        .map_err(|e| status_of(&e))?;
+    let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+    Ok((answered_spec(model, version, Some(name)), outputs))
 }
 
 /// Classes and scores of a classify signature: `classes` (strings) and/or `scores` (floats),
@@ -435,6 +445,16 @@ impl PredictionService for Serving {
         }))
     }
 
+    async fn multi_inference(
+        &self,
+        request: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        let timeout = deadline(&request);
+        multi_inference(self, request.into_inner(), timeout)
+            .await
+            .map(Response::new)
+    }
+
     async fn regress(
         &self,
         request: Request<pb::RegressionRequest>,
@@ -455,6 +475,65 @@ impl PredictionService for Serving {
             result: Some(regression(&outputs, batch)?),
         }))
     }
+}
+
+/// One classify or regress result per task, all on the same model version (resolved once, so a
+/// version switch cannot split a request). Each task is its own run in the sandbox.
+async fn multi_inference(
+    serving: &Serving,
+    request: pb::MultiInferenceRequest,
+    timeout: Option<Duration>,
+) -> Result<pb::MultiInferenceResponse, Status> {
+    let first = request
+        .tasks
+        .first()
+        .ok_or_else(|| Status::invalid_argument("Tasks is empty"))?;
+    let first_spec = first
+        .model_spec
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
+    let mut signatures = std::collections::BTreeSet::new();
+    for task in &request.tasks {
+        let spec = task.model_spec.as_ref();
+        if spec.map(|s| (&s.name, &s.version_choice))
+            != Some((&first_spec.name, &first_spec.version_choice))
+        {
+            return Err(Status::invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name and version",
+            ));
+        }
+        if !signatures.insert(signature_name(spec)) {
+            return Err(Status::invalid_argument(format!(
+                "Duplicate evaluation of signature: {}",
+                signature_name(spec)
+            )));
+        }
+        if task.method_name != CLASSIFY_METHOD && task.method_name != REGRESS_METHOD {
+            return Err(Status::invalid_argument(format!(
+                "Unsupported signature method_name: {}",
+                task.method_name
+            )));
+        }
+    }
+    let version = serving.resolve(Some(first_spec))?;
+    let batch = count_examples(request.input.as_ref());
+    let examples = serialized_examples(request.input)?;
+    let mut results = Vec::with_capacity(request.tasks.len());
+    for task in &request.tasks {
+        let spec = task.model_spec.as_ref();
+        let (answered, outputs) =
+            run_examples_on(&version, spec, examples.clone(), &task.method_name, timeout).await?;
+        let result = if task.method_name == CLASSIFY_METHOD {
+            pb::inference_result::Result::ClassificationResult(classification(&outputs, batch)?)
+        } else {
+            pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
+        };
+        results.push(pb::InferenceResult {
+            model_spec: Some(answered),
+            result: Some(result),
+        });
+    }
+    Ok(pb::MultiInferenceResponse { results })
 }
 
 fn count_examples(input: Option<&pb::Input>) -> usize {
