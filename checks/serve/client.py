@@ -356,7 +356,28 @@ def switch(args):
             break
         assert time.monotonic() < deadline, states
         time.sleep(0.2)
-    print(f"switch: all checks passed ({states})")
+    print(f"switched: {states}")
+
+    # A version that cannot load ends with its error; the one before keeps answering.
+    broken = args.new_version + 1
+    staging = os.path.join(args.base, f".staging-{broken}")
+    os.makedirs(staging)
+    with open(os.path.join(staging, "saved_model.pb"), "wb") as f:
+        f.write(b"not a SavedModel")
+    os.rename(staging, os.path.join(args.base, str(broken)))
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = {s.version: s for s in models.GetModelStatus(request, timeout=10).model_version_status}
+        if broken in statuses and statuses[broken].state == END:
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+    assert statuses[broken].status.error_code != 0 and statuses[broken].status.error_message, statuses
+    print(f"  version {broken}: {statuses[broken].status.error_message[:120]}")
+    assert statuses[args.new_version].state == AVAILABLE, statuses
+    response = stub.Predict(predict_request(MODEL, {"x": x_content([1.0])}), timeout=60)
+    assert response.model_spec.version.value == args.new_version, response.model_spec
+    print("switch: all checks passed")
 
 
 def main():
