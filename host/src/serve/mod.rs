@@ -8,6 +8,7 @@
 mod convert;
 mod model_config;
 mod service;
+mod tls;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 use tfsandbox_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use tfsandbox_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Server;
 
 pub use convert::{from_proto, to_proto, ConvertError};
 pub use model_config::{parse as parse_model_config, ConfigFileError};
@@ -44,6 +46,8 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
     #[error("serving: {0}")]
@@ -93,7 +97,7 @@ pub async fn serve(
         return Err(ServeError::NoListener);
     }
     let tls = match &options.tls {
-        Some(files) => Some(tls_config(files)?),
+        Some(files) => Some(tls::read_acceptor(&files.cert, &files.key).map_err(ServeError::Tls)?),
         None => None,
     };
     let settings = LoadSettings {
@@ -163,7 +167,7 @@ async fn run(
     settings: &LoadSettings,
     tcp: Option<tokio::net::TcpListener>,
     unix: Option<tokio::net::UnixListener>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     ready: impl FnOnce(&Listening),
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -216,12 +220,8 @@ async fn run(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let router = |tls: Option<ServerTlsConfig>| -> Result<_, ServeError> {
-        let mut builder = Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
-        }
-        Ok(builder
+    let router = || {
+        Server::builder()
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(max)
@@ -234,7 +234,7 @@ async fn run(
             )
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())
-            .add_service(reflection_v1alpha.clone()))
+            .add_service(reflection_v1alpha.clone())
     };
 
     let listening = Listening {
@@ -250,17 +250,28 @@ async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut servers = Vec::new();
-    if let Some(listener) = tcp {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server =
-            router(tls.clone())?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-        servers.push(Box::pin(server) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>);
+    type ServerFuture =
+        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let mut servers: Vec<ServerFuture> = Vec::new();
+    match (tcp, tls) {
+        (Some(listener), Some(acceptor)) => {
+            let incoming = tls::incoming(listener, acceptor);
+            servers.push(Box::pin(
+                router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+            ));
+        }
+        (Some(listener), None) => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            servers.push(Box::pin(
+                router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+            ));
+        }
+        (None, _) => {}
     }
     if let Some(listener) = unix {
         // A Unix socket is local: TLS there would only cost, so it is plain.
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let server = router(None)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
     }
     ready(&listening);
@@ -273,17 +284,6 @@ async fn run(
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
-}
-
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| ServeError::Read {
-            path: path.clone(),
-            source,
-        })
-    };
-    let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-    Ok(ServerTlsConfig::new().identity(identity))
 }
 
 /// The models of a `--model_config_file`.
