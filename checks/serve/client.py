@@ -234,6 +234,13 @@ def basic(args):
         grpc.StatusCode.INVALID_ARGUMENT,
         "tensor_content",
     )
+    # One value fills any shape; a huge shape is refused before it is built.
+    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape(1 << 40, 1), float_val=[1.0])
+    expect_error(
+        lambda: stub.Predict(predict_request(MODEL, {"x": huge}), timeout=60),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "max_tensor_bytes",
+    )
     expect_error(
         lambda: stub.Predict(predict_request(MODEL, {"x": x_typed([1.0])}, signature="nah"), timeout=60),
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -18,6 +18,15 @@ pub enum ConvertError {
     UnsupportedType { name: String, dtype: String },
     #[error("input '{name}': {message}")]
     Malformed { name: String, message: String },
+    /// A few typed values may stand for a huge shape (the last one repeats); the shape is checked
+    /// against the limit before anything is allocated.
+    #[error("input '{name}': shape {shape:?} would hold {bytes} bytes, over the limit of {limit} (Limits::max_tensor_bytes)")]
+    TooLarge {
+        name: String,
+        shape: Vec<i64>,
+        bytes: u128,
+        limit: usize,
+    },
 }
 
 /// TensorFlow's name for a dtype number (`DT_FLOAT`), or the number where it has none here.
@@ -57,8 +66,13 @@ fn tf_type_of(dtype: DType) -> TfType {
     }
 }
 
-/// A request's tensor, checked: a supported dtype, a known shape, and elements that fit it.
-pub fn from_proto(name: &str, proto: TensorProto) -> Result<Tensor, ConvertError> {
+/// A request's tensor, checked: a supported dtype, a known shape of at most `max_bytes`, and
+/// elements that fit it.
+pub fn from_proto(
+    name: &str,
+    proto: TensorProto,
+    max_bytes: usize,
+) -> Result<Tensor, ConvertError> {
     let malformed = |message: String| ConvertError::Malformed {
         name: name.to_string(),
         message,
@@ -76,6 +90,16 @@ pub fn from_proto(name: &str, proto: TensorProto) -> Result<Tensor, ConvertError
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
         .ok_or_else(|| malformed(format!("shape {shape:?} is not a valid tensor shape")))?;
+    // Strings count at least a byte each, as their bookkeeping costs more than that.
+    let bytes = count as u128 * dtype.size().unwrap_or(1) as u128;
+    if bytes > max_bytes as u128 {
+        return Err(ConvertError::TooLarge {
+            name: name.to_string(),
+            shape,
+            bytes,
+            limit: max_bytes,
+        });
+    }
 
     let wire = |content: Vec<u8>, strings: Vec<Bytes>| WireTensor {
         dtype: dtype.to_wire() as i32,
@@ -202,6 +226,12 @@ pub fn shape_proto(dims: &[i64], unknown_rank: bool) -> TensorShapeProto {
 mod tests {
     use super::*;
 
+    const MAX: usize = 1 << 20;
+
+    fn convert(name: &str, proto: TensorProto) -> Result<Tensor, ConvertError> {
+        from_proto(name, proto, MAX)
+    }
+
     fn proto(dtype: TfType, dims: &[i64]) -> TensorProto {
         TensorProto {
             dtype: dtype as i32,
@@ -224,8 +254,8 @@ mod tests {
                 .into(),
             ..proto(TfType::DtFloat, &[3, 1])
         };
-        let a = from_proto("x", typed).unwrap();
-        let b = from_proto("x", content).unwrap();
+        let a = convert("x", typed).unwrap();
+        let b = convert("x", content).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.shape(), vec![3, 1]);
         assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 5.0]);
@@ -233,7 +263,7 @@ mod tests {
 
     #[test]
     fn one_value_fills_the_shape() {
-        let t = from_proto(
+        let t = convert(
             "x",
             TensorProto {
                 int64_val: vec![7],
@@ -246,7 +276,7 @@ mod tests {
 
     #[test]
     fn strings_bools_and_uint8() {
-        let s = from_proto(
+        let s = convert(
             "s",
             TensorProto {
                 string_val: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
@@ -258,7 +288,7 @@ mod tests {
             s.string_values().unwrap(),
             &[Bytes::from_static(b"a"), Bytes::from_static(b"bc")]
         );
-        let b = from_proto(
+        let b = convert(
             "b",
             TensorProto {
                 bool_val: vec![true, false],
@@ -267,7 +297,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.to_vec::<bool>().unwrap(), vec![true, false]);
-        let u = from_proto(
+        let u = convert(
             "u",
             TensorProto {
                 int_val: vec![0, 255],
@@ -276,7 +306,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.to_vec::<u8>().unwrap(), vec![0, 255]);
-        let bad = from_proto(
+        let bad = convert(
             "u",
             TensorProto {
                 int_val: vec![256],
@@ -288,7 +318,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_carry() {
-        let half = from_proto(
+        let half = convert(
             "h",
             TensorProto {
                 half_val: vec![1],
@@ -296,9 +326,9 @@ mod tests {
             },
         );
         assert!(half.unwrap_err().to_string().contains("DT_HALF"));
-        let bf16 = from_proto("h", proto(TfType::DtBfloat16, &[1]));
+        let bf16 = convert("h", proto(TfType::DtBfloat16, &[1]));
         assert!(bf16.unwrap_err().to_string().contains("DT_BFLOAT16"));
-        let short = from_proto(
+        let short = convert(
             "x",
             TensorProto {
                 tensor_content: vec![0u8; 3].into(),
@@ -306,7 +336,7 @@ mod tests {
             },
         );
         assert!(short.unwrap_err().to_string().contains("3 bytes"));
-        let many = from_proto(
+        let many = convert(
             "x",
             TensorProto {
                 float_val: vec![1.0; 3],
@@ -314,7 +344,7 @@ mod tests {
             },
         );
         assert!(many.is_err());
-        let negative = from_proto(
+        let negative = convert(
             "x",
             TensorProto {
                 float_val: vec![1.0],
@@ -322,7 +352,7 @@ mod tests {
             },
         );
         assert!(negative.is_err());
-        let unknown = from_proto(
+        let unknown = convert(
             "x",
             TensorProto {
                 dtype: 999,
@@ -330,6 +360,29 @@ mod tests {
             },
         );
         assert!(unknown.unwrap_err().to_string().contains("dtype 999"));
+    }
+
+    #[test]
+    fn a_huge_shape_is_refused_before_anything_is_allocated() {
+        let huge = convert(
+            "x",
+            TensorProto {
+                float_val: vec![1.0],
+                ..proto(TfType::DtFloat, &[1 << 40, 1 << 20])
+            },
+        );
+        assert!(
+            matches!(huge, Err(ConvertError::TooLarge { .. })),
+            "{huge:?}"
+        );
+        let strings = convert(
+            "s",
+            TensorProto {
+                string_val: vec![Bytes::from_static(b"a")],
+                ..proto(TfType::DtString, &[(MAX + 1) as i64])
+            },
+        );
+        assert!(matches!(strings, Err(ConvertError::TooLarge { .. })));
     }
 
     #[test]

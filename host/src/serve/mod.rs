@@ -199,7 +199,7 @@ async fn run(
         })
     });
 
-    let serving = Serving::new(models.clone());
+    let serving = Serving::new(models.clone(), options.config.limits.max_tensor_bytes);
     let max = options.config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health

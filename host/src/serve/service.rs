@@ -33,11 +33,19 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 #[derive(Clone)]
 pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+    /// `Limits::max_tensor_bytes`, checked before a request's tensor is built.
+    max_tensor_bytes: usize,
 }
 
 impl Serving {
-    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>) -> Serving {
-        Serving { models }
+    pub fn new(
+        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+        max_tensor_bytes: usize,
+    ) -> Serving {
+        Serving {
+            models,
+            max_tensor_bytes,
+        }
     }
 
     /// The version a request's ModelSpec names.
@@ -359,9 +367,17 @@ impl PredictionService for Serving {
         let inputs = request
             .inputs
             .into_iter()
-            .map(|(key, proto)| Ok((key.clone(), convert::from_proto(&key, proto)?)))
+            .map(|(key, proto)| {
+                Ok((
+                    key.clone(),
+                    convert::from_proto(&key, proto, self.max_tensor_bytes)?,
+                ))
+            })
             .collect::<Result<Vec<_>, convert::ConvertError>>()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| match e {
+                convert::ConvertError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            })?;
         let mut predict = Predict::new(inputs)
             .signature(name.clone())
             .outputs(request.output_filter);
