@@ -23,6 +23,16 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 
+# tensorflow-cpu 2.18.1 publishes wheels for CPython 3.9 to 3.12 only.
+if ! python3 -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 12))'; then
+  echo "setup-serving-client.sh: tensorflow-cpu $TF_VERSION needs Python 3.9-3.12; python3 is $(python3 --version)" >&2
+  exit 1
+fi
+# Debian's python3 leaves venv support to a separate package.
+if ! python3 -c 'import ensurepip' 2>/dev/null && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
@@ -31,6 +41,6 @@ python3 -m venv "$venv"
 # provides the same modules, so the requirement is skipped rather than met twice.
 "$venv/bin/python" -m pip install --quiet --no-deps "tensorflow-serving-api==$SERVING_API_VERSION"
 # The generated stubs must import; fail here rather than in the test.
-"$venv/bin/python" -c 'from tensorflow_serving.apis import prediction_service_pb2_grpc, model_service_pb2_grpc'
+TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -c 'from tensorflow_serving.apis import prediction_service_pb2_grpc, model_service_pb2_grpc'
 touch "$stamp"
 echo "tensorflow-serving-api $SERVING_API_VERSION in .cache/serving-venv"
