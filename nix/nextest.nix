@@ -7,6 +7,10 @@ rec {
       why = "needs a Docker engine; the Nix build sandbox has none";
     }
     {
+      filter = "binary_id(tfsandbox-checks::serve)";
+      why = "installs TensorFlow Serving's Python client from PyPI; the Nix build sandbox has no network";
+    }
+    {
       filter = "test(/^docker::/)";
       why = "the docker half of every each_runtime! suite: needs a Docker engine";
     }

@@ -19,6 +19,7 @@ pub mod image;
 mod pool;
 pub mod runtime;
 mod sandbox;
+pub mod serve;
 pub mod soak;
 pub mod tensor;
 

@@ -8,7 +8,7 @@ use futures::future::try_join_all;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::sandbox::{Model, Predict, Sandbox};
+use crate::sandbox::{LoadOptions, Model, Predict, Sandbox};
 use crate::tensor::Tensor;
 use crate::wire::ModelMetadata;
 
@@ -29,6 +29,16 @@ struct Member {
 impl Pool {
     /// Starts `size` sandboxes (at least one) from `config` and loads the model in `dir` in each.
     pub async fn start(config: Config, dir: impl AsRef<Path>, size: usize) -> Result<Pool> {
+        Pool::start_with(config, dir, size, LoadOptions::default()).await
+    }
+
+    /// As [`Pool::start`], loading the model with `options` (e.g. the id its errors name).
+    pub async fn start_with(
+        config: Config,
+        dir: impl AsRef<Path>,
+        size: usize,
+        options: LoadOptions,
+    ) -> Result<Pool> {
         let dir = dir.as_ref();
         let mut config = config;
         if !config.models.iter().any(|m| m == dir) {
@@ -36,9 +46,10 @@ impl Pool {
         }
         let members = try_join_all((0..size.max(1)).map(|_| {
             let config = config.clone();
+            let options = options.clone();
             async move {
                 let sandbox = Sandbox::start(config).await?;
-                let model = sandbox.load_model(dir).await?;
+                let model = sandbox.load_model_with(dir, options).await?;
                 Ok::<_, crate::Error>(Member {
                     sandbox,
                     model,

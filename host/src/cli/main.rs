@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tfsandbox::image::{self, Closure, Variant};
 use tfsandbox::wire::{ModelMetadata, Signature};
-use tfsandbox::{tensor, Config, DType, Predict, RuntimeKind, Sandbox};
+use tfsandbox::{serve, tensor, Config, DType, Predict, RuntimeKind, Sandbox};
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +94,52 @@ enum Command {
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Serve models over TensorFlow Serving's gRPC API (PredictionService, ModelService), each
+    /// model version in its own sandbox. Prints `listening on ADDRESS` lines once every model is
+    /// loaded. Flags named like tensorflow_model_server's take the same values.
+    Serve {
+        /// The model's name in requests (ModelSpec.name).
+        #[arg(long = "model_name", default_value = "default")]
+        model_name: String,
+        /// A folder of numbered version folders (`<base>/1/saved_model.pb`, ...); the highest
+        /// version is served, and new ones are picked up while serving.
+        #[arg(
+            long = "model_base_path",
+            required_unless_present = "model_config_file"
+        )]
+        model_base_path: Option<PathBuf>,
+        /// TensorFlow Serving's text-format model config (model_config_list { config { name,
+        /// base_path, model_version_policy } ... }) for several models.
+        #[arg(long = "model_config_file", conflicts_with = "model_base_path")]
+        model_config_file: Option<PathBuf>,
+        /// The gRPC port (0: any free port).
+        #[arg(long, default_value_t = 8500)]
+        port: u16,
+        /// The address to listen on; loopback unless asked otherwise.
+        #[arg(long = "grpc_address", default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        /// Also listen on this Unix socket (plain gRPC, no TLS).
+        #[arg(long = "grpc_socket_path", alias = "unix-socket")]
+        unix_socket: Option<PathBuf>,
+        /// Seconds between scans of the base paths for new versions (0: only at start).
+        #[arg(
+            long = "file_system_poll_wait_seconds",
+            alias = "poll-seconds",
+            default_value_t = 1
+        )]
+        poll_seconds: u64,
+        /// Sandboxes per model version; calls go to the least loaded.
+        #[arg(long, default_value_t = 1)]
+        sandboxes: usize,
+        /// A PEM certificate chain: serve TLS on the TCP port (with --tls-key).
+        #[arg(long = "tls-cert", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long = "tls-key", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
@@ -231,6 +277,10 @@ fn main() -> ExitCode {
         .context("cannot start the async runtime")
         .and_then(|runtime| {
             runtime.block_on(async {
+                // serve stops on a signal by itself: it finishes the calls in flight first.
+                if matches!(cli.command, Command::Serve { .. }) {
+                    return run(cli.command).await;
+                }
                 // Interrupted, the sandbox is still shut down and its files removed on the way out.
                 tokio::select! {
                     outcome = run(cli.command) => outcome,
@@ -376,6 +426,57 @@ async fn run(command: Command) -> Result<()> {
                 report.elapsed.as_secs_f64()
             );
             println!("{}", report.line());
+        }
+        Command::Serve {
+            model_name,
+            model_base_path,
+            model_config_file,
+            port,
+            address,
+            unix_socket,
+            poll_seconds,
+            sandboxes,
+            tls_cert,
+            tls_key,
+            sandbox,
+        } => {
+            let models = match (model_config_file, model_base_path) {
+                (Some(file), _) => serve::read_model_config(&file)?,
+                (None, Some(base_path)) => vec![serve::ModelConfig {
+                    name: model_name,
+                    base_path,
+                    policy: serve::VersionPolicy::default(),
+                }],
+                (None, None) => bail!("give --model_base_path or --model_config_file"),
+            };
+            let mut config = sandbox_config(sandbox, None);
+            config.docker.show_progress = false;
+            let options = serve::ServeOptions {
+                models,
+                config,
+                sandboxes_per_version: sandboxes,
+                poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
+                tcp: Some(std::net::SocketAddr::new(address, port)),
+                unix_socket,
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(serve::TlsFiles { cert, key }),
+                    _ => None,
+                },
+            };
+            let ready = |listening: &serve::Listening| {
+                // Tests and scripts read these lines to learn the port (e.g. with --port 0).
+                if let Some(addr) = listening.tcp {
+                    println!("listening on {addr}");
+                }
+                if let Some(path) = &listening.unix_socket {
+                    println!("listening on unix:{}", path.display());
+                }
+            };
+            let shutdown = async {
+                let signal = interrupted().await;
+                tracing::warn!("{signal}: finishing the calls in flight, then stopping");
+            };
+            serve::serve(options, ready, shutdown).await?;
         }
         Command::Inspect {
             model,

@@ -1,0 +1,256 @@
+//! `tfsandbox serve` through TensorFlow Serving's own Python client (the PyPI
+//! `tensorflow-serving-api` package, set up by scripts/setup-serving-client.sh): Predict,
+//! GetModelMetadata, GetModelStatus, error codes, health, reflection, the Unix socket, and a new
+//! model version picked up under load with no failed call.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tfsandbox::RuntimeKind;
+use tfsandbox_checks::{config, fixture};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("checks/ has a parent")
+        .to_path_buf()
+}
+
+/// The venv's Python, set up first if it is not there yet (the script keeps a finished one).
+fn serving_client_python() -> PathBuf {
+    let root = repo_root();
+    let status = Command::new(root.join("scripts/setup-serving-client.sh"))
+        .status()
+        .expect("run scripts/setup-serving-client.sh");
+    assert!(
+        status.success(),
+        "scripts/setup-serving-client.sh failed: {status}"
+    );
+    root.join(".cache/serving-venv/bin/python")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The server process; killed when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_client(python: &Path, args: &[&str]) {
+    let status = Command::new(python)
+        .arg(repo_root().join("checks/serve/client.py"))
+        .args(args)
+        // TensorFlow's start-up chatter would bury the client's own lines.
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .status()
+        .expect("run checks/serve/client.py");
+    assert!(status.success(), "client.py {} failed: {status}", args[0]);
+}
+
+#[test]
+fn tensorflow_serving_client_against_tfsandbox_serve() {
+    let python = serving_client_python();
+
+    // half_plus_two with versions 1 and 2 (the same model: answers say which version ran them),
+    // string_echo with one version, and half_plus_two_all serving both its versions, listed in
+    // TensorFlow Serving's model config format.
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    copy_dir(&fixture("half_plus_two"), &half.join("2"));
+    let echo = base.path().join("string_echo");
+    copy_dir(&fixture("string_echo"), &echo.join("1"));
+    // The same two versions again, every one served.
+    let all = base.path().join("half_plus_two_all");
+    copy_dir(&half.join("1"), &all.join("1"));
+    copy_dir(&half.join("2"), &all.join("2"));
+    // A model with classify and regress signatures, made now by the venv's TensorFlow.
+    let classifier = base.path().join("classifier");
+    let status = Command::new(&python)
+        .arg(repo_root().join("checks/serve/make_classifier.py"))
+        .arg(classifier.join("1"))
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .status()
+        .expect("run checks/serve/make_classifier.py");
+    assert!(status.success(), "make_classifier.py failed: {status}");
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{\n  config {{ name: 'half_plus_two' base_path: '{}' model_platform: 'tensorflow' }}\n  config {{ name: 'string_echo' base_path: '{}' }}\n  config {{ name: 'half_plus_two_all' base_path: '{}' model_version_policy {{ all {{}} }} }}\n  config {{ name: 'classifier' base_path: '{}' }}\n}}\n",
+            half.display(),
+            echo.display(),
+            all.display(),
+            classifier.display()
+        ),
+    )
+    .unwrap();
+    let socket = base.path().join("serve.sock");
+
+    let (server, listening) = start_serve(&[
+        "--model_config_file".as_ref(),
+        config_file.as_os_str(),
+        "--grpc_socket_path".as_ref(),
+        socket.as_os_str(),
+    ]);
+    let [tcp, unix] = &listening[..] else {
+        panic!("expected a TCP and a Unix listener: {listening:?}");
+    };
+    let tcp = tcp.clone();
+    assert!(tcp.starts_with("127.0.0.1:"), "loopback by default: {tcp}");
+    assert_eq!(*unix, format!("unix:{}", socket.display()));
+
+    run_client(
+        &python,
+        &[
+            "basic",
+            "--address",
+            &tcp,
+            "--unix-socket",
+            &socket.display().to_string(),
+        ],
+    );
+    run_client(
+        &python,
+        &[
+            "switch",
+            "--address",
+            &tcp,
+            "--base",
+            &half.display().to_string(),
+            "--source",
+            &fixture("half_plus_two").display().to_string(),
+            "--new-version",
+            "3",
+        ],
+    );
+    stop(server);
+    assert!(
+        !socket.exists(),
+        "the socket file is removed on the way out"
+    );
+}
+
+/// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
+/// its `listening on` lines, which come once every model is loaded.
+fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
+    let tfsandbox = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox");
+    let mut child = Command::new(&tfsandbox)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--file_system_poll_wait_seconds",
+            "1",
+        ])
+        .args(args)
+        .args(["--runtime", "process"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tfsandbox serve");
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let (lines, listening) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addresses = Vec::new();
+    // The listeners are announced together, right after loading; a short wait after the first
+    // collects the rest.
+    let mut wait = Duration::from_secs(180);
+    while let Ok(line) = listening.recv_timeout(wait) {
+        if let Some(address) = line.strip_prefix("listening on ") {
+            addresses.push(address.to_string());
+            wait = Duration::from_millis(500);
+        }
+    }
+    assert!(
+        !addresses.is_empty(),
+        "tfsandbox serve did not start listening"
+    );
+    (server, addresses)
+}
+
+/// SIGTERM: the server finishes its calls, stops its sandboxes and exits successfully.
+fn stop(mut server: Server) {
+    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).expect("a real pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "tfsandbox serve ended with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "tfsandbox serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// TLS on the TCP port, with a certificate made here; a plain-text client is refused.
+#[test]
+fn tls() {
+    let python = serving_client_python();
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = base.path().join("cert.pem");
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    let key_file = base.path().join("key.pem");
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+
+    let (server, listening) = start_serve(&[
+        "--model_name".as_ref(),
+        "half_plus_two".as_ref(),
+        "--model_base_path".as_ref(),
+        half.as_os_str(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key_file.as_os_str(),
+    ]);
+    run_client(
+        &python,
+        &[
+            "tls",
+            "--address",
+            &listening[0],
+            "--root-cert",
+            &cert.display().to_string(),
+        ],
+    );
+    stop(server);
+}

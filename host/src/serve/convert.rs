@@ -1,0 +1,397 @@
+//! TensorFlow's `TensorProto` ⇄ tfsandbox's [`Tensor`].
+//!
+//! Requests may carry elements either in `tensor_content` (raw little-endian bytes) or in the
+//! typed `*_val` lists, as TensorFlow Serving accepts both; answers always use `tensor_content`
+//! (strings, which have no raw layout, use `string_val`), as TensorFlow Serving answers.
+
+use bytes::Bytes;
+use tfsandbox_proto::tensorflow::{
+    tensor_shape_proto, DataType as TfType, TensorProto, TensorShapeProto,
+};
+use tfsandbox_proto::v1::Tensor as WireTensor;
+
+use crate::tensor::{DType, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("input '{name}': dtype {dtype} is not supported by tfsandbox (supported: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_BOOL, DT_STRING)")]
+    UnsupportedType { name: String, dtype: String },
+    #[error("input '{name}': {message}")]
+    Malformed { name: String, message: String },
+    /// A few typed values may stand for a huge shape (the last one repeats); the shape is checked
+    /// against the limit before anything is allocated.
+    #[error("input '{name}': shape {shape:?} would hold {bytes} bytes, over the limit of {limit} (Limits::max_tensor_bytes)")]
+    TooLarge {
+        name: String,
+        shape: Vec<i64>,
+        bytes: u128,
+        limit: usize,
+    },
+}
+
+/// TensorFlow's name for a dtype number (`DT_FLOAT`), or the number where it has none here.
+pub fn tf_type_name(value: i32) -> String {
+    TfType::try_from(value)
+        .map(|t| t.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("dtype {value}"))
+}
+
+/// TensorFlow's dtype number from its name, as the worker reports it in `TensorSpec::tf_dtype`.
+pub fn tf_type_from_name(name: &str) -> TfType {
+    TfType::from_str_name(name).unwrap_or(TfType::DtInvalid)
+}
+
+fn dtype_of(tf: i32) -> Option<DType> {
+    Some(match TfType::try_from(tf).ok()? {
+        TfType::DtFloat => DType::Float32,
+        TfType::DtDouble => DType::Float64,
+        TfType::DtInt32 => DType::Int32,
+        TfType::DtInt64 => DType::Int64,
+        TfType::DtUint8 => DType::Uint8,
+        TfType::DtBool => DType::Bool,
+        TfType::DtString => DType::String,
+        _ => return None,
+    })
+}
+
+fn tf_type_of(dtype: DType) -> TfType {
+    match dtype {
+        DType::Float32 => TfType::DtFloat,
+        DType::Float64 => TfType::DtDouble,
+        DType::Int32 => TfType::DtInt32,
+        DType::Int64 => TfType::DtInt64,
+        DType::Uint8 => TfType::DtUint8,
+        DType::Bool => TfType::DtBool,
+        DType::String => TfType::DtString,
+    }
+}
+
+/// A request's tensor, checked: a supported dtype, a known shape of at most `max_bytes`, and
+/// elements that fit it.
+pub fn from_proto(
+    name: &str,
+    proto: TensorProto,
+    max_bytes: usize,
+) -> Result<Tensor, ConvertError> {
+    let malformed = |message: String| ConvertError::Malformed {
+        name: name.to_string(),
+        message,
+    };
+    let dtype = dtype_of(proto.dtype).ok_or_else(|| ConvertError::UnsupportedType {
+        name: name.to_string(),
+        dtype: tf_type_name(proto.dtype),
+    })?;
+    let shape_proto = proto.tensor_shape.unwrap_or_default();
+    if shape_proto.unknown_rank {
+        return Err(malformed("tensor_shape has unknown rank".into()));
+    }
+    let shape: Vec<i64> = shape_proto.dim.iter().map(|d| d.size).collect();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .ok_or_else(|| malformed(format!("shape {shape:?} is not a valid tensor shape")))?;
+    // Strings count at least a byte each, as their bookkeeping costs more than that.
+    let bytes = count as u128 * dtype.size().unwrap_or(1) as u128;
+    if bytes > max_bytes as u128 {
+        return Err(ConvertError::TooLarge {
+            name: name.to_string(),
+            shape,
+            bytes,
+            limit: max_bytes,
+        });
+    }
+
+    let wire = |content: Vec<u8>, strings: Vec<Bytes>| WireTensor {
+        dtype: dtype.to_wire() as i32,
+        shape: shape.clone(),
+        content: content.into(),
+        string_values: strings,
+    };
+    let wire = if !proto.tensor_content.is_empty() {
+        let Some(size) = dtype.size() else {
+            return Err(malformed(
+                "DT_STRING elements must be sent in string_val, not tensor_content".into(),
+            ));
+        };
+        if Some(proto.tensor_content.len()) != count.checked_mul(size) {
+            return Err(malformed(format!(
+                "tensor_content holds {} bytes, but shape {shape:?} of {} needs {}",
+                proto.tensor_content.len(),
+                tf_type_name(proto.dtype),
+                count.saturating_mul(size)
+            )));
+        }
+        WireTensor {
+            dtype: dtype.to_wire() as i32,
+            shape: shape.clone(),
+            content: proto.tensor_content,
+            string_values: Vec::new(),
+        }
+    } else {
+        match dtype {
+            DType::Float32 => wire(
+                le_bytes(
+                    filled(&proto.float_val, count).map_err(malformed)?,
+                    f32::to_le_bytes,
+                ),
+                Vec::new(),
+            ),
+            DType::Float64 => wire(
+                le_bytes(
+                    filled(&proto.double_val, count).map_err(malformed)?,
+                    f64::to_le_bytes,
+                ),
+                Vec::new(),
+            ),
+            DType::Int32 => wire(
+                le_bytes(
+                    filled(&proto.int_val, count).map_err(malformed)?,
+                    i32::to_le_bytes,
+                ),
+                Vec::new(),
+            ),
+            DType::Int64 => wire(
+                le_bytes(
+                    filled(&proto.int64_val, count).map_err(malformed)?,
+                    i64::to_le_bytes,
+                ),
+                Vec::new(),
+            ),
+            DType::Uint8 => {
+                if let Some(v) = proto.int_val.iter().find(|v| !(0..=255).contains(*v)) {
+                    return Err(malformed(format!("int_val {v} does not fit DT_UINT8")));
+                }
+                let values = filled(&proto.int_val, count).map_err(malformed)?;
+                wire(values.iter().map(|&v| v as u8).collect(), Vec::new())
+            }
+            DType::Bool => {
+                let values = filled(&proto.bool_val, count).map_err(malformed)?;
+                wire(values.iter().map(|&v| u8::from(v)).collect(), Vec::new())
+            }
+            DType::String => wire(
+                Vec::new(),
+                filled(&proto.string_val, count).map_err(malformed)?,
+            ),
+        }
+    };
+    Tensor::from_wire(wire).map_err(|e| malformed(e.to_string()))
+}
+
+/// TensorFlow's rule for typed lists: as many values as elements, or fewer, the last one then
+/// repeating (one value fills the tensor); none at all means zeros.
+fn filled<T: Clone + Default>(values: &[T], count: usize) -> Result<Vec<T>, String> {
+    if values.len() > count {
+        return Err(format!(
+            "{} values given for a shape of {count} elements",
+            values.len()
+        ));
+    }
+    let mut out = values.to_vec();
+    out.resize(count, values.last().cloned().unwrap_or_default());
+    Ok(out)
+}
+
+fn le_bytes<T: Copy, const N: usize>(values: Vec<T>, to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.into_iter().flat_map(to_le).collect()
+}
+
+/// An answer's tensor: `tensor_content` for numbers and booleans, `string_val` for strings.
+pub fn to_proto(tensor: Tensor) -> TensorProto {
+    let dtype = tensor.dtype();
+    let wire = tensor.into_wire();
+    TensorProto {
+        dtype: tf_type_of(dtype) as i32,
+        tensor_shape: Some(shape_proto(&wire.shape, false)),
+        tensor_content: wire.content,
+        string_val: wire.string_values,
+        ..TensorProto::default()
+    }
+}
+
+/// A shape as TensorFlow writes it; -1 stays -1 (a size not fixed).
+pub fn shape_proto(dims: &[i64], unknown_rank: bool) -> TensorShapeProto {
+    TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn convert(name: &str, proto: TensorProto) -> Result<Tensor, ConvertError> {
+        from_proto(name, proto, MAX)
+    }
+
+    fn proto(dtype: TfType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            dtype: dtype as i32,
+            tensor_shape: Some(shape_proto(dims, false)),
+            ..TensorProto::default()
+        }
+    }
+
+    #[test]
+    fn typed_values_and_content_give_the_same_tensor() {
+        let typed = TensorProto {
+            float_val: vec![1.0, 2.0, 5.0],
+            ..proto(TfType::DtFloat, &[3, 1])
+        };
+        let content = TensorProto {
+            tensor_content: [1.0f32, 2.0, 5.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+                .into(),
+            ..proto(TfType::DtFloat, &[3, 1])
+        };
+        let a = convert("x", typed).unwrap();
+        let b = convert("x", content).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.shape(), vec![3, 1]);
+        assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 5.0]);
+    }
+
+    #[test]
+    fn one_value_fills_the_shape() {
+        let t = convert(
+            "x",
+            TensorProto {
+                int64_val: vec![7],
+                ..proto(TfType::DtInt64, &[2, 2])
+            },
+        )
+        .unwrap();
+        assert_eq!(t.to_vec::<i64>().unwrap(), vec![7; 4]);
+    }
+
+    #[test]
+    fn strings_bools_and_uint8() {
+        let s = convert(
+            "s",
+            TensorProto {
+                string_val: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
+                ..proto(TfType::DtString, &[2])
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.string_values().unwrap(),
+            &[Bytes::from_static(b"a"), Bytes::from_static(b"bc")]
+        );
+        let b = convert(
+            "b",
+            TensorProto {
+                bool_val: vec![true, false],
+                ..proto(TfType::DtBool, &[2])
+            },
+        )
+        .unwrap();
+        assert_eq!(b.to_vec::<bool>().unwrap(), vec![true, false]);
+        let u = convert(
+            "u",
+            TensorProto {
+                int_val: vec![0, 255],
+                ..proto(TfType::DtUint8, &[2])
+            },
+        )
+        .unwrap();
+        assert_eq!(u.to_vec::<u8>().unwrap(), vec![0, 255]);
+        let bad = convert(
+            "u",
+            TensorProto {
+                int_val: vec![256],
+                ..proto(TfType::DtUint8, &[1])
+            },
+        );
+        assert!(bad.unwrap_err().to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_carry() {
+        let half = convert(
+            "h",
+            TensorProto {
+                half_val: vec![1],
+                ..proto(TfType::DtHalf, &[1])
+            },
+        );
+        assert!(half.unwrap_err().to_string().contains("DT_HALF"));
+        let bf16 = convert("h", proto(TfType::DtBfloat16, &[1]));
+        assert!(bf16.unwrap_err().to_string().contains("DT_BFLOAT16"));
+        let short = convert(
+            "x",
+            TensorProto {
+                tensor_content: vec![0u8; 3].into(),
+                ..proto(TfType::DtFloat, &[1])
+            },
+        );
+        assert!(short.unwrap_err().to_string().contains("3 bytes"));
+        let many = convert(
+            "x",
+            TensorProto {
+                float_val: vec![1.0; 3],
+                ..proto(TfType::DtFloat, &[2])
+            },
+        );
+        assert!(many.is_err());
+        let negative = convert(
+            "x",
+            TensorProto {
+                float_val: vec![1.0],
+                ..proto(TfType::DtFloat, &[-1])
+            },
+        );
+        assert!(negative.is_err());
+        let unknown = convert(
+            "x",
+            TensorProto {
+                dtype: 999,
+                ..TensorProto::default()
+            },
+        );
+        assert!(unknown.unwrap_err().to_string().contains("dtype 999"));
+    }
+
+    #[test]
+    fn a_huge_shape_is_refused_before_anything_is_allocated() {
+        let huge = convert(
+            "x",
+            TensorProto {
+                float_val: vec![1.0],
+                ..proto(TfType::DtFloat, &[1 << 40, 1 << 20])
+            },
+        );
+        assert!(
+            matches!(huge, Err(ConvertError::TooLarge { .. })),
+            "{huge:?}"
+        );
+        let strings = convert(
+            "s",
+            TensorProto {
+                string_val: vec![Bytes::from_static(b"a")],
+                ..proto(TfType::DtString, &[(MAX + 1) as i64])
+            },
+        );
+        assert!(matches!(strings, Err(ConvertError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn answers_use_tensor_content() {
+        let t = Tensor::new(&[2], &[1.5f32, 2.5]).unwrap();
+        let p = to_proto(t);
+        assert_eq!(p.dtype, TfType::DtFloat as i32);
+        assert_eq!(p.tensor_content.len(), 8);
+        assert!(p.float_val.is_empty());
+        assert_eq!(p.tensor_shape.unwrap().dim[0].size, 2);
+    }
+}

@@ -1,0 +1,283 @@
+//! TensorFlow Serving's model config file (`--model_config_file`): a text-format
+//! `ModelServerConfig` holding a `model_config_list`. The fields read are `name`, `base_path`,
+//! `model_platform` (only "tensorflow") and `model_version_policy` (`latest { num_versions }`,
+//! `all {}`, `specific { versions }`); any other field is refused, so a config that asks for
+//! something not done here fails loudly instead of being half-followed.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::versions::{ModelConfig, VersionPolicy};
+
+#[derive(Debug, thiserror::Error)]
+#[error("model config file: {0}")]
+pub struct ConfigFileError(String);
+
+fn error<T>(message: impl Into<String>) -> Result<T, ConfigFileError> {
+    Err(ConfigFileError(message.into()))
+}
+
+/// A text-format field value: a scalar (kept as its text) or a nested message.
+#[derive(Debug)]
+enum Value {
+    Scalar(String),
+    Message(Vec<(String, Value)>),
+}
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Text(String),
+    Open,
+    Close,
+    Colon,
+    Separator,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, ConfigFileError> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '#' => while chars.next().is_some_and(|c| c != '\n') {},
+            '{' | '<' => {
+                chars.next();
+                tokens.push(Token::Open);
+            }
+            '}' | '>' => {
+                chars.next();
+                tokens.push(Token::Close);
+            }
+            ':' => {
+                chars.next();
+                tokens.push(Token::Colon);
+            }
+            ';' | ',' => {
+                chars.next();
+                tokens.push(Token::Separator);
+            }
+            '"' | '\'' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        None => return error("a string is not closed"),
+                        Some(q) if q == c => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => s.push('\n'),
+                            Some('t') => s.push('\t'),
+                            Some(other) => s.push(other),
+                            None => return error("a string is not closed"),
+                        },
+                        Some(other) => s.push(other),
+                    }
+                }
+                tokens.push(Token::Text(s));
+            }
+            c if c.is_alphanumeric() || "_.-+".contains(c) => {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_alphanumeric() || "_.-+".contains(c) {
+                        s.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                tokens.push(Token::Word(s));
+            }
+            other => return error(format!("unexpected character '{other}'")),
+        }
+    }
+    Ok(tokens)
+}
+
+fn parse_message(
+    tokens: &[Token],
+    pos: &mut usize,
+    nested: bool,
+) -> Result<Vec<(String, Value)>, ConfigFileError> {
+    let mut fields = Vec::new();
+    loop {
+        match tokens.get(*pos) {
+            None if nested => return error("a '{' is not closed"),
+            None => return Ok(fields),
+            Some(Token::Close) if nested => {
+                *pos += 1;
+                return Ok(fields);
+            }
+            Some(Token::Separator) => *pos += 1,
+            Some(Token::Word(name)) => {
+                *pos += 1;
+                if tokens.get(*pos) == Some(&Token::Colon) {
+                    *pos += 1;
+                }
+                let value = match tokens.get(*pos) {
+                    Some(Token::Open) => {
+                        *pos += 1;
+                        Value::Message(parse_message(tokens, pos, true)?)
+                    }
+                    Some(Token::Word(s)) | Some(Token::Text(s)) => {
+                        *pos += 1;
+                        Value::Scalar(s.clone())
+                    }
+                    _ => return error(format!("field '{name}' has no value")),
+                };
+                fields.push((name.clone(), value));
+            }
+            Some(other) => return error(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// The models a config file lists.
+pub fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
+    let tokens = tokenize(text)?;
+    let mut pos = 0;
+    let top = parse_message(&tokens, &mut pos, false)?;
+    let mut models = Vec::new();
+    for (name, value) in top {
+        match (name.as_str(), value) {
+            ("model_config_list", Value::Message(list)) => {
+                for (name, value) in list {
+                    match (name.as_str(), value) {
+                        ("config", Value::Message(fields)) => models.push(model(fields)?),
+                        (other, _) => {
+                            return error(format!("model_config_list: unknown field '{other}'"))
+                        }
+                    }
+                }
+            }
+            ("custom_model_config", _) => return error("custom_model_config is not supported"),
+            (other, _) => return error(format!("unknown field '{other}'")),
+        }
+    }
+    let mut names = BTreeSet::new();
+    for m in &models {
+        if !names.insert(m.name.clone()) {
+            return error(format!("model '{}' is listed twice", m.name));
+        }
+    }
+    if models.is_empty() {
+        return error(
+            "no model listed (model_config_list { config { name: ... base_path: ... } })",
+        );
+    }
+    Ok(models)
+}
+
+fn model(fields: Vec<(String, Value)>) -> Result<ModelConfig, ConfigFileError> {
+    let mut name = None;
+    let mut base_path = None;
+    let mut policy = VersionPolicy::default();
+    for (field, value) in fields {
+        match (field.as_str(), value) {
+            ("name", Value::Scalar(s)) => name = Some(s),
+            ("base_path", Value::Scalar(s)) => base_path = Some(PathBuf::from(s)),
+            ("model_platform", Value::Scalar(s)) if s == "tensorflow" => {}
+            ("model_platform", Value::Scalar(s)) => {
+                return error(format!(
+                    "model_platform '{s}' is not supported (only 'tensorflow')"
+                ))
+            }
+            ("model_version_policy", Value::Message(p)) => policy = version_policy(p)?,
+            (other, _) => return error(format!("config: unsupported field '{other}'")),
+        }
+    }
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return error("a config has no name");
+    };
+    let Some(base_path) = base_path else {
+        return error(format!("model '{name}' has no base_path"));
+    };
+    Ok(ModelConfig {
+        name,
+        base_path,
+        policy,
+    })
+}
+
+fn version_policy(fields: Vec<(String, Value)>) -> Result<VersionPolicy, ConfigFileError> {
+    let number = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| ConfigFileError(format!("model_version_policy: '{s}' is not a number")))
+    };
+    match fields.into_iter().next() {
+        Some((kind, Value::Message(inner))) => match kind.as_str() {
+            "all" => Ok(VersionPolicy::All),
+            "latest" => {
+                let mut n = 1;
+                for (field, value) in inner {
+                    match (field.as_str(), value) {
+                        ("num_versions", Value::Scalar(s)) => n = number(&s)?.max(1) as usize,
+                        (other, _) => return error(format!("latest: unknown field '{other}'")),
+                    }
+                }
+                Ok(VersionPolicy::Latest(n))
+            }
+            "specific" => {
+                let mut versions = BTreeSet::new();
+                for (field, value) in inner {
+                    match (field.as_str(), value) {
+                        ("versions", Value::Scalar(s)) => {
+                            versions.insert(number(&s)?);
+                        }
+                        (other, _) => return error(format!("specific: unknown field '{other}'")),
+                    }
+                }
+                Ok(VersionPolicy::Specific(versions))
+            }
+            other => error(format!("model_version_policy: unknown policy '{other}'")),
+        },
+        _ => error("model_version_policy needs one of latest {}, all {}, specific {}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tensorflow_servings_format() {
+        let text = r#"
+            # Two models.
+            model_config_list {
+              config {
+                name: 'half'
+                base_path: "/models/half"
+                model_platform: "tensorflow"
+              }
+              config: {
+                name: "mlp", base_path: "/models/mlp",
+                model_version_policy: { specific { versions: 1 versions: 3 } }
+              }
+              config { name: "all" base_path: "/m/all" model_version_policy { all {} } }
+              config { name: "two" base_path: "/m/two" model_version_policy { latest { num_versions: 2 } } }
+            }
+        "#;
+        let models = parse(text).unwrap();
+        assert_eq!(models.len(), 4);
+        assert_eq!(models[0].name, "half");
+        assert_eq!(models[0].base_path, PathBuf::from("/models/half"));
+        assert_eq!(models[0].policy, VersionPolicy::Latest(1));
+        assert_eq!(models[1].policy, VersionPolicy::Specific([1, 3].into()));
+        assert_eq!(models[2].policy, VersionPolicy::All);
+        assert_eq!(models[3].policy, VersionPolicy::Latest(2));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_do() {
+        assert!(parse("model_config_list { config { name: 'a' } }").is_err());
+        assert!(parse(
+            "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'pytorch' } }"
+        )
+        .is_err());
+        assert!(parse("model_config_list { config { name: 'a' base_path: '/a' version_labels { key: 'x' value: 1 } } }").is_err());
+        assert!(parse("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' base_path: '/b' } }").is_err());
+        assert!(parse("model_config_list { config { name: 'a'").is_err());
+        assert!(parse("").is_err());
+    }
+}
