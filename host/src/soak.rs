@@ -24,7 +24,7 @@ pub struct Census {
     /// This process's containers, in any state (0 for the process runtime).
     pub containers: usize,
     pub fds: usize,
-    /// Entries named `tfsandbox-*` in the temp folder.
+    /// This process's sandbox folders (`tfsandbox-<pid>-*`) in the temp folder.
     pub temp_dirs: usize,
     pub rss_kib: u64,
 }
@@ -35,11 +35,13 @@ impl Census {
             RuntimeKind::Docker => docker::containers_of_this_process().await?,
             RuntimeKind::Process => 0,
         };
+        // Only this process's: other programs on the host make theirs.
+        let own = format!("tfsandbox-{}-", std::process::id());
         Ok(Census {
             processes: sandbox_processes(),
             containers,
             fds: count_entries("/proc/self/fd".into(), |_| true),
-            temp_dirs: count_entries(std::env::temp_dir(), |name| name.starts_with("tfsandbox-")),
+            temp_dirs: count_entries(std::env::temp_dir(), |name| name.starts_with(&own)),
             rss_kib: live_rss_kib(),
         })
     }

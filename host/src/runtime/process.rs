@@ -126,7 +126,8 @@ impl Runtime for ProcessRuntime {
             // The new root is built on this folder inside the sandbox's own mount namespace; on
             // the host it stays empty and goes with the worker.
             let workdir = tempfile::Builder::new()
-                .prefix("tfsandbox-")
+                // The host's pid in the name says whose it is, should one ever be left behind.
+                .prefix(&format!("tfsandbox-{}-", std::process::id()))
                 .tempdir()
                 .map_err(spawn_error)?;
             let mut child = Command::new(&jailer)
