@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok((channel, _driver)) = transport::connect(stdout, tokio::io::sink()).await else {
             return;
         };
-        let call = WorkerClient::new(channel).info(InfoRequest {});
-        let _ = tokio::time::timeout(Duration::from_secs(10), call).await;
+        let mut client = WorkerClient::new(channel);
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.info(InfoRequest {})).await;
     });
 });

@@ -16,6 +16,9 @@ use tensorflow::{
 use tensorflow_sys as tf;
 use tfsandbox_proto::v1::{DataType, Tensor as WireTensor};
 
+/// TensorShape::MaxDimensions().
+const MAX_DIMS: usize = 254;
+
 /// The wire type for a TensorFlow type, or `None` where the contract has no such type.
 pub fn wire_dtype(dtype: TfType) -> Option<DataType> {
     Some(match dtype {
@@ -72,9 +75,20 @@ impl TfTensor {
             .iter()
             .map(|&d| u64::try_from(d).map_err(|_| format!("negative dimension {d} in shape")))
             .collect::<Result<Vec<u64>, _>>()?;
-        let count = dims
+        // TensorFlow aborts the process (LOG(FATAL)) on a shape it cannot hold: more than 254
+        // dimensions, or a running product of the sizes, in order, past i64 (even when a later
+        // zero makes the tensor empty). Refused here first.
+        if dims.len() > MAX_DIMS {
+            return Err(format!(
+                "shape has {} dimensions; TensorFlow allows at most {MAX_DIMS}",
+                dims.len()
+            ));
+        }
+        let count = wire
+            .shape
             .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+            .try_fold(1i64, |n, &d| n.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| format!("shape {:?} has too many elements", wire.shape))?;
 
         if dtype == DataType::String {
@@ -354,4 +368,33 @@ unsafe extern "C" fn free_tstrings(data: *mut c_void, len: usize, _: *mut c_void
     // The layout `pack` allocated with; it was valid then, so it is now.
     let layout = Layout::array::<tf::TF_TString>(count).expect("layout was valid at allocation");
     alloc::dealloc(data.cast(), layout);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(dtype: DataType, shape: Vec<i64>) -> WireTensor {
+        WireTensor {
+            dtype: dtype as i32,
+            shape,
+            content: Bytes::new(),
+            string_values: vec![],
+        }
+    }
+
+    /// Found by the worker_tensor fuzz target: TensorFlow aborted the worker on these.
+    #[test]
+    fn shapes_tensorflow_cannot_hold_are_refused_not_fatal() {
+        let overflow_before_zero = wire(DataType::Bool, vec![49, 2, 2, (1 << 56) - 1, 0]);
+        let error = TfTensor::from_wire(&overflow_before_zero).err().unwrap();
+        assert!(error.contains("too many elements"), "{error}");
+
+        let too_many_dims = wire(DataType::Float32, vec![1; MAX_DIMS + 1]);
+        let error = TfTensor::from_wire(&too_many_dims).err().unwrap();
+        assert!(error.contains("at most 254"), "{error}");
+
+        // An empty tensor whose product stays in range is fine.
+        assert!(TfTensor::from_wire(&wire(DataType::Bool, vec![3, 0, 5])).is_ok());
+    }
 }
