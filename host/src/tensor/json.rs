@@ -142,8 +142,26 @@ pub fn to_json(tensor: &Tensor) -> Value {
             })
             .collect(),
     };
-    nest(&mut leaves.into_iter(), &tensor.shape())
+    let shape = tensor.shape();
+    // An empty tensor's nested form is all arrays and no values: [1000000, 1000, 0] would be a
+    // billion empty arrays, made from a few bytes off the wire. Past a small count it is given
+    // by its shape instead.
+    let arrays = shape
+        .iter()
+        .scan(1usize, |n, &d| {
+            let here = *n;
+            *n = n.saturating_mul(d);
+            Some(here)
+        })
+        .fold(0usize, usize::saturating_add);
+    if leaves.is_empty() && arrays > MAX_EMPTY_ARRAYS {
+        return serde_json::json!({ "shape": shape, "values": [] });
+    }
+    nest(&mut leaves.into_iter(), &shape)
 }
+
+/// The most nested arrays an empty tensor is written as.
+const MAX_EMPTY_ARRAYS: usize = 1024;
 
 fn elements<T: Element>(tensor: &Tensor, convert: impl Fn(T) -> Value) -> Vec<Value> {
     tensor
@@ -187,6 +205,18 @@ mod tests {
         assert_eq!(t.shape(), vec![3, 1]);
         assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 5.0]);
         assert_eq!(to_json(&t), json!([[1.0], [2.0], [5.0]]));
+    }
+
+    /// Found by the host_tensor fuzz target: this ran the host out of memory.
+    #[test]
+    fn a_huge_empty_tensor_is_written_by_its_shape() {
+        let t = Tensor::new::<bool>(&[2571, 3211, 139, 1, 0], &[]).unwrap();
+        assert_eq!(
+            to_json(&t),
+            json!({"shape": [2571, 3211, 139, 1, 0], "values": []})
+        );
+        let small = Tensor::new::<bool>(&[2, 0], &[]).unwrap();
+        assert_eq!(to_json(&small), json!([[], []]));
     }
 
     #[test]
