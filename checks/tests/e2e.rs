@@ -80,6 +80,23 @@ async fn the_cli_prints_half_plus_two(runtime: RuntimeKind) {
     );
 }
 
+/// Piped into a reader that has gone (`| head`), the CLI ends quietly rather than panicking.
+#[tokio::test]
+async fn the_cli_ends_quietly_when_its_reader_is_gone() {
+    let exe = std::env::current_exe().unwrap();
+    let cli = exe.parent().unwrap().parent().unwrap().join("tfsandbox");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(&cli)
+        .args(["image", "closure"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
 async fn variables_keep_their_state_between_calls(runtime: RuntimeKind) {
     let sandbox = sandbox(runtime).await;
     let model = sandbox

@@ -1,6 +1,7 @@
 //! The `tfsandbox` command.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,14 @@ use serde_json::Value;
 use tfsandbox::image::{self, Closure, Variant};
 use tfsandbox::wire::{ModelMetadata, Signature};
 use tfsandbox::{serve, tensor, Config, DType, Predict, RuntimeKind, Sandbox};
+
+/// Prints a line to stdout; a reader that has gone (`| head`) ends the command quietly
+/// instead of the panic `println!` would raise.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -200,7 +209,7 @@ async fn image(command: ImageCommand) -> Result<()> {
         ImageCommand::Closure { closure } => {
             let closure = resolve_closure(&closure)?;
             for entry in &closure.entries {
-                println!(
+                out!(
                     "{:>12}  {:<48}  {}  <- {}",
                     entry.size,
                     entry.image_path,
@@ -208,7 +217,7 @@ async fn image(command: ImageCommand) -> Result<()> {
                     entry.host_path.display()
                 );
             }
-            println!(
+            out!(
                 "{:>12}  total, {} files; entry point: {}",
                 closure.total_size(),
                 closure.entries.len(),
@@ -233,12 +242,13 @@ async fn image(command: ImageCommand) -> Result<()> {
                 }
             };
             let built = image::build_archive(&closure, &reference, &path, true)?;
-            println!("image {reference}");
-            println!(
+            out!("image {reference}");
+            out!(
                 "digest {} (config {})",
-                built.manifest_digest, built.config_digest
+                built.manifest_digest,
+                built.config_digest
             );
-            println!(
+            out!(
                 "archive {} bytes at {}; closure {} bytes",
                 built.archive_size,
                 path.display(),
@@ -248,10 +258,10 @@ async fn image(command: ImageCommand) -> Result<()> {
                 let docker = bollard::Docker::connect_with_local_defaults()
                     .context("connecting to the Docker engine")?;
                 if docker.inspect_image(&reference).await.is_ok() {
-                    println!("the engine has {reference} already");
+                    out!("the engine has {reference} already");
                 } else {
                     image::load(&docker, &path, &built, &reference, true).await?;
-                    println!("loaded {reference}");
+                    out!("loaded {reference}");
                 }
             }
         }
@@ -290,11 +300,20 @@ fn main() -> ExitCode {
         });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if reader_gone(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` is stdout's reader having gone away.
+fn reader_gone(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
@@ -346,7 +365,7 @@ async fn run(command: Command) -> Result<()> {
                 .iter()
                 .map(|(k, t)| (k.clone(), tensor::to_json(t)))
                 .collect();
-            println!("{}", serde_json::to_string(&json)?);
+            out!("{}", serde_json::to_string(&json)?);
             sandbox.shutdown().await;
         }
         Command::Image { command } => image(command).await?,
@@ -382,10 +401,10 @@ async fn run(command: Command) -> Result<()> {
                 "gpu_registered": info.gpu_registered,
             });
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else if let Value::Object(fields) = &report {
                 for (key, value) in fields {
-                    println!("{key:<26} {}", value);
+                    out!("{key:<26} {}", value);
                 }
             }
             sandbox.shutdown().await;
@@ -420,12 +439,12 @@ async fn run(command: Command) -> Result<()> {
             );
             let report = tfsandbox::soak::run(&config, cycles, |n| bar.set_position(n)).await?;
             bar.finish_and_clear();
-            println!(
+            out!(
                 "temp dirs left {}, {:.1} s in all",
                 report.temp_dirs,
                 report.elapsed.as_secs_f64()
             );
-            println!("{}", report.line());
+            out!("{}", report.line());
         }
         Command::Serve {
             model_name,
@@ -465,12 +484,14 @@ async fn run(command: Command) -> Result<()> {
             };
             let ready = |listening: &serve::Listening| {
                 // Tests and scripts read these lines to learn the port (e.g. with --port 0).
+                let mut stdout = std::io::stdout().lock();
                 if let Some(addr) = listening.tcp {
-                    println!("listening on {addr}");
+                    let _ = writeln!(stdout, "listening on {addr}");
                 }
                 if let Some(path) = &listening.unix_socket {
-                    println!("listening on unix:{}", path.display());
+                    let _ = writeln!(stdout, "listening on unix:{}", path.display());
                 }
+                let _ = stdout.flush();
             };
             let shutdown = async {
                 let signal = interrupted().await;
@@ -486,12 +507,16 @@ async fn run(command: Command) -> Result<()> {
             let sandbox = start(sandbox, Some(&model)).await?;
             let loaded = sandbox.load_model(&model).await?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&metadata_json(loaded.metadata()))?
                 );
             } else {
-                print!("{}", metadata_text(loaded.metadata()));
+                write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    metadata_text(loaded.metadata())
+                )?;
             }
             sandbox.shutdown().await;
         }
