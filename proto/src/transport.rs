@@ -299,6 +299,24 @@ where
     ended.unwrap_or(Err(TransportError::Closed))
 }
 
+/// A call's deadline as its `grpc-timeout` header states it ("<digits><unit>", per the gRPC
+/// spec); a server hands it on so work stops when the caller stops waiting.
+pub fn grpc_timeout<T>(request: &tonic::Request<T>) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// A gRPC channel whose every connection is a new yamux stream over `reader`/`writer`.
 ///
 /// Returns the channel and the task driving the connection; that task ends when the peer closes.
@@ -321,4 +339,21 @@ where
         }))
         .await?;
     Ok((channel, driver))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut request = tonic::Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(
+            super::grpc_timeout(&request),
+            Some(Duration::from_millis(1500))
+        );
+    }
 }

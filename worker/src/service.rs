@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
+use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_server::Worker;
 use tfsandbox_proto::v1::{
     GetModelMetadataRequest, GetModelMetadataResponse, InfoRequest, InfoResponse, LoadModelRequest,
@@ -41,22 +41,6 @@ async fn blocking<T: Send + 'static>(
         Ok(result) => result.map_err(Status::from),
         Err(join) => Err(Status::internal(format!("worker task failed: {join}"))),
     }
-}
-
-/// A call's deadline as its `grpc-timeout` header states it ("<digits><unit>", per the gRPC spec).
-fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 const RUNNING: u8 = 0;
@@ -190,7 +174,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
-        let deadline = grpc_timeout(&request);
+        let deadline = transport::grpc_timeout(&request);
         let PredictRequest {
             model_id,
             signature_name,

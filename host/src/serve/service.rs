@@ -15,6 +15,7 @@ use tfsandbox_proto::tensorflow::serving::{
     model_version_status, prediction_service_server::PredictionService, ModelSpec,
 };
 use tfsandbox_proto::tensorflow::{Example, Feature, Features, SignatureDef, TensorInfo};
+use tfsandbox_proto::transport;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -123,22 +124,6 @@ pub fn status_of(error: &Error) -> Status {
         _ => tonic::Code::Internal,
     };
     Status::new(code, error.to_string())
-}
-
-/// The deadline the client set (`grpc-timeout`), so a run stops when the client stops waiting.
-fn deadline<T>(request: &Request<T>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (number, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = number.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 fn tensor_info(spec: &crate::wire::TensorSpec) -> TensorInfo {
@@ -358,7 +343,7 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
-        let timeout = deadline(&request);
+        let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
         let version = self.resolve(spec)?;
@@ -444,7 +429,7 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
-        let timeout = deadline(&request);
+        let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());
         let (spec, outputs) = self
@@ -465,7 +450,7 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        let timeout = deadline(&request);
+        let timeout = transport::grpc_timeout(&request);
         multi_inference(self, request.into_inner(), timeout)
             .await
             .map(Response::new)
@@ -475,7 +460,7 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
-        let timeout = deadline(&request);
+        let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());
         let (spec, outputs) = self
@@ -692,14 +677,5 @@ mod tests {
         assert_eq!(first.features.unwrap().feature["c"], feature(9));
         assert_eq!(second.features.unwrap().feature["c"], feature(5));
         assert!(serialized_examples(None).is_err());
-    }
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        let mut request = Request::new(());
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "1500m".parse().unwrap());
-        assert_eq!(deadline(&request), Some(Duration::from_millis(1500)));
     }
 }
