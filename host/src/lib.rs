@@ -17,6 +17,7 @@ mod error;
 pub mod gpu;
 pub mod image;
 mod pool;
+mod procfs;
 pub mod runtime;
 mod sandbox;
 pub mod serve;

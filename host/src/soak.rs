@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, RuntimeKind};
 use crate::error::Result;
 use crate::image::closure::WORKER_PATH;
+use crate::procfs;
 use crate::runtime::docker;
 use crate::sandbox::Sandbox;
 
@@ -186,13 +187,7 @@ fn sandbox_processes() -> BTreeSet<u32> {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    procfs::stat_field(pid, 4).and_then(|ppid| u32::try_from(ppid).ok())
 }
 
 fn count_entries(dir: PathBuf, wanted: impl Fn(&str) -> bool) -> usize {

@@ -31,6 +31,7 @@ use crate::config::DockerSettings;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuSettings, Gpus};
 use crate::image;
+use crate::procfs;
 
 /// Marks every container tfsandbox makes.
 pub const LABEL: &str = "tfsandbox";
@@ -450,14 +451,7 @@ fn owner_alive(owner: &str) -> bool {
     }
 }
 
-/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks after boot.
+/// When the process started, in clock ticks after boot.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    procfs::stat_field(pid, 22)
 }
