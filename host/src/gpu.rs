@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
 
 use crate::image::closure::{is_driver_library, DRIVER_LIBRARY_DIR};
 use crate::image::{Closure, Variant};
@@ -68,8 +66,7 @@ pub struct GpuSettings {
 
 impl GpuSettings {
     /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
-    /// searched first either way. Resolving parses every ELF file of the closure (hundreds of
-    /// MB), so the answer is kept per worker file, for as long as that file is unchanged.
+    /// searched first either way.
     pub fn closure(&self, worker: &Path) -> crate::error::Result<Closure> {
         let variant = if self.gpus.is_none() {
             Variant::Cpu
@@ -78,25 +75,11 @@ impl GpuSettings {
         } else {
             Variant::Cuda
         };
-        type Key = (PathBuf, u64, Option<SystemTime>, Variant, Vec<PathBuf>);
-        static RESOLVED: Mutex<BTreeMap<Key, Closure>> = Mutex::new(BTreeMap::new());
-        let metadata = std::fs::metadata(worker).ok();
-        let key = (
-            worker.to_path_buf(),
-            metadata.as_ref().map_or(0, |m| m.len()),
-            metadata.and_then(|m| m.modified().ok()),
+        Ok(Closure::resolve_cached(
+            worker,
             variant,
-            self.library_dirs.clone(),
-        );
-        if let Some(closure) = RESOLVED.lock().expect("closure cache").get(&key) {
-            return Ok(closure.clone());
-        }
-        let closure = Closure::resolve(worker, variant, &self.library_dirs)?;
-        RESOLVED
-            .lock()
-            .expect("closure cache")
-            .insert(key, closure.clone());
-        Ok(closure)
+            &self.library_dirs,
+        )?)
     }
 }
 

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
@@ -231,6 +233,35 @@ impl Closure {
             self.library_path(),
             WORKER_PATH.into(),
         ]
+    }
+
+    /// As [`Closure::resolve`], kept per worker file for as long as that file is unchanged:
+    /// resolving parses every ELF file of the closure (hundreds of MB), and every sandbox start
+    /// needs the closure.
+    pub fn resolve_cached(
+        worker: &Path,
+        variant: Variant,
+        library_dirs: &[PathBuf],
+    ) -> Result<Closure, ImageError> {
+        type Key = (PathBuf, u64, Option<SystemTime>, Variant, Vec<PathBuf>);
+        static RESOLVED: Mutex<BTreeMap<Key, Closure>> = Mutex::new(BTreeMap::new());
+        let metadata = std::fs::metadata(worker).ok();
+        let key = (
+            worker.to_path_buf(),
+            metadata.as_ref().map_or(0, |m| m.len()),
+            metadata.and_then(|m| m.modified().ok()),
+            variant,
+            library_dirs.to_vec(),
+        );
+        if let Some(closure) = RESOLVED.lock().expect("closure cache").get(&key) {
+            return Ok(closure.clone());
+        }
+        let closure = Closure::resolve(worker, variant, library_dirs)?;
+        RESOLVED
+            .lock()
+            .expect("closure cache")
+            .insert(key, closure.clone());
+        Ok(closure)
     }
 
     pub fn total_size(&self) -> u64 {
