@@ -90,11 +90,16 @@ pub async fn kill_worker(sandbox: &Sandbox, runtime: RuntimeKind) {
     }
 }
 
-/// The worker's pid on the host, for the `process` runtime: the jailer's one child.
+/// The worker's pid on the host, for the `process` runtime: the one child of the jailer's one
+/// child (the sandbox's pid 1).
 pub fn worker_host_pid(sandbox: &Sandbox) -> Option<u32> {
-    let jailer = sandbox.host_pid()?;
-    let children =
-        std::fs::read_to_string(format!("/proc/{jailer}/task/{jailer}/children")).ok()?;
+    let init = only_child(sandbox.host_pid()?)?;
+    only_child(init)
+}
+
+/// The first child of `pid`.
+pub fn only_child(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     children.split_whitespace().next()?.parse().ok()
 }
 

@@ -19,6 +19,8 @@ use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
 use tfsandbox::{DockerSettings, ProcessSettings, RuntimeKind};
 use tfsandbox_checks::{config, jailer_path, sandbox};
+use tfsandbox_jailer::plan::{Bind, Limit, Plan};
+use tfsandbox_jailer::seccomp::Policy;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -234,10 +236,10 @@ fn the_jailer_is_handed_exactly_the_nvidia_nodes_and_the_driver() {
     .collect();
     let closure = Closure::resolve(&worker(), Variant::Cpu, &[]).unwrap();
     let runtime = ProcessRuntime::new(ProcessSettings::default(), ModelMounts::new(&[]).unwrap());
-    let values = |args: &[String], flag: &str| -> Vec<String> {
-        args.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].clone())
+    let plan_devices = |plan: &Plan| -> Vec<String> {
+        plan.devices
+            .iter()
+            .map(|d| d.display().to_string())
             .collect()
     };
     let driver = vec![(
@@ -266,31 +268,25 @@ fn the_jailer_is_handed_exactly_the_nvidia_nodes_and_the_driver() {
             devices,
             libraries: driver.clone(),
         };
-        let args = runtime.jailer_args(&closure, Path::new("/tmp/root"), &passthrough);
-        let command_at = args.iter().position(|a| a == "--").unwrap();
-        assert_eq!(
-            values(&args[..command_at], "--device"),
-            expected,
-            "{gpus:?}"
-        );
+        let plan = runtime.jailer_plan(&closure, Path::new("/tmp/root"), &passthrough);
+        assert_eq!(plan_devices(&plan), expected, "{gpus:?}");
         assert!(
-            values(&args[..command_at], "--file").contains(&format!(
-                "{DRIVER_LIBRARY_DIR}/libcuda.so.1=/usr/lib/x86_64-linux-gnu/libcuda.so.1"
-            )),
-            "{args:?}"
+            plan.files.contains(&Bind {
+                inside: format!("{DRIVER_LIBRARY_DIR}/libcuda.so.1"),
+                host: "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
+            }),
+            "{plan:?}"
         );
+        assert_eq!(plan.policy(), Policy::Gpu);
     }
 
-    let args = runtime.jailer_args(&closure, Path::new("/tmp/root"), &Passthrough::default());
-    assert!(values(&args, "--device").is_empty(), "{args:?}");
-    assert!(values(&args, "--rlimit")
-        .iter()
-        .any(|l| l.starts_with("as=")));
+    let plan = runtime.jailer_plan(&closure, Path::new("/tmp/root"), &Passthrough::default());
+    assert!(plan.devices.is_empty(), "{plan:?}");
+    assert_eq!(plan.policy(), Policy::Cpu);
+    assert!(plan.limits.iter().any(|(l, _)| *l == Limit::AddressSpace));
     assert!(
-        !args
-            .iter()
-            .any(|a| a.contains("libcuda") || a.contains("/dev/")),
-        "{args:?}"
+        !plan.files.iter().any(|f| f.inside.contains("libcuda")),
+        "{plan:?}"
     );
 }
 

@@ -33,8 +33,8 @@ pub struct ProcessSettings {
     pub nproc: u64,
     /// RLIMIT_CPU in seconds of CPU time over the worker's whole life; unset: none.
     pub cpu_seconds: Option<u64>,
-    /// Features allowed to be weaker than asked where the kernel lacks them: "landlock".
-    pub allow_weaker: Vec<String>,
+    /// Protections allowed to be weaker than asked where the kernel lacks them.
+    pub allow_weaker: Vec<tfsandbox_jailer::plan::Weaker>,
     /// The jailer binary. Unset: `tfsandbox-jailer` beside the worker.
     pub jailer_path: Option<PathBuf>,
 }

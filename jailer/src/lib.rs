@@ -1,4 +1,6 @@
-//! The confinement policy shared by every runtime: which system calls a worker may make.
+//! The confinement shared by every runtime: the host↔jailer contract (`plan`), the process
+//! runtime's confinement (`confine`), and which system calls a worker may make (here and in
+//! `seccomp`).
 //!
 //! The list was measured: the worker ran every fixture under `strace -f` and made exactly the
 //! calls in the first groups below; the rest are what glibc and the Rust runtime need on paths the
@@ -6,6 +8,9 @@
 //! The `process` runtime installs it with seccompiler; the `docker` runtime hands the engine the
 //! same list as a seccomp profile.
 
+pub mod confine;
+pub mod error;
+pub mod plan;
 pub mod seccomp;
 
 /// System calls a worker may make without conditions, by name.
@@ -118,7 +123,6 @@ pub const ALLOWED_SYSCALLS: &[&str] = &[
     "sched_get_priority_max",
     "sched_get_priority_min",
     "getrandom",
-    "prctl",
     "arch_prctl",
     "restart_syscall",
     // Only the loader, the one file Landlock lets it execute: the jailer's own hand-over.
@@ -149,6 +153,20 @@ pub const ALLOWED_IOCTLS: &[u64] = &[
     libc::FIONBIO as u64,
     libc::FIOCLEX as u64,
     libc::FIONCLEX as u64,
+];
+
+/// `prctl` is allowed only with these options, which read or only add restrictions. Measured: the
+/// worker itself calls only PR_SET_NAME (tokio naming its threads, which copes with EPERM), and
+/// the jailer's second seccomp filter is installed after PR_SET_NO_NEW_PRIVS under the first.
+/// Everything else is refused: PR_SET_PDEATHSIG would let the worker outlive its parent,
+/// PR_SET_NAME pass for another program in the host's `ps`, PR_SET_MM rewrite its memory map.
+pub const ALLOWED_PRCTLS: &[u64] = &[
+    libc::PR_GET_DUMPABLE as u64,
+    libc::PR_GET_NAME as u64,
+    libc::PR_GET_SECCOMP as u64,
+    libc::PR_CAPBSET_READ as u64,
+    libc::PR_SET_NO_NEW_PRIVS as u64,
+    libc::PR_GET_NO_NEW_PRIVS as u64,
 ];
 
 /// `clone3` takes its flags in memory, out of a filter's reach: it answers ENOSYS, and glibc falls

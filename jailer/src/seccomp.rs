@@ -8,7 +8,7 @@ use seccompiler::{
 };
 
 use crate::{
-    ALLOWED_IOCTLS, ALLOWED_SYSCALLS, CLONE_MASK, CLONE_REQUIRED, ENOSYS_SYSCALLS,
+    ALLOWED_IOCTLS, ALLOWED_PRCTLS, ALLOWED_SYSCALLS, CLONE_MASK, CLONE_REQUIRED, ENOSYS_SYSCALLS,
     NVIDIA_IOCTL_TYPE, NVIDIA_IOCTL_TYPE_MASK, UVM_IOCTLS, UVM_IOCTL_MASK,
 };
 
@@ -18,6 +18,17 @@ pub enum Policy {
     #[default]
     Cpu,
     Gpu,
+}
+
+impl Policy {
+    /// The one rule for both runtimes: GPUs handed in mean the GPU list.
+    pub fn for_gpus(any: bool) -> Policy {
+        if any {
+            Policy::Gpu
+        } else {
+            Policy::Cpu
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +92,16 @@ pub fn allowlist_program_for(policy: Policy) -> Result<BpfProgram, PolicyError> 
             SeccompRule::new(vec![condition]).map_err(filter_error)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let prctls = ALLOWED_PRCTLS
+        .iter()
+        .map(|&option| {
+            let condition =
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, option)
+                    .map_err(filter_error)?;
+            SeccompRule::new(vec![condition]).map_err(filter_error)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(number("prctl")?, prctls);
     let mut ioctls = ioctls;
     if policy == Policy::Gpu {
         ioctls.extend(gpu_ioctl_rules()?);
@@ -165,6 +186,10 @@ pub fn docker_profile_for(policy: Policy) -> String {
             r#"{{"names":["ioctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{UVM_IOCTL_MASK},"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}}]}}"#
         ));
     }
+    let prctls: Vec<String> = ALLOWED_PRCTLS
+        .iter()
+        .map(|o| format!(r#"{{"names":["prctl"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{o},"op":"SCMP_CMP_EQ"}}]}}"#))
+        .collect();
     let enosys: Vec<String> = ENOSYS_SYSCALLS.iter().map(|n| format!("\"{n}\"")).collect();
     format!(
         concat!(
@@ -172,6 +197,7 @@ pub fn docker_profile_for(policy: Policy) -> String {
             r#"{{"names":[{names}],"action":"SCMP_ACT_ALLOW"}},"#,
             r#"{{"names":["clone"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{mask},"valueTwo":{required},"op":"SCMP_CMP_MASKED_EQ"}}]}},"#,
             r#"{ioctls},"#,
+            r#"{prctls},"#,
             r#"{{"names":[{enosys}],"action":"SCMP_ACT_ERRNO","errnoRet":{enosys_errno}}}"#,
             r#"]}}"#
         ),
@@ -181,6 +207,7 @@ pub fn docker_profile_for(policy: Policy) -> String {
         mask = CLONE_MASK,
         required = CLONE_REQUIRED,
         ioctls = ioctls.join(","),
+        prctls = prctls.join(","),
         enosys = enosys.join(","),
         enosys_errno = libc::ENOSYS,
     )

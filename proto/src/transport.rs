@@ -10,6 +10,8 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,7 +19,7 @@ use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
@@ -42,6 +44,9 @@ pub mod tuning {
     /// HTTP/2: per-stream and per-connection receive windows.
     pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
     pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+    /// The most a side holds written but not yet taken by its peer: the whole window an honest
+    /// peer grants, and room for control frames.
+    pub const MAX_QUEUED_WRITE_BYTES: usize = YAMUX_MAX_CONNECTION_WINDOW + 4 * 1024 * 1024;
     /// The pipes between host and worker, where the host makes them (default 64 KiB).
     pub const PIPE_BYTES: usize = 1024 * 1024;
     /// gRPC: the largest message either side accepts or sends by default.
@@ -98,12 +103,21 @@ impl Multiplexer {
             .set_max_num_streams(tuning::YAMUX_MAX_STREAMS)
             .set_max_connection_receive_window(Some(tuning::YAMUX_MAX_CONNECTION_WINDOW))
             .set_split_send_size(tuning::YAMUX_SPLIT_SEND_SIZE);
-        let io = tokio::io::join(reader, QueuedWriter::spawn(writer)).compat();
+        let (queued, writing) = QueuedWriter::spawn(writer);
+        let io = tokio::io::join(reader, queued).compat();
         let connection = yamux::Connection::new(io, config, mode);
 
         let (requests, open_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(connection, open_rx, inbound_tx));
+        let driver = tokio::spawn(async move {
+            let ended = drive(connection, open_rx, inbound_tx).await;
+            if ended.is_err() {
+                // A broken connection drains nothing: the writer may be stuck on a peer that
+                // stopped reading, and would hold its end open for ever.
+                writing.abort();
+            }
+            ended
+        });
         Multiplexer {
             opener: StreamOpener { requests },
             inbound,
@@ -117,17 +131,28 @@ impl Multiplexer {
 ///
 /// yamux stops reading while a Pong it owes cannot be written. If both ends are blocked writing
 /// (both directions saturated) and a Ping crosses, neither reads again: a deadlock (reported
-/// upstream). Here writing never blocks, so reading never stops. The queue cannot grow without
-/// bound: data frames are only sent within the window the peer granted, and the peer grants at most
-/// `YAMUX_MAX_CONNECTION_WINDOW`; the rest are small control frames.
+/// upstream). Here writing never blocks, so reading never stops.
+///
+/// The queue is bounded without trusting the peer: an honest peer grants at most
+/// `YAMUX_MAX_CONNECTION_WINDOW` of data, and the rest are small control frames; a peer that
+/// floods pings, or grants a huge window, and does not read, fills the queue. Past
+/// [`tuning::MAX_QUEUED_WRITE_BYTES`] (each write counted with its bookkeeping) writing fails, the
+/// connection ends, and the host replaces such a worker.
 struct QueuedWriter {
     queue: Option<mpsc::UnboundedSender<Bytes>>,
+    queued: Arc<AtomicUsize>,
 }
 
+/// What one queued write costs beyond its bytes: the `Bytes` and the channel's slot.
+const QUEUED_WRITE_OVERHEAD: usize = 64;
+
 impl QueuedWriter {
-    fn spawn<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> QueuedWriter {
+    /// The writer, and the task that writes what it queues.
+    fn spawn<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> (QueuedWriter, AbortHandle) {
         let (queue, mut pending) = mpsc::unbounded_channel::<Bytes>();
-        tokio::spawn(async move {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = queued.clone();
+        let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             while pending.recv_many(&mut batch, 64).await > 0 {
                 for chunk in batch.drain(..) {
@@ -135,6 +160,7 @@ impl QueuedWriter {
                         // The peer is gone; the connection learns it from the read side.
                         return;
                     }
+                    written.fetch_sub(chunk.len() + QUEUED_WRITE_OVERHEAD, Ordering::Relaxed);
                 }
                 if writer.flush().await.is_err() {
                     return;
@@ -142,7 +168,11 @@ impl QueuedWriter {
             }
             let _ = writer.shutdown().await;
         });
-        QueuedWriter { queue: Some(queue) }
+        let writer = QueuedWriter {
+            queue: Some(queue),
+            queued,
+        };
+        (writer, task.abort_handle())
     }
 }
 
@@ -152,6 +182,15 @@ impl AsyncWrite for QueuedWriter {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let cost = buf.len() + QUEUED_WRITE_OVERHEAD;
+        let queued = self.queued.fetch_add(cost, Ordering::Relaxed);
+        if queued + cost > tuning::MAX_QUEUED_WRITE_BYTES {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::other(format!(
+                "the peer has left {queued} bytes unread (the limit is {}): it is not reading",
+                tuning::MAX_QUEUED_WRITE_BYTES
+            ))));
+        }
         let sent = self
             .queue
             .as_ref()

@@ -85,3 +85,35 @@ async fn side(mux: Multiplexer, seed: u8) {
     }
     echo.await.unwrap();
 }
+
+/// A peer floods yamux pings and never reads what it is sent: the pongs owed to it must not pile
+/// up without bound. The connection ends with an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_floods_pings_and_never_reads_ends_the_connection() {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (read, write) = tokio::io::split(ours);
+    let mux = Multiplexer::spawn(read, write, Mode::Client);
+    // Their read half is kept, and never read.
+    let (_unread, mut their_write) = tokio::io::split(theirs);
+    // Ping frames: version 0, type 2, flags SYN, stream 0, an opaque value.
+    let pings: Vec<u8> = (0..4096u32)
+        .flat_map(|n| {
+            [0u8, 2, 0, 1, 0, 0, 0, 0]
+                .into_iter()
+                .chain(n.to_be_bytes())
+        })
+        .collect();
+    let flood = tokio::spawn(async move {
+        while tokio::io::AsyncWriteExt::write_all(&mut their_write, &pings)
+            .await
+            .is_ok()
+        {}
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(120), mux.driver)
+        .await
+        .expect("the connection ends instead of queueing pongs for ever")
+        .expect("the driver task");
+    flood.abort();
+    let error = ended.expect_err("a flood is an error").to_string();
+    assert!(error.contains("it is not reading"), "{error}");
+}

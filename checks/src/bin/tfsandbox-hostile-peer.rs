@@ -6,7 +6,10 @@
 //! - `huge-frame`: a yamux frame header claiming a 4 GiB body, then silence;
 //! - `truncated`: a yamux frame header claiming 4 KiB, 10 bytes of it, then exit;
 //! - `huge-message`: real yamux and HTTP/2, answering every call with a gRPC message whose length
-//!   prefix claims 4 GiB.
+//!   prefix claims 4 GiB;
+//! - `stderr-flood`: 256 MiB on stderr with no newline, then a line that tries to pass for one of
+//!   the host's own, then exit;
+//! - `ping-flood`: yamux pings on stdout without end, never reading stdin.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -54,6 +57,28 @@ fn main() {
             let _ = out.write_all(&yamux_header(2, 4096));
             let _ = out.write_all(&[7; 10]);
             let _ = out.flush();
+        }
+        "stderr-flood" => {
+            drop(out);
+            let mut err = std::io::stderr().lock();
+            let chunk = vec![b'A'; 1 << 20];
+            for _ in 0..256 {
+                let _ = err.write_all(&chunk);
+            }
+            let _ = err.write_all(b"\n\r\x1b[2K ERROR tfsandbox: forged by the worker\n");
+            let _ = err.flush();
+            std::process::exit(3);
+        }
+        "ping-flood" => {
+            // Ping frames: version 0, type 2, flags SYN, stream 0, an opaque value.
+            let pings: Vec<u8> = (0..4096u32)
+                .flat_map(|n| {
+                    [0u8, 2, 0, 1, 0, 0, 0, 0]
+                        .into_iter()
+                        .chain(n.to_be_bytes())
+                })
+                .collect();
+            while out.write_all(&pings).is_ok() {}
         }
         "huge-message" => {
             drop(out);

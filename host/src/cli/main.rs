@@ -48,7 +48,37 @@ struct SandboxArgs {
     /// Where the CUDA libtensorflow and nvidia libraries lie (with --gpus).
     #[arg(long, default_value = ".cache/libtensorflow-cuda/lib")]
     cuda_library_dir: PathBuf,
+    /// Seconds a call may take before it is cancelled (and a worker that cannot stop is
+    /// replaced). Default: 60 for run and inspect, Config's own for serve.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Memory the worker may use, in bytes (suffixes K, M, G): the container's memory limit with
+    /// docker, the address space (RLIMIT_AS) with the process runtime.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// CPUs the worker may use (fractions allowed); docker runtime only: the process runtime has
+    /// no CPU quota, and refuses the flag rather than run unbounded.
+    #[arg(long)]
+    cpus: Option<f64>,
 }
+
+/// `4G`, `512M`, `1024`: bytes, with binary suffixes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, scale) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size like 4G, 512M or 1024"))
+}
+
+/// A one-shot run of an untrusted model ends on its own.
+const DEFAULT_RUN_TIMEOUT_SECONDS: f64 = 60.0;
 
 #[derive(Subcommand)]
 enum Command {
@@ -57,8 +87,9 @@ enum Command {
         /// The SavedModel directory.
         #[arg(long)]
         model: PathBuf,
-        /// An input as NAME=JSON (nested arrays; the dtype comes from the signature). Repeatable.
-        #[arg(long = "input", value_name = "NAME=JSON")]
+        /// An input as NAME=JSON (nested arrays; the dtype comes from the signature), or
+        /// NAME=@FILE for a JSON or NumPy `.npy` file (large inputs). Repeatable.
+        #[arg(long = "input", value_name = "NAME=JSON|@FILE")]
         inputs: Vec<String>,
         /// The signature to run.
         #[arg(long, default_value = "serving_default")]
@@ -308,6 +339,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// An input's value: JSON text, or `@FILE` holding JSON or a `.npy` array.
+fn read_input(value: &str, dtype: DType) -> Result<tensor::Tensor> {
+    let Some(path) = value.strip_prefix('@') else {
+        let json: Value = serde_json::from_str(value).context("not JSON")?;
+        return Ok(tensor::from_json(&json, dtype)?);
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    if path.ends_with(".npy") {
+        return Ok(tensor::from_npy(std::io::BufReader::new(file), dtype)?);
+    }
+    let json: Value = serde_json::from_reader(std::io::BufReader::new(file))
+        .with_context(|| format!("{path} is not JSON"))?;
+    Ok(tensor::from_json(&json, dtype)?)
+}
+
 /// Whether `error` is stdout's reader having gone away.
 fn reader_gone(error: &anyhow::Error) -> bool {
     error
@@ -316,16 +362,38 @@ fn reader_gone(error: &anyhow::Error) -> bool {
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-async fn start(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
-    Ok(Sandbox::start(sandbox_config(args, model)).await?)
+/// A sandbox for one command; calls end after `--timeout`, 60 s unless given.
+async fn start(mut args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
+    args.timeout.get_or_insert(DEFAULT_RUN_TIMEOUT_SECONDS);
+    Ok(Sandbox::start(sandbox_config(args, model)?).await?)
 }
 
-fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Config {
+fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Config> {
     let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
         ..Config::default()
     };
+    if let Some(seconds) = args.timeout {
+        config.call_timeout = std::time::Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .with_context(|| format!("--timeout {seconds}: give a positive number of seconds"))?;
+    }
+    if let Some(bytes) = args.memory {
+        config.process.address_space_bytes = bytes;
+        config.docker.memory_bytes =
+            i64::try_from(bytes).context("--memory is too large for the engine")?;
+    }
+    if let Some(cpus) = args.cpus {
+        if args.runtime != RuntimeKind::Docker {
+            bail!("--cpus needs --runtime docker: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
+        }
+        if cpus.is_nan() || cpus <= 0.0 {
+            bail!("--cpus {cpus}: give a positive number");
+        }
+        config.docker.cpus = cpus;
+    }
     if !args.gpus.is_none() {
         config = config.with_gpus(args.gpus, args.cuda_library_dir);
     }
@@ -333,7 +401,7 @@ fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Config 
         .models
         .extend(model.map(std::path::Path::to_path_buf));
     config.docker.show_progress = true;
-    config
+    Ok(config)
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -350,14 +418,11 @@ async fn run(command: Command) -> Result<()> {
             let spec = find_signature(loaded.metadata(), &signature)?;
             let mut predict = Predict::default().signature(&signature).outputs(outputs);
             for input in &inputs {
-                let (name, json) = input
+                let (name, value) = input
                     .split_once('=')
-                    .with_context(|| format!("--input '{input}' is not NAME=JSON"))?;
+                    .with_context(|| format!("--input '{input}' is not NAME=JSON or NAME=@FILE"))?;
                 let dtype = input_dtype(spec, name)?;
-                let value: Value = serde_json::from_str(json)
-                    .with_context(|| format!("--input {name}: not JSON"))?;
-                let tensor =
-                    tensor::from_json(&value, dtype).with_context(|| format!("--input {name}"))?;
+                let tensor = read_input(value, dtype).with_context(|| format!("--input {name}"))?;
                 predict.inputs.insert(name.to_string(), tensor);
             }
             let results = loaded.predict_with(predict).await?;
@@ -431,7 +496,7 @@ async fn run(command: Command) -> Result<()> {
             model,
             sandbox,
         } => {
-            let config = sandbox_config(sandbox, model.as_deref());
+            let config = sandbox_config(sandbox, model.as_deref())?;
             let bar = indicatif::ProgressBar::new(cycles).with_style(
                 indicatif::ProgressStyle::with_template(
                     "soak {pos}/{len} cycles {wide_bar} {elapsed}",
@@ -468,7 +533,7 @@ async fn run(command: Command) -> Result<()> {
                 }],
                 (None, None) => bail!("give --model_base_path or --model_config_file"),
             };
-            let mut config = sandbox_config(sandbox, None);
+            let mut config = sandbox_config(sandbox, None)?;
             config.docker.show_progress = false;
             let options = serve::ServeOptions {
                 models,

@@ -17,14 +17,14 @@ use tokio::process::{Child, Command};
 
 use tfsandbox_proto::transport::tuning;
 
+use tfsandbox_jailer::plan::{Bind, Limit, Plan, HANDSHAKE_ASK, HANDSHAKE_GO, NOBODY};
+
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuSettings, Passthrough};
 use crate::image::Closure;
 
-/// The user and group the worker is inside its namespace.
-const NOBODY: u32 = 65534;
 /// How long the jailer may take to reach the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,6 +36,7 @@ pub struct ProcessRuntime {
 
 impl ProcessRuntime {
     pub fn new(settings: ProcessSettings, mounts: ModelMounts) -> ProcessRuntime {
+        remove_orphaned_workdirs(&std::env::temp_dir());
         ProcessRuntime {
             settings,
             mounts,
@@ -62,54 +63,54 @@ impl ProcessRuntime {
         }
     }
 
-    /// The jailer's command line: the root's contents (the closure, the driver's libraries and
+    /// What the jailer is asked for: the root's contents (the closure, the driver's libraries and
     /// device nodes of `gpus`), the limits, then the worker's entry point.
-    pub fn jailer_args(&self, closure: &Closure, root: &Path, gpus: &Passthrough) -> Vec<String> {
+    pub fn jailer_plan(&self, closure: &Closure, root: &Path, gpus: &Passthrough) -> Plan {
         let s = &self.settings;
-        let mut args = vec!["--root".to_string(), root.display().to_string()];
-        for entry in &closure.entries {
-            args.push("--file".into());
-            args.push(format!(
-                "{}={}",
-                entry.image_path,
-                entry.host_path.display()
-            ));
-        }
-        for (inside, host) in &gpus.libraries {
-            args.push("--file".into());
-            args.push(format!("{inside}={}", host.display()));
-        }
-        for device in &gpus.devices {
-            args.push("--device".into());
-            args.push(device.clone());
-        }
-        for (host, name) in self.mounts.iter() {
-            args.push("--model".into());
-            args.push(format!("{name}={}", host.display()));
-        }
-        args.push("--tmp-bytes".into());
-        args.push(s.tmp_bytes.to_string());
-        let mut limits = vec![("fsize", s.file_size_bytes)];
+        let files = closure
+            .entries
+            .iter()
+            .map(|entry| Bind {
+                inside: entry.image_path.clone(),
+                host: entry.host_path.clone(),
+            })
+            .chain(gpus.libraries.iter().map(|(inside, host)| Bind {
+                inside: inside.clone(),
+                host: host.clone(),
+            }))
+            .collect();
+        let models = self
+            .mounts
+            .iter()
+            .map(|(host, name)| Bind {
+                inside: name.to_string(),
+                host: host.to_path_buf(),
+            })
+            .collect();
+        let mut limits = vec![(Limit::FileSize, s.file_size_bytes)];
         // CUDA reserves address space for all of the GPUs' and the host's memory at start: with
         // GPUs, RLIMIT_AS is not set (bound memory with the docker runtime's cgroup instead).
         if gpus.devices.is_empty() {
-            limits.insert(0, ("as", s.address_space_bytes));
+            limits.insert(0, (Limit::AddressSpace, s.address_space_bytes));
         }
-        limits.extend([("nofile", s.nofile), ("nproc", s.nproc), ("core", 0)]);
+        limits.extend([
+            (Limit::OpenFiles, s.nofile),
+            (Limit::Processes, s.nproc),
+            (Limit::Core, 0),
+        ]);
         if let Some(cpu) = s.cpu_seconds {
-            limits.push(("cpu", cpu));
+            limits.push((Limit::CpuSeconds, cpu));
         }
-        for (name, value) in limits {
-            args.push("--rlimit".into());
-            args.push(format!("{name}={value}"));
+        Plan {
+            root: root.to_path_buf(),
+            files,
+            models,
+            devices: gpus.devices.iter().map(PathBuf::from).collect(),
+            tmp_bytes: s.tmp_bytes,
+            limits,
+            weaker: s.allow_weaker.clone(),
+            command: closure.entrypoint().into_iter().map(Into::into).collect(),
         }
-        for feature in &s.allow_weaker {
-            args.push("--allow-weaker".into());
-            args.push(feature.clone());
-        }
-        args.push("--".into());
-        args.extend(closure.entrypoint());
-        args
     }
 }
 
@@ -127,11 +128,14 @@ impl Runtime for ProcessRuntime {
             // the host it stays empty and goes with the worker.
             let workdir = tempfile::Builder::new()
                 // The host's pid in the name says whose it is, should one ever be left behind.
-                .prefix(&format!("tfsandbox-{}-", std::process::id()))
+                .prefix(&format!("{WORKDIR_PREFIX}{}-", std::process::id()))
                 .tempdir()
                 .map_err(spawn_error)?;
             let mut child = Command::new(&jailer)
-                .args(self.jailer_args(&closure, workdir.path(), &passthrough))
+                .args(
+                    self.jailer_plan(&closure, workdir.path(), &passthrough)
+                        .to_args(),
+                )
                 .env_clear()
                 .env("TFSANDBOX_LOG", &launch.worker_log)
                 .current_dir(workdir.path())
@@ -161,12 +165,12 @@ impl Runtime for ProcessRuntime {
                     .read_exact(&mut asked)
                     .await
                     .map_err(|e| format!("no handshake: {e}"))?;
-                if asked != *b"M" {
+                if asked != [HANDSHAKE_ASK] {
                     return Err(format!("unexpected handshake byte {:?}", asked[0]));
                 }
                 write_id_maps(pid).map_err(|e| format!("writing its id maps: {e}"))?;
                 stdin
-                    .write_all(b"G")
+                    .write_all(&[HANDSHAKE_GO])
                     .await
                     .map_err(|e| format!("answering the handshake: {e}"))?;
                 Ok(())
@@ -209,6 +213,34 @@ impl Runtime for ProcessRuntime {
 
     fn model_path(&self, host: &Path) -> Result<String> {
         self.mounts.inside(host)
+    }
+}
+
+/// The prefix of a worker's working folder, with the host's pid after it: whose it is, should the
+/// host die before removing it.
+const WORKDIR_PREFIX: &str = "tfsandbox-";
+
+/// Removes the working folders that hosts killed before they could clean up left in `tmp`. Each is
+/// empty on the host (the root was built on a tmpfs inside the sandbox's own mount namespace), so
+/// only an empty folder of a pid that is gone is removed.
+fn remove_orphaned_workdirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORKDIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Fails, as it should, on anything not empty.
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 
@@ -256,8 +288,8 @@ impl WorkerControl for ProcessControl {
 
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         async move {
-            // Fails only if it already exited, which is what was wanted. The worker, the
-            // jailer's child, dies with it (PR_SET_PDEATHSIG).
+            // Fails only if it already exited, which is what was wanted. The sandbox's pid 1 dies
+            // with the jailer (its parent-death signal), and every process of the sandbox with it.
             let _ = self.child.start_kill();
         }
         .boxed()

@@ -4,6 +4,7 @@
 //! with its exit status and the sandbox starts another and loads the same models into it
 //! (`restart.rs`); model handles keep working across the switch.
 
+mod log;
 mod restart;
 mod worker;
 

@@ -2,14 +2,14 @@
 //! stdio. A sandbox replaces a dead worker with a new one (see `restart.rs`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
 use tfsandbox_proto::v1::InfoRequest;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 use tonic::Request;
 
@@ -17,10 +17,16 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::runtime::{Launch, Runtime};
 
-/// Worker stderr lines kept for error messages.
-const STDERR_TAIL_LINES: usize = 20;
+use super::log;
+
 /// How long a failed call waits to learn whether the worker died (which explains the failure).
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// The same, once the host has decided to kill it: it is going, and its runtime may take a moment
+/// (the engine stopping a container).
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// How long the report of an exit waits for the last stderr lines. Not longer: a process the
+/// worker left could hold stderr open for ever.
+const STDERR_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// A worker's exit, as its supervisor reports it to the sandbox.
 pub(super) struct Exited {
@@ -36,9 +42,8 @@ pub(super) struct Worker {
     pub host_pid: Option<u32>,
     /// How the worker ended, once it has.
     exit: watch::Receiver<Option<String>>,
-    /// Takes the reason the host kills it.
-    kill: Mutex<Option<oneshot::Sender<String>>>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    kill: Killer,
+    stderr_tail: log::Tail,
 }
 
 impl Worker {
@@ -58,8 +63,8 @@ impl Worker {
         };
         let started = runtime.start(&launch).await?;
 
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let stderr_done = tokio::spawn(forward_stderr(
+        let stderr_tail: log::Tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_done = tokio::spawn(log::forward(
             launch.sandbox_id.clone(),
             started.stderr,
             stderr_tail.clone(),
@@ -67,20 +72,31 @@ impl Worker {
         let host_pid = started.control.host_pid();
         let mut control = started.control;
         let (exit_tx, exit) = watch::channel(None);
-        let (kill, kill_rx) = oneshot::channel::<String>();
+        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<String>();
+        let kill = Killer {
+            tx: kill_tx,
+            decided: Arc::new(AtomicBool::new(false)),
+        };
         // The supervisor owns the worker until it exits, so its exit is seen the moment it happens.
         let name = launch.sandbox_id.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
+                biased;
                 status = control.wait() => status,
-                Ok(reason) = kill_rx => {
+                Some(reason) = kill_rx.recv() => {
                     control.kill().await;
                     let status = control.wait().await;
                     format!("{status}, killed by the host: {reason}")
                 }
             };
-            // Its last stderr lines belong to the report.
-            let _ = stderr_done.await;
+            // Its last stderr lines belong to the report, if they come at once.
+            let stderr_abort = stderr_done.abort_handle();
+            if tokio::time::timeout(STDERR_AFTER_EXIT, stderr_done)
+                .await
+                .is_err()
+            {
+                stderr_abort.abort();
+            }
             tracing::debug!(worker = %name, %status, "worker exited");
             let _ = exit_tx.send(Some(status.clone()));
             let _ = exits.send(Exited { generation, status });
@@ -88,13 +104,32 @@ impl Worker {
 
         let connected = transport::connect(started.stdout, started.stdin).await;
         let client = match connected {
-            Ok((channel, _driver)) => WorkerClient::new(channel)
-                .max_decoding_message_size(config.max_message_bytes)
-                .max_encoding_message_size(config.max_message_bytes),
+            Ok((channel, driver)) => {
+                // The connection ends only with the worker: if it breaks first (a peer that stops
+                // reading, a protocol error) or the worker closes its stdout, the worker goes.
+                let kill = kill.clone();
+                tokio::spawn(async move {
+                    let reason = match driver.await {
+                        Ok(Ok(())) => {
+                            // A worker that exits closes its pipes first: it is reported as it
+                            // ended, unless it is still there after a moment.
+                            tokio::time::sleep(EXIT_GRACE).await;
+                            "it closed its end of the transport".to_string()
+                        }
+                        Ok(Err(error)) => format!("the transport failed: {error}"),
+                        Err(_) => "the transport task ended".to_string(),
+                    };
+                    kill.kill(reason);
+                });
+                WorkerClient::new(channel)
+                    .max_decoding_message_size(config.max_message_bytes)
+                    .max_encoding_message_size(config.max_message_bytes)
+            }
             Err(source) => {
                 // A worker that died at once explains the failure better than the transport can.
-                let _ = kill.send("the transport failed at start".into());
-                let exited = exit_report(&exit, &stderr_tail, sandbox, "starting the worker").await;
+                kill.kill("the transport failed at start".into());
+                let exited =
+                    exit_report(&exit, &stderr_tail, &kill, sandbox, "starting the worker").await;
                 return Err(exited.unwrap_or(Error::Transport {
                     sandbox: sandbox.to_string(),
                     source,
@@ -107,7 +142,7 @@ impl Worker {
             client,
             host_pid,
             exit,
-            kill: Mutex::new(Some(kill)),
+            kill,
             stderr_tail,
         });
         let mut request = Request::new(InfoRequest {});
@@ -138,9 +173,7 @@ impl Worker {
 
     /// Stops the worker; `reason` joins its exit status.
     pub fn kill(&self, reason: &str) {
-        if let Some(kill) = self.kill.lock().expect("kill lock").take() {
-            let _ = kill.send(reason.to_string());
-        }
+        self.kill.kill(reason.to_string());
     }
 
     pub fn has_exited(&self) -> bool {
@@ -159,18 +192,31 @@ impl Worker {
 
     /// The worker's exit as an error, if it exits within a moment.
     pub async fn exit_report(&self, what: &str) -> Option<Error> {
-        exit_report(&self.exit, &self.stderr_tail, &self.sandbox, what).await
+        exit_report(
+            &self.exit,
+            &self.stderr_tail,
+            &self.kill,
+            &self.sandbox,
+            what,
+        )
+        .await
     }
 }
 
 async fn exit_report(
     exit: &watch::Receiver<Option<String>>,
     stderr_tail: &Mutex<VecDeque<String>>,
+    kill: &Killer,
     sandbox: &str,
     what: &str,
 ) -> Option<Error> {
     let mut exit = exit.clone();
-    let status = tokio::time::timeout(EXIT_GRACE, exit.wait_for(Option::is_some))
+    let grace = if kill.decided.load(Ordering::Relaxed) {
+        KILL_GRACE
+    } else {
+        EXIT_GRACE
+    };
+    let status = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
         .await
         .ok()?
         .ok()?
@@ -189,19 +235,17 @@ async fn exit_report(
     })
 }
 
-/// Sends each worker stderr line to the host's log, tagged with the worker, and keeps the last few.
-async fn forward_stderr(
-    worker: String,
-    stderr: Box<dyn AsyncRead + Send + Unpin>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "tfsandbox::worker", worker = %worker, "{line}");
-        let mut tail = tail.lock().expect("stderr lock");
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+/// Tells the supervisor to kill the worker, with why; the first reason counts.
+#[derive(Clone)]
+struct Killer {
+    tx: mpsc::UnboundedSender<String>,
+    /// Set once a kill was asked for.
+    decided: Arc<AtomicBool>,
+}
+
+impl Killer {
+    fn kill(&self, reason: String) {
+        self.decided.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(reason);
     }
 }

@@ -3,6 +3,7 @@
 //! A [`Tensor`] is the wire tensor itself, so handing it to the worker copies nothing.
 
 mod json;
+mod npy;
 
 use std::fmt;
 
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use tfsandbox_proto::v1::{DataType, Tensor as WireTensor};
 
 pub use json::{from_json, to_json};
+pub use npy::from_npy;
 
 /// Element types the contract carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +90,8 @@ pub enum TensorError {
     Malformed(String),
     #[error("JSON for a {dtype} tensor: {message}")]
     Json { dtype: DType, message: String },
+    #[error(".npy for a {dtype} tensor: {message}")]
+    Npy { dtype: DType, message: String },
 }
 
 /// A numeric or boolean element type. Its bytes in memory are the wire's (little-endian, and a
