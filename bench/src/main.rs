@@ -386,7 +386,9 @@ async fn main() -> Result<()> {
     }
 
     progress("image");
-    let closure = Closure::resolve(&worker, Variant::Cpu, &[])?;
+    // As the docker runtime builds it: the worker and the container's init.
+    let closure = Closure::resolve(&worker, Variant::Cpu, &[])?
+        .with_init(&image::closure::init_beside(&worker), &[])?;
     let archive = tempfile::NamedTempFile::new()?;
     let built = image::build_archive(&closure, &image::reference(&closure), archive.path(), false)?;
     let worker_bytes = std::fs::metadata(&worker)?.len();

@@ -14,7 +14,7 @@ use tfsandbox::image::closure::{
     dlopen_manifest, is_driver_library, ElfInfo, DRIVER_LIBRARY_DIR, LIBRARY_DIR,
 };
 use tfsandbox::image::{Closure, Variant};
-use tfsandbox::runtime::docker::DockerRuntime;
+use tfsandbox::runtime::docker::{DockerRuntime, Identity, UID_BASE};
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
 use tfsandbox::{DockerSettings, ProcessSettings, RuntimeKind};
@@ -152,9 +152,20 @@ fn a_docker_run_config_with_gpus_carries_the_device_request() {
     let settings = DockerSettings::default();
     let mounts = ModelMounts::new(&[]).unwrap();
     let body = |gpus: &Gpus| {
-        DockerRuntime::container_body_for(&settings, &mounts, gpus, "image".into(), &launch())
-            .host_config
-            .expect("a host config")
+        let identity = Identity {
+            uid: UID_BASE,
+            init: true,
+        };
+        DockerRuntime::container_body_for(
+            &settings,
+            &mounts,
+            gpus,
+            "image".into(),
+            &launch(),
+            identity,
+        )
+        .host_config
+        .expect("a host config")
     };
     let capabilities = Some(vec![vec![
         "gpu".to_string(),
@@ -200,12 +211,10 @@ fn a_docker_run_config_with_gpus_carries_the_device_request() {
     };
     let none = body(&Gpus::None);
     assert_eq!(none.device_requests, None);
-    assert_eq!(profile(&none), tfsandbox_jailer::seccomp::docker_profile());
+    use tfsandbox_jailer::seccomp::{docker_init_profile_for, Policy};
+    assert_eq!(profile(&none), docker_init_profile_for(Policy::Cpu));
     let all = body(&Gpus::All);
-    assert_eq!(
-        profile(&all),
-        tfsandbox_jailer::seccomp::docker_profile_for(tfsandbox_jailer::seccomp::Policy::Gpu)
-    );
+    assert_eq!(profile(&all), docker_init_profile_for(Policy::Gpu));
     // Everything else is the same container.
     let strip = |mut host: bollard::models::HostConfig| {
         host.device_requests = None;

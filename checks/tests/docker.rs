@@ -8,18 +8,27 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use tfsandbox::image::{self, oci, Closure, Variant};
-use tfsandbox::{RuntimeKind, Sandbox};
+use tfsandbox::runtime::docker::{MASKED_PATHS, READONLY_PATHS, UID_BASE, UID_COUNT};
+use tfsandbox::{RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, sandbox};
 
 fn engine() -> Docker {
     Docker::connect_with_local_defaults().expect("a Docker engine")
 }
 
+/// The closure the runtime builds its image from: the worker's and the init's.
 fn worker_closure() -> Closure {
     let worker = config(RuntimeKind::Docker)
         .resolve_worker_path()
         .expect("worker built");
-    Closure::resolve(&worker, Variant::Cpu, &[]).expect("closure resolves")
+    Closure::resolve(&worker, Variant::Cpu, &[])
+        .expect("closure resolves")
+        .with_init(&image::closure::init_beside(&worker), &[])
+        .expect("the init's closure resolves")
+}
+
+fn sandbox_uid(uid: u32) -> bool {
+    (UID_BASE..UID_BASE + UID_COUNT).contains(&uid)
 }
 
 #[tokio::test]
@@ -72,12 +81,32 @@ async fn the_container_has_every_security_setting() {
         security.contains(&"no-new-privileges".to_string()),
         "{security:?}"
     );
-    // The jailer's allowlist as the container's profile, not the engine's default.
+    // The jailer's allowlist plus the init's calls as the container's profile, not the engine's
+    // default (the init narrows it to the allowlist for the worker).
     let profile = security
         .iter()
         .find_map(|o| o.strip_prefix("seccomp="))
         .expect("a seccomp profile");
-    assert_eq!(profile, tfsandbox_jailer::seccomp::docker_profile());
+    assert_eq!(
+        profile,
+        tfsandbox_jailer::seccomp::docker_init_profile_for(tfsandbox_jailer::seccomp::Policy::Cpu)
+    );
+    assert_eq!(
+        host.cgroupns_mode,
+        Some(bollard::models::HostConfigCgroupnsModeEnum::PRIVATE)
+    );
+    let strings = |l: &[&str]| l.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    assert_eq!(host.masked_paths, Some(strings(MASKED_PATHS)));
+    assert_eq!(host.readonly_paths, Some(strings(READONLY_PATHS)));
+    for hidden in [
+        "/proc/cmdline",
+        "/proc/loadavg",
+        "/proc/locks",
+        "/proc/pressure",
+        "/sys",
+    ] {
+        assert!(MASKED_PATHS.contains(&hidden), "{hidden} is not masked");
+    }
     let ulimits: HashMap<String, (i64, i64)> = host
         .ulimits
         .unwrap_or_default()
@@ -91,7 +120,25 @@ async fn the_container_has_every_security_setting() {
     assert_eq!(host.auto_remove, Some(true));
 
     let config = container.config.expect("config");
-    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    let user = config.user.clone().unwrap_or_default();
+    let (uid, gid) = user.split_once(':').expect("uid:gid");
+    assert_eq!(uid, gid, "{user}");
+    assert!(sandbox_uid(uid.parse().unwrap()), "{user}");
+    assert_eq!(
+        config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("tfsandbox.uid"))
+            .map(String::as_str),
+        Some(uid)
+    );
+    // Pid 1 is the init, which starts the worker.
+    let entrypoint = config.entrypoint.clone().unwrap_or_default();
+    assert!(
+        entrypoint.iter().any(|a| a == "/usr/bin/tfsandbox-init")
+            && entrypoint.last().map(String::as_str) == Some("/usr/bin/tfsandbox-worker"),
+        "{entrypoint:?}"
+    );
     assert_eq!(config.tty, Some(false));
     assert_eq!(config.open_stdin, Some(true));
     assert_eq!(
@@ -132,7 +179,34 @@ async fn the_worker_sees_its_confinement_from_inside() {
     .expect("sandbox starts");
     let info = sandbox.info().await.unwrap();
     let posture = info.posture.expect("a posture report");
-    assert_eq!((info.uid, info.gid), (65534, 65534));
+    assert_eq!(info.uid, info.gid);
+    assert!(sandbox_uid(info.uid), "uid {}", info.uid);
+    assert_ne!(info.pid, 1, "the worker is pid 1, not the init");
+    // Its own cgroup namespace (and mount, pid, net, ipc, uts), not the host's.
+    let host: BTreeSet<String> = std::fs::read_dir("/proc/self/ns")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    for kind in ["cgroup", "ipc", "mnt", "net", "pid", "uts"] {
+        let ns = posture
+            .namespaces
+            .iter()
+            .find(|n| n.starts_with(&format!("{kind}:")))
+            .unwrap_or_else(|| panic!("no {kind} namespace: {:?}", posture.namespaces));
+        assert!(!host.contains(ns), "{ns} is the host's");
+    }
+    // The engine mounts /sys (and cgroups in it); the last mount there is the mask over all of it.
+    assert_eq!(
+        posture
+            .mounts
+            .iter()
+            .rfind(|m| m.starts_with("/sys"))
+            .map(String::as_str),
+        Some("/sys"),
+        "{:?}",
+        posture.mounts
+    );
     assert_eq!(posture.cap_effective, "0000000000000000");
     assert_eq!(posture.cap_permitted, "0000000000000000");
     assert!(posture.no_new_privs);
@@ -227,6 +301,10 @@ async fn the_engine_holds_exactly_the_closure_and_the_fixed_files() {
         .map(|e| e.image_path.as_str())
         .collect();
     expected.extend(["/etc/passwd", "/etc/group"]);
+    assert!(
+        files.contains("/usr/bin/tfsandbox-init"),
+        "no init in the image"
+    );
     assert_eq!(
         files, expected,
         "files beyond the closure and /etc/passwd, /etc/group"
@@ -299,8 +377,8 @@ async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
         "a container of the killed host survived the next start"
     );
 
-    // It was reaped (killed: 137), not gone by itself: the worker, stuck in TensorFlow, cannot
-    // drain and exit. (Whichever start reaped it, another test's included, proves the same.)
+    // It was killed (137), not left to drain: by its init when the host's attach stream ended
+    // (docker_lifetime.rs checks that alone), or else by whichever start reaped it.
     let options = EventsOptions {
         since: Some(started.to_string()),
         until: Some((started + 600).to_string()),
@@ -330,4 +408,183 @@ async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
         "container {orphan} ended by itself"
     );
     drop(next);
+}
+
+#[tokio::test]
+async fn two_sandboxes_run_as_two_uids_of_their_own() {
+    let one = sandbox(RuntimeKind::Docker).await;
+    let two = sandbox(RuntimeKind::Docker).await;
+    let (a, b) = (one.info().await.unwrap(), two.info().await.unwrap());
+    assert!(
+        sandbox_uid(a.uid) && sandbox_uid(b.uid),
+        "{} {}",
+        a.uid,
+        b.uid
+    );
+    assert_ne!(a.uid, b.uid, "two live sandboxes share a uid");
+    assert_ne!(a.uid, 65534);
+}
+
+fn text(value: &str) -> Tensor {
+    Tensor::strings(&[], vec![value.to_string()]).unwrap()
+}
+
+/// /proc is read-only, the host's files in it read empty, /sys is empty, and the init is out of
+/// the worker's reach; the worker still computes.
+#[tokio::test]
+async fn host_files_in_proc_are_masked_and_proc_is_read_only() {
+    let sandbox = Sandbox::start(tfsandbox::Config {
+        models: vec![
+            fixture("half_plus_two"),
+            fixture("hostile/read_file"),
+            fixture("hostile/write_file"),
+            fixture("hostile/list_files"),
+        ],
+        ..config(RuntimeKind::Docker)
+    })
+    .await
+    .expect("sandbox starts");
+    let read = sandbox
+        .load_model(fixture("hostile/read_file"))
+        .await
+        .unwrap();
+    let contents = |path: &'static str| {
+        let read = read.clone();
+        async move {
+            read.predict([("path", text(path))])
+                .await
+                .map(|out| out["contents"].string_values().unwrap()[0].clone())
+        }
+    };
+    for masked in [
+        "/proc/cmdline",
+        "/proc/loadavg",
+        "/proc/locks",
+        "/proc/uptime",
+    ] {
+        let got = contents(masked).await.expect(masked);
+        assert!(
+            got.is_empty(),
+            "{masked} shows {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert!(
+        contents("/proc/pressure/cpu").await.is_err(),
+        "/proc/pressure/cpu is readable"
+    );
+    // The worker's own files are there: /proc itself is not hidden.
+    assert!(!contents("/proc/self/status").await.unwrap().is_empty());
+    // Pid 1 is the init, which is not dumpable: its environment and fds are not the worker's.
+    for path in ["/proc/1/environ", "/proc/1/fd/0"] {
+        let error = contents(path).await.unwrap_err();
+        assert!(
+            error.to_string().contains("ermission denied"),
+            "{path}: {error}"
+        );
+    }
+
+    let list = sandbox
+        .load_model(fixture("hostile/list_files"))
+        .await
+        .unwrap();
+    let found = list.predict([("pattern", text("/sys/*"))]).await.unwrap();
+    assert_eq!(
+        found["matches"].string_values().unwrap().len(),
+        0,
+        "/sys is visible"
+    );
+
+    let write = sandbox
+        .load_model(fixture("hostile/write_file"))
+        .await
+        .unwrap();
+    for target in ["/proc/self/comm", "/proc/self/oom_score_adj"] {
+        let error = write
+            .predict([("path", text(target)), ("contents", text("1"))])
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("file system"),
+            "{target}: {error}"
+        );
+    }
+
+    let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let out = model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+}
+
+/// A model only its owner may read (0700 folders, 0600 files) loads, through an ACL entry for
+/// the sandbox's uid alone, which is gone again once the sandbox is.
+#[tokio::test]
+async fn a_private_model_loads_and_its_acl_entries_go_with_the_sandbox() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::Builder::new()
+        .prefix("tfsandbox-private-")
+        .tempdir()
+        .unwrap();
+    let model_dir = private.path().join("half_plus_two");
+    let mut pending = vec![(fixture("half_plus_two"), model_dir.clone())];
+    let mut copied = Vec::new();
+    while let Some((from, to)) = pending.pop() {
+        if from.is_dir() {
+            std::fs::create_dir(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let entry = entry.unwrap();
+                pending.push((entry.path(), to.join(entry.file_name())));
+            }
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700)).unwrap();
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        copied.push(to);
+    }
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let sandbox = Sandbox::start(tfsandbox::Config {
+        models: vec![model_dir.clone()],
+        ..config(RuntimeKind::Docker)
+    })
+    .await
+    .expect("sandbox starts");
+    let uid = sandbox.info().await.unwrap().uid;
+    let model = sandbox
+        .load_model(&model_dir)
+        .await
+        .expect("the private model loads");
+    let out = model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+    // Nobody else gained anything: the modes still say 0700 for folders, 0600 for files, but
+    // for the ACL's mask in the group bits, which the owning group's own entry (none) limits.
+    for path in &copied {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o707;
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{}: others gained access", path.display());
+    }
+    let acl_of = |path: &std::path::Path| {
+        let mut buffer = vec![0u8; 1024];
+        rustix::fs::getxattr(path, "system.posix_acl_access", &mut buffer[..]).ok()
+    };
+    assert!(acl_of(&model_dir).is_some(), "no ACL was needed?");
+    let status = sandbox.shutdown().await;
+    assert!(status.contains("signal: 9"), "{status}");
+    for path in &copied {
+        assert_eq!(
+            acl_of(path),
+            None,
+            "{}: an ACL entry for {uid} is left",
+            path.display()
+        );
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{}: mode not restored", path.display());
+    }
 }

@@ -83,6 +83,8 @@ pub enum Error {
     Incomplete { call: String, field: &'static str },
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+    #[error(transparent)]
+    ModelAccess(#[from] crate::runtime::model_access::AccessError),
 }
 
 impl Error {

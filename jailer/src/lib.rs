@@ -185,3 +185,8 @@ pub const NVIDIA_IOCTL_TYPE: u64 = (b'F' as u64) << 8;
 pub const UVM_IOCTL_MASK: u64 = 0xffff_ff00;
 /// UVM_INITIALIZE and UVM_DEINITIALIZE.
 pub const UVM_IOCTLS: &[u64] = &[0x3000_0001, 0x3000_0002];
+
+/// What the docker runtime's pid 1 (`tfsandbox-init`) calls beyond the worker's list: it starts
+/// the worker, relays its stdin, kills and reaps it. The engine's profile allows these to every
+/// process of the container; the worker then installs its own allowlist, so it never has them.
+pub const INIT_EXTRA_SYSCALLS: &[&str] = &["wait4", "kill", "splice", "pidfd_open", "prctl"];

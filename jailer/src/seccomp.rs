@@ -213,6 +213,33 @@ pub fn docker_profile_for(policy: Policy) -> String {
     )
 }
 
+/// The profile for a container whose pid 1 is `tfsandbox-init`: [`docker_profile_for`] plus
+/// [`crate::INIT_EXTRA_SYSCALLS`] and `clone` of a process (still without namespace flags). Wider
+/// than the worker's own list only for the init: its child installs [`allowlist_program_for`] and
+/// [`enosys_program`] before exec, and the kernel applies every filter.
+pub fn docker_init_profile_for(policy: Policy) -> String {
+    let worker = docker_profile_for(policy);
+    let rules = worker
+        .strip_suffix("]}")
+        .expect("the profile ends with its list of rules");
+    // A name already allowed without conditions is not listed twice.
+    let names: Vec<String> = crate::INIT_EXTRA_SYSCALLS
+        .iter()
+        .filter(|n| !ALLOWED_SYSCALLS.contains(n))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    format!(
+        concat!(
+            r#"{rules},{{"names":[{names}],"action":"SCMP_ACT_ALLOW"}},"#,
+            r#"{{"names":["clone"],"action":"SCMP_ACT_ALLOW","args":[{{"index":0,"value":{mask},"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}}]}}"#,
+            r#"]}}"#
+        ),
+        rules = rules,
+        names = names.join(","),
+        mask = crate::CLONE_NAMESPACE_FLAGS,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +278,21 @@ mod tests {
         assert!(profile.starts_with('{') && profile.ends_with('}'));
         assert!(!profile.contains("\"socket\""), "{profile}");
         assert!(profile.contains("\"clone3\""));
+    }
+
+    #[test]
+    fn the_init_profile_is_the_worker_profile_plus_the_init_calls() {
+        for policy in [Policy::Cpu, Policy::Gpu] {
+            let worker = docker_profile_for(policy);
+            let init = docker_init_profile_for(policy);
+            assert!(init.starts_with(worker.strip_suffix("]}").unwrap()));
+            assert!(init.ends_with("]}"));
+            assert!(init.contains("\"wait4\"") && init.contains("\"splice\""));
+            assert!(!worker.contains("\"wait4\"") && !worker.contains("\"splice\""));
+            assert!(!init.contains("\"socket\""));
+        }
+        for name in crate::INIT_EXTRA_SYSCALLS {
+            assert!(syscall_number(name).is_some(), "{name}");
+        }
     }
 }

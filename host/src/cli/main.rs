@@ -232,7 +232,9 @@ fn resolve_closure(args: &ClosureArgs) -> Result<Closure> {
         ..Config::default()
     };
     let worker = config.resolve_worker_path()?;
-    Ok(Closure::resolve(&worker, args.variant, &args.library_dirs)?)
+    let closure = Closure::resolve(&worker, args.variant, &args.library_dirs)?;
+    let init = image::closure::init_beside(&worker);
+    Ok(closure.with_init(&init, &args.library_dirs)?)
 }
 
 async fn image(command: ImageCommand) -> Result<()> {
@@ -252,7 +254,7 @@ async fn image(command: ImageCommand) -> Result<()> {
                 "{:>12}  total, {} files; entry point: {}",
                 closure.total_size(),
                 closure.entries.len(),
-                closure.entrypoint().join(" ")
+                closure.image_entrypoint().join(" ")
             );
         }
         ImageCommand::Build { closure, out, load } => {

@@ -19,6 +19,8 @@ use super::ImageError;
 
 /// Where the worker lies in the image.
 pub const WORKER_PATH: &str = "/usr/bin/tfsandbox-worker";
+/// Where the docker runtime's pid 1, `tfsandbox-init` (built with the jailer), lies in the image.
+pub const INIT_PATH: &str = "/usr/bin/tfsandbox-init";
 /// The one folder every library of the closure lies in; the loader is told exactly this path.
 pub const LIBRARY_DIR: &str = "/usr/lib/tfsandbox";
 /// Where the CUDA variant finds the driver's libraries. The NVIDIA container toolkit's legacy
@@ -93,6 +95,13 @@ pub struct Closure {
     /// Driver libraries some member names as DT_NEEDED: left out, found at run time in
     /// [`DRIVER_LIBRARY_DIRS`].
     pub driver_needed: BTreeSet<String>,
+    /// Whether it holds the container init too ([`Closure::with_init`]), the image's entry point.
+    pub init: bool,
+}
+
+/// Where the container init is built: beside the worker (`cargo build --bins`).
+pub fn init_beside(worker: &Path) -> PathBuf {
+    worker.with_file_name("tfsandbox-init")
 }
 
 impl Closure {
@@ -211,7 +220,83 @@ impl Closure {
             interpreter,
             variant,
             driver_needed,
+            init: false,
         })
+    }
+
+    /// Adds the container init at `init` and its own closure, resolved the same way; a library
+    /// both need must be the same file. The image's entry point becomes the init, which starts
+    /// the worker ([`Closure::image_entrypoint`]).
+    pub fn with_init(
+        mut self,
+        init: &Path,
+        library_dirs: &[PathBuf],
+    ) -> Result<Closure, ImageError> {
+        if !init.is_file() {
+            return Err(ImageError::Closure(format!(
+                "the container init {} is missing (`cargo build --bins` builds it beside the worker)",
+                init.display()
+            )));
+        }
+        let theirs = Closure::resolve_cached(init, Variant::Cpu, library_dirs)?;
+        if theirs.interpreter != self.interpreter {
+            return Err(ImageError::Closure(format!(
+                "{} names the loader {}, the worker {}",
+                init.display(),
+                theirs.interpreter,
+                self.interpreter
+            )));
+        }
+        for mut entry in theirs.entries {
+            if entry.image_path == WORKER_PATH {
+                entry.image_path = INIT_PATH.into();
+                entry.reason = "the container's init (pid 1)".into();
+            }
+            match self
+                .entries
+                .iter()
+                .find(|e| e.image_path == entry.image_path)
+            {
+                Some(ours) if ours.host_path == entry.host_path => {}
+                Some(ours) => {
+                    return Err(ImageError::Closure(format!(
+                        "{} resolves to {} for the worker but {} for the init",
+                        entry.image_path,
+                        ours.host_path.display(),
+                        entry.host_path.display()
+                    )))
+                }
+                None => self.entries.push(entry),
+            }
+        }
+        self.entries.sort_by(|a, b| a.image_path.cmp(&b.image_path));
+        self.init = true;
+        Ok(self)
+    }
+
+    /// The image's entry point: the init (when the closure holds it), told the worker's policy
+    /// and command, else the worker's own [`Closure::entrypoint`].
+    pub fn image_entrypoint(&self) -> Vec<String> {
+        if !self.init {
+            return self.entrypoint();
+        }
+        let policy = match self.variant {
+            Variant::Cpu => "cpu",
+            Variant::Cuda => "gpu",
+        };
+        let mut command: Vec<String> = [
+            self.interpreter.as_str(),
+            "--library-path",
+            LIBRARY_DIR,
+            INIT_PATH,
+            "--seccomp",
+            policy,
+            "--",
+        ]
+        .map(String::from)
+        .into();
+        command.extend(self.entrypoint());
+        command
     }
 
     /// The folders the loader searches, in order: the closure's, and for CUDA then the driver's.

@@ -174,7 +174,7 @@ pub fn write_archive(
         .config(
             ConfigBuilder::default()
                 .user(NOBODY)
-                .entrypoint(closure.entrypoint())
+                .entrypoint(closure.image_entrypoint())
                 .working_dir("/tmp")
                 .build()?,
         )

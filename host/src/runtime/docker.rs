@@ -2,17 +2,21 @@
 //! the container's attached stdin/stdout.
 //!
 //! No network, no capabilities, read-only root, a small noexec /tmp, CPU/memory/pids limits,
-//! no new privileges, user nobody, removed on exit. Each model folder is bind-mounted read-only at
-//! `/models/<name>`; nothing else of the host is visible.
+//! no new privileges, a uid of its own, a private cgroup namespace, a read-only /proc with host
+//! files masked and no /sys, removed on exit. Each model folder is bind-mounted read-only at
+//! `/models/<name>`; nothing else of the host is visible. Pid 1 is `tfsandbox-init`, which kills
+//! the worker and ends the container when the attach stream ends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountType,
-    ResourcesUlimits,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
+    MountBindOptions, MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, KillContainerOptions,
@@ -26,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
 
-use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
+use super::{model_access, Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::DockerSettings;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuSettings, Gpus};
@@ -37,6 +41,75 @@ use crate::procfs;
 pub const LABEL: &str = "tfsandbox";
 /// `<pid>:<start time>` of the host process that owns a container.
 pub const OWNER_LABEL: &str = "tfsandbox.owner";
+/// The uid (and gid) a container's processes run as.
+pub const UID_LABEL: &str = "tfsandbox.uid";
+
+/// Each sandbox runs as a uid and gid of its own from `UID_BASE .. UID_BASE + UID_COUNT`, never
+/// two live containers with the same. The engine (20.10) has no user namespace per container,
+/// so these are host ids: chosen above every range systems hand out (systemd gives containers
+/// up to 1879048191, useradd's subordinate ids end near 600100000) and below 2^31, which some
+/// tools mistake for negative.
+pub const UID_BASE: u32 = 1_900_000_000;
+pub const UID_COUNT: u32 = 65_536;
+
+/// Files in /proc that show the host and that the worker does not read: Docker's own masked
+/// list, and the host's boot command line, load, file locks, pressure, devices, interrupts,
+/// kernel symbols and modules. Masked files read empty, masked folders are empty. /sys is masked
+/// whole: TensorFlow falls back from it (the process runtime has none either).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/buddyinfo",
+    "/proc/cmdline",
+    "/proc/diskstats",
+    "/proc/interrupts",
+    "/proc/kallsyms",
+    "/proc/kcore",
+    "/proc/key-users",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/loadavg",
+    "/proc/locks",
+    "/proc/modules",
+    "/proc/partitions",
+    "/proc/pressure",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/softirqs",
+    "/proc/swaps",
+    "/proc/sysvipc",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/uptime",
+    "/proc/vmstat",
+    "/proc/zoneinfo",
+    "/sys",
+];
+/// All of /proc is read-only (Docker's default makes only some folders so).
+pub const READONLY_PATHS: &[&str] = &["/proc"];
+
+/// Uids this process has picked whose containers are not gone yet.
+static LEASED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// One uid, held until its container is gone.
+#[derive(Debug)]
+struct UidLease(u32);
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        LEASED.lock().expect("uid leases").remove(&self.0);
+    }
+}
+
+/// How the container is made beyond the settings: who it runs as, and what its pid 1 is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The uid and gid of every process in the container.
+    pub uid: u32,
+    /// The image's entry point is `tfsandbox-init`: the engine's seccomp profile is then the
+    /// init's, and the init installs the worker's own allowlist in the worker.
+    pub init: bool,
+}
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -102,22 +175,124 @@ impl DockerRuntime {
                 };
                 // Already going (auto-remove) is fine.
                 let _ = self.docker.remove_container(&id, Some(options)).await;
+                // Its host had no chance to take back the model ACL entries of its uid.
+                let uid = container
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(UID_LABEL)?.parse().ok());
+                if let Some(uid) = uid {
+                    let sources: Vec<std::path::PathBuf> = container
+                        .mounts
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|m| m.source.map(Into::into))
+                        .collect();
+                    model_access::revoke_all(uid, sources.iter().map(|p| p.as_path()));
+                }
             }
         }
         Ok(())
     }
 
-    async fn image(&self, worker: &Path) -> Result<String> {
+    /// The image, and whether its entry point is the init (a given image is run as it is).
+    async fn image(&self, worker: &Path) -> Result<(String, bool)> {
         if let Some(image) = &self.settings.image {
-            return Ok(image.clone());
+            return Ok((image.clone(), false));
         }
-        let closure = self.gpu.closure(worker)?;
-        Ok(image::ensure_loaded(&self.docker, &closure, self.settings.show_progress).await?)
+        let closure = self
+            .gpu
+            .closure(worker)?
+            .with_init(&image::closure::init_beside(worker), &self.gpu.library_dirs)?;
+        let reference =
+            image::ensure_loaded(&self.docker, &closure, self.settings.show_progress).await?;
+        Ok((reference, true))
+    }
+
+    /// Picks a uid that no live tfsandbox container (of any host process) and no container this
+    /// process is making runs as.
+    async fn lease_uid(&self) -> Result<UidLease> {
+        let live = self.live_uids().await?;
+        let mut leased = LEASED.lock().expect("uid leases");
+        let start = (std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+            % u64::from(UID_COUNT)) as u32;
+        (0..UID_COUNT)
+            .map(|i| UID_BASE + (start + i) % UID_COUNT)
+            .find(|uid| !live.contains(uid) && !leased.contains(uid))
+            .map(|uid| {
+                leased.insert(uid);
+                UidLease(uid)
+            })
+            .ok_or_else(|| Error::Engine {
+                action: "choosing a uid for the sandbox".into(),
+                message: format!("all {UID_COUNT} uids from {UID_BASE} are in use"),
+            })
+    }
+
+    /// The uids of tfsandbox containers the engine holds, in any state.
+    async fn live_uids(&self) -> Result<BTreeSet<u32>> {
+        Ok(self
+            .containers_labelled(UID_LABEL)
+            .await?
+            .into_iter()
+            .filter_map(|(_, _, uid)| uid.parse().ok())
+            .collect())
+    }
+
+    /// (created, id, label value) of every container carrying `label` (`name` or `name=value`).
+    async fn containers_labelled(&self, label: &str) -> Result<Vec<(i64, String, String)>> {
+        let name = label.split('=').next().unwrap_or(label);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine("listing containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let value = c.labels.as_ref()?.get(name)?.clone();
+                Some((c.created.unwrap_or(0), c.id?, value))
+            })
+            .collect())
+    }
+
+    /// Whether another host process made a container with the same uid before this one did
+    /// (both listed before either was made); the later one gives way.
+    async fn uid_taken_first(&self, id: &str, uid: u32) -> Result<bool> {
+        let same = self
+            .containers_labelled(&format!("{UID_LABEL}={uid}"))
+            .await?;
+        let ours = same.iter().find(|(_, theirs, _)| theirs == id);
+        Ok(match ours {
+            Some(ours) => same
+                .iter()
+                .any(|other| (other.0, &other.1) < (ours.0, &ours.1)),
+            None => false,
+        })
     }
 
     /// The container as the engine is asked to make it.
-    pub fn container_body(&self, image: String, launch: &Launch) -> ContainerCreateBody {
-        Self::container_body_for(&self.settings, &self.mounts, &self.gpu.gpus, image, launch)
+    pub fn container_body(
+        &self,
+        image: String,
+        launch: &Launch,
+        identity: Identity,
+    ) -> ContainerCreateBody {
+        Self::container_body_for(
+            &self.settings,
+            &self.mounts,
+            &self.gpu.gpus,
+            image,
+            launch,
+            identity,
+        )
     }
 
     /// The container as the engine is asked to make it; every setting here is a security decision.
@@ -130,8 +305,15 @@ impl DockerRuntime {
         gpus: &Gpus,
         image: String,
         launch: &Launch,
+        identity: Identity,
     ) -> ContainerCreateBody {
         let s = settings;
+        let profile = if identity.init {
+            tfsandbox_jailer::seccomp::docker_init_profile_for(policy(gpus))
+        } else {
+            tfsandbox_jailer::seccomp::docker_profile_for(policy(gpus))
+        };
+        let strings = |list: &[&str]| list.iter().map(|p| p.to_string()).collect();
         let ulimit = |name: &str, value: i64| ResourcesUlimits {
             name: Some(name.into()),
             soft: Some(value),
@@ -153,13 +335,15 @@ impl DockerRuntime {
             .collect();
         ContainerCreateBody {
             image: Some(image),
-            user: Some(image::oci::NOBODY.into()),
+            // Numeric: the image's /etc/passwd does not name it, and nothing in it needs a name.
+            user: Some(format!("{0}:{0}", identity.uid)),
             env: Some(vec![format!("TFSANDBOX_LOG={}", launch.worker_log)]),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             open_stdin: Some(true),
-            // When the host's attach connection goes, the worker's stdin closes and it exits.
+            // When the host's attach connection goes, the init's stdin closes and it kills the
+            // worker.
             stdin_once: Some(true),
             // A tty would mangle the binary protocol.
             tty: Some(false),
@@ -168,6 +352,7 @@ impl DockerRuntime {
                 (LABEL.to_string(), "1".to_string()),
                 (OWNER_LABEL.to_string(), owner_of_this_process()),
                 ("tfsandbox.sandbox".to_string(), launch.sandbox_id.clone()),
+                (UID_LABEL.to_string(), identity.uid.to_string()),
             ])),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
@@ -182,14 +367,15 @@ impl DockerRuntime {
                 memory_swap: Some(s.memory_bytes),
                 pids_limit: Some(s.pids_limit),
                 // The same allowlist the process runtime's jailer installs; stricter than the
-                // engine's default (no ptrace, no socket(), no fork).
+                // engine's default (no ptrace, no socket(), no fork). With the init, its few
+                // calls more, which the worker's own filter then takes away again.
                 security_opt: Some(vec![
                     "no-new-privileges".into(),
-                    format!(
-                        "seccomp={}",
-                        tfsandbox_jailer::seccomp::docker_profile_for(policy(gpus))
-                    ),
+                    format!("seccomp={profile}"),
                 ]),
+                cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+                masked_paths: Some(strings(MASKED_PATHS)),
+                readonly_paths: Some(strings(READONLY_PATHS)),
                 ulimits: Some(vec![
                     ulimit("nofile", s.nofile),
                     ulimit("nproc", s.nproc),
@@ -218,18 +404,43 @@ impl DockerRuntime {
 impl Runtime for DockerRuntime {
     fn start<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, Result<Worker>> {
         async move {
-            let image = self.image(&launch.worker_path).await?;
+            let (image, init) = self.image(&launch.worker_path).await?;
             let name = format!("tfsandbox-{}", launch.sandbox_id);
-            let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-            let created = self
-                .docker
-                .create_container(Some(options), self.container_body(image.clone(), launch))
-                .await
-                .map_err(|e| engine(&format!("creating container {name} from {image}"), e))?;
-            let id = created.id;
+            // Two host processes may pick the same uid at once; the one that made its container
+            // later gives way and picks again.
+            let mut attempts = 0;
+            let (id, held) = loop {
+                attempts += 1;
+                let lease = self.lease_uid().await?;
+                let grants = model_access::grant(lease.0, self.mounts.iter().map(|(host, _)| host))?;
+                if !grants.is_empty() {
+                    tracing::debug!(sandbox = %launch.sandbox_id, uid = lease.0, files = grants.len(), "granted the sandbox's uid read on model files by ACL");
+                }
+                let identity = Identity { uid: lease.0, init };
+                let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+                let created = self
+                    .docker
+                    .create_container(Some(options), self.container_body(image.clone(), launch, identity))
+                    .await
+                    .map_err(|e| engine(&format!("creating container {name} from {image}"), e))?;
+                let taken = self.uid_taken_first(&created.id, lease.0).await;
+                if let Ok(false) = taken {
+                    // Given back in this order once the container is gone.
+                    break (created.id, (grants, lease));
+                }
+                let options = RemoveContainerOptions { force: true, ..Default::default() };
+                let _ = self.docker.remove_container(&created.id, Some(options)).await;
+                taken?;
+                if attempts == 3 {
+                    return Err(Error::Engine {
+                        action: "choosing a uid for the sandbox".into(),
+                        message: format!("another host process took the uid first, {attempts} times"),
+                    });
+                }
+            };
             // Waiting starts before the container does (as `docker run --rm` does): once it is
-            // auto-removed there is nothing left to ask.
-            let control = DockerControl { docker: self.docker.clone(), id: id.clone(), exit: Some(spawn_wait(&self.docker, &id)) };
+            // auto-removed there is nothing left to ask. The uid is free again only then.
+            let control = DockerControl { docker: self.docker.clone(), id: id.clone(), exit: Some(spawn_wait(&self.docker, &id, held)) };
             // From here on the container exists: any failure removes it.
             match attach_and_start(&self.docker, &id).await {
                 Ok((stdin, stdout, stderr)) => {
@@ -308,7 +519,8 @@ async fn attach_and_start(docker: &Docker, id: &str) -> Result<Stdio> {
 }
 
 /// Waits for the container to exit and be removed; resolves to how it ended.
-fn spawn_wait(docker: &Docker, id: &str) -> oneshot::Receiver<String> {
+/// `held` is dropped once the container is gone.
+fn spawn_wait(docker: &Docker, id: &str, held: impl Send + 'static) -> oneshot::Receiver<String> {
     let (tx, rx) = oneshot::channel();
     let docker = docker.clone();
     let id = id.to_string();
@@ -349,6 +561,7 @@ fn spawn_wait(docker: &Docker, id: &str) -> oneshot::Receiver<String> {
         if oom {
             status.push_str(", out of memory: killed at the container's memory limit");
         }
+        drop(held);
         let _ = tx.send(status);
     });
     rx

@@ -3,6 +3,7 @@
 //! A runtime hands back the worker's stdio; the transport on top is the same for every runtime.
 
 pub mod docker;
+pub mod model_access;
 pub mod process;
 
 use std::path::{Path, PathBuf};
