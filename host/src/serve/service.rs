@@ -34,19 +34,22 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 #[derive(Clone)]
 pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
-    /// `Limits::max_tensor_bytes`, checked before a request's tensor is built.
-    max_tensor_bytes: usize,
+    limits: RequestLimits,
+}
+
+/// What one call may cost in memory, counted in real bytes (see `Tensor::byte_len`) before
+/// anything is built: a request's inputs, and the answer before it is converted for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// All tensors of one request, or of one answer, together.
+    pub max_request_bytes: usize,
+    /// `Limits::max_tensor_bytes`: any one tensor.
+    pub max_tensor_bytes: usize,
 }
 
 impl Serving {
-    pub fn new(
-        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
-        max_tensor_bytes: usize,
-    ) -> Serving {
-        Serving {
-            models,
-            max_tensor_bytes,
-        }
+    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>, limits: RequestLimits) -> Serving {
+        Serving { models, limits }
     }
 
     /// The version a request's ModelSpec names.
@@ -197,7 +200,7 @@ impl Serving {
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
         let examples = serialized_examples(input)?;
-        run_examples_on(&version, spec, examples, method, timeout).await
+        run_examples_on(&version, spec, examples, method, timeout, self.limits).await
     }
 }
 
@@ -208,6 +211,7 @@ async fn run_examples_on(
     examples: Vec<bytes::Bytes>,
     method: &str,
     timeout: Option<Duration>,
+    limits: RequestLimits,
 ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
     let name = signature_name(spec);
     let signature = find_signature(version.pool.metadata(), &name)?;
@@ -234,8 +238,37 @@ async fn run_examples_on(
         .predict_with(predict)
         .await
         .map_err(|e| status_of(&e))?;
+    check_answer(&outputs, &name, limits.max_request_bytes)?;
     let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
     Ok((answered_spec(model, version, Some(name)), outputs))
+}
+
+/// Refuses an answer (the worker's, so hostile) whose tensors together hold more than `limit`
+/// bytes, before it is converted and encoded for the client.
+fn check_answer(
+    outputs: &BTreeMap<String, Tensor>,
+    signature: &str,
+    limit: usize,
+) -> Result<(), Status> {
+    let bytes: u128 = outputs.values().map(|t| t.byte_len() as u128).sum();
+    if bytes > limit as u128 {
+        let listed: Vec<String> = outputs
+            .iter()
+            .map(|(k, t)| {
+                format!(
+                    "'{k}': {} {:?}, {} bytes",
+                    t.dtype(),
+                    t.shape(),
+                    t.byte_len()
+                )
+            })
+            .collect();
+        return Err(Status::resource_exhausted(format!(
+            "the answer of signature \"{signature}\" would take {bytes} bytes in memory ({}), over the limit of {limit} per request (--max_request_bytes)",
+            listed.join("; ")
+        )));
+    }
+    Ok(())
 }
 
 /// Classes and scores of a classify signature: `classes` (strings) and/or `scores` (floats),
@@ -348,21 +381,43 @@ impl PredictionService for Serving {
         let spec = request.model_spec.as_ref();
         let version = self.resolve(spec)?;
         let name = signature_name(spec);
-        find_signature(version.pool.metadata(), &name)?;
+        let signature = find_signature(version.pool.metadata(), &name)?;
+        // Names first, then the whole request's size, and only then is anything built.
+        if let Some(unknown) = request
+            .inputs
+            .keys()
+            .find(|key| !signature.inputs.iter().any(|i| &i.name == *key))
+        {
+            let known: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "input '{unknown}' is not an input of signature \"{name}\" (its inputs: {})",
+                known.join(", ")
+            )));
+        }
+        let convert_status = |e: convert::ConvertError| match e {
+            convert::ConvertError::TooLarge { .. }
+            | convert::ConvertError::RequestTooLarge { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        convert::check_request(
+            request.inputs.iter().map(|(k, p)| (k.as_str(), p)),
+            self.limits.max_request_bytes,
+            self.limits.max_tensor_bytes,
+        )
+        .map_err(convert_status)?;
         let inputs = request
             .inputs
             .into_iter()
             .map(|(key, proto)| {
                 Ok((
                     key.clone(),
-                    convert::from_proto(&key, proto, self.max_tensor_bytes)?,
+                    convert::from_proto(&key, proto, self.limits.max_tensor_bytes)?,
                 ))
             })
             .collect::<Result<Vec<_>, convert::ConvertError>>()
-            .map_err(|e| match e {
-                convert::ConvertError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
-                _ => Status::invalid_argument(e.to_string()),
-            })?;
+            .map_err(convert_status)?;
         let mut predict = Predict::new(inputs)
             .signature(name.clone())
             .outputs(request.output_filter);
@@ -374,6 +429,7 @@ impl PredictionService for Serving {
             .predict_with(predict)
             .await
             .map_err(|e| status_of(&e))?;
+        check_answer(&outputs, &name, self.limits.max_request_bytes)?;
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         Ok(Response::new(pb::PredictResponse {
             model_spec: Some(answered_spec(model, &version, Some(name))),
@@ -522,8 +578,15 @@ async fn multi_inference(
     let mut results = Vec::with_capacity(request.tasks.len());
     for task in &request.tasks {
         let spec = task.model_spec.as_ref();
-        let (answered, outputs) =
-            run_examples_on(&version, spec, examples.clone(), &task.method_name, timeout).await?;
+        let (answered, outputs) = run_examples_on(
+            &version,
+            spec,
+            examples.clone(),
+            &task.method_name,
+            timeout,
+            serving.limits,
+        )
+        .await?;
         let result = if task.method_name == CLASSIFY_METHOD {
             pb::inference_result::Result::ClassificationResult(classification(&outputs, batch)?)
         } else {
