@@ -22,7 +22,7 @@ use super::convert;
 use super::versions::{ServedModel, State, Version};
 use crate::error::Error;
 use crate::sandbox::Predict;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, STRING_OVERHEAD_BYTES};
 use crate::wire::{ModelMetadata, Signature};
 
 const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -160,7 +160,10 @@ fn signature_def(signature: &Signature) -> SignatureDef {
 
 /// Every Example of an Input, with the context's features merged in (an example's own
 /// features win), serialized as a classify or regress signature takes them.
-fn serialized_examples(input: Option<pb::Input>) -> Result<Vec<bytes::Bytes>, Status> {
+fn serialized_examples(
+    input: Option<pb::Input>,
+    limit: usize,
+) -> Result<Vec<bytes::Bytes>, Status> {
     let kind = input
         .and_then(|i| i.kind)
         .ok_or_else(|| Status::invalid_argument("Input is empty"))?;
@@ -170,6 +173,19 @@ fn serialized_examples(input: Option<pb::Input>) -> Result<Vec<bytes::Bytes>, St
     };
     if examples.is_empty() {
         return Err(Status::invalid_argument("Input is empty"));
+    }
+    // The context is copied into every example: a large one and many empty examples would
+    // multiply, so the merged size is bounded before anything is merged.
+    let context_bytes = context.as_ref().map_or(0, |c| c.encoded_len()) as u128;
+    let bytes: u128 = examples
+        .iter()
+        .map(|e| e.encoded_len() as u128 + context_bytes + STRING_OVERHEAD_BYTES as u128)
+        .sum();
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "{} examples with a context of {context_bytes} bytes would take up to {bytes} bytes in memory once merged, over the limit of {limit} per request (--max_request_bytes)",
+            examples.len()
+        )));
     }
     let context: HashMap<String, Feature> = context
         .and_then(|c| c.features)
@@ -199,7 +215,7 @@ impl Serving {
         timeout: Option<Duration>,
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
-        let examples = serialized_examples(input)?;
+        let examples = serialized_examples(input, self.limits.max_request_bytes)?;
         run_examples_on(&version, spec, examples, method, timeout, self.limits).await
     }
 }
@@ -276,6 +292,7 @@ fn check_answer(
 fn classification(
     outputs: &BTreeMap<String, Tensor>,
     batch: usize,
+    limit: usize,
 ) -> Result<pb::ClassificationResult, Status> {
     let bad = |m: String| Status::invalid_argument(m);
     let classes = outputs.get("classes");
@@ -325,6 +342,17 @@ fn classification(
         (Some((_, k)), _) | (_, Some((_, k))) => *k,
         (None, None) => 0,
     };
+    // Each class becomes a message of its own, far larger than a 4-byte score.
+    let label_bytes: u128 = labels
+        .as_ref()
+        .map_or(0, |(l, _)| l.iter().map(|s| s.len() as u128).sum());
+    let bytes =
+        (batch as u128) * (k as u128) * std::mem::size_of::<pb::Class>() as u128 + label_bytes;
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "the classification of {batch} examples with {k} classes each would take {bytes} bytes in memory, over the limit of {limit} per request (--max_request_bytes)"
+        )));
+    }
     let classifications = (0..batch)
         .map(|row| pb::Classifications {
             classes: (0..k)
@@ -498,7 +526,11 @@ impl PredictionService for Serving {
             .await?;
         Ok(Response::new(pb::ClassificationResponse {
             model_spec: Some(spec),
-            result: Some(classification(&outputs, batch)?),
+            result: Some(classification(
+                &outputs,
+                batch,
+                self.limits.max_request_bytes,
+            )?),
         }))
     }
 
@@ -574,7 +606,7 @@ async fn multi_inference(
     }
     let version = serving.resolve(Some(first_spec))?;
     let batch = count_examples(request.input.as_ref());
-    let examples = serialized_examples(request.input)?;
+    let examples = serialized_examples(request.input, serving.limits.max_request_bytes)?;
     let mut results = Vec::with_capacity(request.tasks.len());
     for task in &request.tasks {
         let spec = task.model_spec.as_ref();
@@ -588,7 +620,11 @@ async fn multi_inference(
         )
         .await?;
         let result = if task.method_name == CLASSIFY_METHOD {
-            pb::inference_result::Result::ClassificationResult(classification(&outputs, batch)?)
+            pb::inference_result::Result::ClassificationResult(classification(
+                &outputs,
+                batch,
+                serving.limits.max_request_bytes,
+            )?)
         } else {
             pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
         };
@@ -686,11 +722,13 @@ mod tests {
             ),
         ]
         .into();
-        let result = classification(&outputs, 2).unwrap();
+        let result = classification(&outputs, 2, 1 << 20).unwrap();
         assert_eq!(result.classifications.len(), 2);
         assert_eq!(result.classifications[1].classes[1].label, "b");
         assert_eq!(result.classifications[1].classes[1].score, 0.8);
-        assert!(classification(&outputs, 3).is_err());
+        assert!(classification(&outputs, 3, 1 << 20).is_err());
+        let error = classification(&outputs, 2, 100).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
     }
 
     #[test]
@@ -734,11 +772,26 @@ mod tests {
                 },
             )),
         };
-        let serialized = serialized_examples(Some(input)).unwrap();
+        let serialized = serialized_examples(Some(input.clone()), 1 << 20).unwrap();
         let second = Example::decode(serialized[1].clone()).unwrap();
         let first = Example::decode(serialized[0].clone()).unwrap();
         assert_eq!(first.features.unwrap().feature["c"], feature(9));
         assert_eq!(second.features.unwrap().feature["c"], feature(5));
-        assert!(serialized_examples(None).is_err());
+        assert!(serialized_examples(None, 1 << 20).is_err());
+        // Ten examples and the context copied into each: past a limit of 300 bytes.
+        let pb::input::Kind::ExampleListWithContext(mut list) = input.kind.unwrap() else {
+            unreachable!()
+        };
+        list.examples = vec![Example::default(); 10];
+        let many = pb::Input {
+            kind: Some(pb::input::Kind::ExampleListWithContext(list)),
+        };
+        let error = serialized_examples(Some(many), 300).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+        assert!(
+            error.message().contains("10 examples"),
+            "{}",
+            error.message()
+        );
     }
 }
