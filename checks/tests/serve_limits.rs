@@ -454,6 +454,25 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
     let server = start_serve(&args, open_umask);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    // The socket answers as the port does.
+    let path = socket.clone();
+    let over_socket = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the Unix socket");
+    let answer = predict(&over_socket, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.model_spec.unwrap().version_choice,
+        Some(VersionChoice::Version(1))
+    );
     let channel = server.channel().await;
     let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
         .await
