@@ -350,6 +350,47 @@ async fn a_tiny_request_cannot_make_serve_allocate_gigabytes() {
     assert_eq!(answer.outputs["upper"].string_val, ["AB"]);
 }
 
+/// The worker's answer is counted as the request is, before it is converted for the client:
+/// string_echo answers each string with itself and its length, more than it was sent.
+#[tokio::test]
+async fn an_answer_past_the_request_budget_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let echo = base.path().join("string_echo");
+    copy_dir(&fixture("string_echo"), &echo.join("1"));
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "string_echo".as_ref(),
+            "--model_base_path".as_ref(),
+            echo.as_os_str(),
+            "--max_request_bytes".as_ref(),
+            "10000000".as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let strings = |n: usize| TensorProto {
+        string_val: vec![Bytes::from_static(b"a"); n],
+        ..tensor(DataType::DtString, &[n as i64])
+    };
+    // 300000 strings of one byte: 9.9 MB in memory, within the budget; the answer adds their
+    // lengths and goes past it.
+    let error = predict(&channel, "string_echo", vec![("text", strings(300_000))])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    assert!(
+        error.message().contains("the answer of signature")
+            && error.message().contains("'upper': string [300000]"),
+        "{}",
+        error.message()
+    );
+    let answer = predict(&channel, "string_echo", vec![("text", strings(3))])
+        .await
+        .unwrap();
+    assert_eq!(answer.outputs["upper"].string_val, ["A", "A", "A"]);
+}
+
 #[tokio::test]
 async fn idle_connections_cannot_take_a_model_down() {
     let base = tempfile::tempdir().unwrap();
