@@ -468,6 +468,43 @@ async fn idle_connections_cannot_take_a_model_down() {
     drop(idle);
 }
 
+/// A call that runs longer than the idle timeout keeps its connection: idle means no call in
+/// flight as well as no traffic.
+#[tokio::test]
+async fn a_long_call_outlives_the_idle_timeout() {
+    let base = tempfile::tempdir().unwrap();
+    let busy = base.path().join("busy_loop");
+    copy_dir(&fixture("busy_loop"), &busy.join("1"));
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "busy_loop".as_ref(),
+            "--model_base_path".as_ref(),
+            busy.as_os_str(),
+            "--idle_timeout".as_ref(),
+            "1".as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    // About 3 s of work (some 7 us per iteration), silent on the wire all along.
+    let n = TensorProto {
+        int64_val: vec![450_000],
+        ..tensor(DataType::DtInt64, &[])
+    };
+    let started = Instant::now();
+    let answer = predict(&channel, "busy_loop", vec![("n", n)])
+        .await
+        .unwrap();
+    let count = &answer.outputs["count"].tensor_content;
+    assert_eq!(i64::from_le_bytes(count[..8].try_into().unwrap()), 450_000);
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the call took only {:?}, less than the idle timeout would need to bite",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
     let base = tempfile::tempdir().unwrap();
