@@ -45,15 +45,19 @@ pub struct ConnectionLimits {
 
 /// `asked`, or else what the soft RLIMIT_NOFILE allows after [`FD_RESERVE`].
 pub fn max_connections(asked: Option<usize>) -> Result<usize, LimitError> {
-    if let Some(asked) = asked {
-        return Ok(asked.max(1));
-    }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    match limit.saturating_sub(FD_RESERVE) {
-        0 => Err(LimitError::TooFewFds { limit }),
-        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    let room = limit.saturating_sub(FD_RESERVE);
+    match asked {
+        Some(asked) => {
+            if asked as u64 > room {
+                tracing::warn!("--max_connections {asked} leaves fewer than {FD_RESERVE} of RLIMIT_NOFILE's {limit} descriptors for workers: a restart may fail while the connections are open");
+            }
+            Ok(asked.max(1))
+        }
+        None if room == 0 => Err(LimitError::TooFewFds { limit }),
+        None => Ok(usize::try_from(room).unwrap_or(usize::MAX)),
     }
 }
 
