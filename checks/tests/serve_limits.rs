@@ -58,6 +58,22 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// SIGTERM, as an operator would: serve stops its sandboxes and exits, leaving nothing
+    /// behind. The runtime keeps running meanwhile, so dropped clients close their connections.
+    async fn stop(mut self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "serve ended with {status} after SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -348,6 +364,8 @@ async fn a_tiny_request_cannot_make_serve_allocate_gigabytes() {
         .await
         .unwrap();
     assert_eq!(answer.outputs["upper"].string_val, ["AB"]);
+    drop(channel);
+    server.stop().await;
 }
 
 /// The worker's answer is counted as the request is, before it is converted for the client:
@@ -389,6 +407,8 @@ async fn an_answer_past_the_request_budget_is_refused() {
         .await
         .unwrap();
     assert_eq!(answer.outputs["upper"].string_val, ["A", "A", "A"]);
+    drop(channel);
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -466,6 +486,8 @@ async fn idle_connections_cannot_take_a_model_down() {
     let y = &answer.outputs["y"].tensor_content;
     assert_eq!(f32::from_le_bytes(y[..4].try_into().unwrap()), 3.0);
     drop(idle);
+    drop(channel);
+    server.stop().await;
 }
 
 /// A call that runs longer than the idle timeout keeps its connection: idle means no call in
@@ -503,6 +525,8 @@ async fn a_long_call_outlives_the_idle_timeout() {
         "the call took only {:?}, less than the idle timeout would need to bite",
         started.elapsed()
     );
+    drop(channel);
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -560,7 +584,7 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
         Some(VersionChoice::Version(1)),
         "the symlinked version 2 must not serve"
     );
-    let status = ModelServiceClient::new(channel)
+    let status = ModelServiceClient::new(channel.clone())
         .get_model_status(GetModelStatusRequest {
             model_spec: Some(ModelSpec {
                 name: "half_plus_two".into(),
@@ -578,7 +602,8 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
         message.contains("symlink") && message.contains(&half.join("2").display().to_string()),
         "{message}"
     );
-    drop(server);
+    drop((channel, over_socket));
+    server.stop().await;
 
     // Asked to, it follows the symlink; and the socket takes the mode given.
     let _ = std::fs::remove_file(&socket);
@@ -589,17 +614,16 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
     let server = start_serve(&follow, open_umask);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
-    let answer = predict(
-        &server.channel().await,
-        "half_plus_two",
-        vec![("x", x(&[2.0]))],
-    )
-    .await
-    .unwrap();
+    let channel = server.channel().await;
+    let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
     assert_eq!(
         answer.model_spec.unwrap().version_choice,
         Some(VersionChoice::Version(2))
     );
+    drop(channel);
+    server.stop().await;
 }
 
 /// Starts that fail (here: the jailer is gone for a while) are retried for as long as it takes;
