@@ -162,6 +162,9 @@ enum Command {
         /// Also listen on this Unix socket (plain gRPC, no TLS).
         #[arg(long = "grpc_socket_path", alias = "unix-socket")]
         unix_socket: Option<PathBuf>,
+        /// The Unix socket's permission bits, in octal (set whatever the umask).
+        #[arg(long = "grpc_socket_mode", default_value = "660", value_parser = parse_mode)]
+        unix_socket_mode: u32,
         /// Seconds between scans of the base paths for new versions (0: only at start).
         #[arg(
             long = "file_system_poll_wait_seconds",
@@ -178,6 +181,22 @@ enum Command {
         /// The PEM private key of --tls-cert.
         #[arg(long = "tls-key", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// The most bytes one request's inputs (or one answer's outputs) may take in memory
+        /// together, counted before anything is built; past it: RESOURCE_EXHAUSTED.
+        #[arg(long = "max_request_bytes", default_value_t = 512 << 20)]
+        max_request_bytes: usize,
+        /// Load version folders that are symlinks; by default they are refused, since the
+        /// folder a symlink points to would be mounted into the sandbox.
+        #[arg(long = "follow_version_symlinks")]
+        follow_version_symlinks: bool,
+        /// Connections held at once over every listener; more clients wait in the kernel's
+        /// backlog. Default: the soft RLIMIT_NOFILE less 128 descriptors kept for workers.
+        #[arg(long = "max_connections")]
+        max_connections: Option<usize>,
+        /// Seconds a connection may sit with no call in flight and no traffic before it is
+        /// closed (clients reconnect by themselves).
+        #[arg(long = "idle_timeout", default_value_t = 300)]
+        idle_timeout: u64,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -357,6 +376,15 @@ fn read_input(value: &str, dtype: DType) -> Result<tensor::Tensor> {
 }
 
 /// Whether `error` is stdout's reader having gone away.
+/// Permission bits in octal (`660`, `0660` or `0o660`).
+fn parse_mode(text: &str) -> std::result::Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("'{text}' is not an octal mode of at most 777")),
+    }
+}
+
 fn reader_gone(error: &anyhow::Error) -> bool {
     error
         .chain()
@@ -520,10 +548,15 @@ async fn run(command: Command) -> Result<()> {
             port,
             address,
             unix_socket,
+            unix_socket_mode,
             poll_seconds,
             sandboxes,
             tls_cert,
             tls_key,
+            max_request_bytes,
+            follow_version_symlinks,
+            max_connections,
+            idle_timeout,
             sandbox,
         } => {
             let models = match (model_config_file, model_base_path) {
@@ -547,6 +580,13 @@ async fn run(command: Command) -> Result<()> {
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => Some(serve::TlsFiles { cert, key }),
                     _ => None,
+                },
+                max_request_bytes,
+                follow_version_symlinks,
+                unix_socket_mode,
+                connections: serve::ConnectionLimits {
+                    max_connections: serve::max_connections(max_connections)?,
+                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 },
             };
             let ready = |listening: &serve::Listening| {

@@ -13,9 +13,13 @@ use tonic::Request;
 
 use super::worker::{Exited, Worker};
 use super::{Inner, State};
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Replaces the sandbox's worker each time it dies, until the sandbox goes or gives up.
+///
+/// Only a worker that started and then died counts toward `RestartPolicy::max_restarts`: a
+/// start that fails (no descriptors left, the runtime refusing) says nothing about the model,
+/// so it is retried with growing waits (up to `max_backoff`) for as long as it takes.
 pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<Exited>) {
     // When each restart in the current window began.
     let mut recent: VecDeque<Instant> = VecDeque::new();
@@ -31,39 +35,22 @@ pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceive
             continue;
         }
         tracing::warn!(sandbox = %inner.id, status = %exited.status, "worker died; restarting it");
-        let mut last_exit = exited.status;
+        // The last death, and what callers are told (it may add a start that failed since).
+        let mut death = exited.status;
+        let mut last_exit = death.clone();
         drop(inner);
+        // One death, counted; `None` once the sandbox gave up.
+        let mut backoff = match count_death(&sandbox, &mut recent, &last_exit) {
+            Some(backoff) => backoff,
+            None => continue,
+        };
         loop {
             let Some(inner) = sandbox.upgrade() else {
                 return;
             };
-            let policy = inner.config.restart.clone();
-            let now = Instant::now();
-            while recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > policy.window)
-            {
-                recent.pop_front();
-            }
-            if recent.len() >= policy.max_restarts as usize {
-                let reason = format!(
-                    "it died {} times within {:?} (RestartPolicy::max_restarts is {}); the last time: {last_exit}",
-                    recent.len() + 1,
-                    policy.window,
-                    policy.max_restarts
-                );
-                tracing::error!(sandbox = %inner.id, %reason, "crash loop; giving up");
-                inner.state.send_replace(State::Failed(reason));
-                break;
-            }
             inner.state.send_replace(State::Restarting {
                 last_exit: last_exit.clone(),
             });
-            let backoff = policy
-                .initial_backoff
-                .saturating_mul(1 << recent.len().min(16))
-                .min(policy.max_backoff);
-            recent.push_back(now);
             // The wait must not keep a dropped sandbox alive.
             drop(inner);
             tokio::time::sleep(backoff).await;
@@ -73,23 +60,81 @@ pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceive
             if inner.closing.load(Ordering::SeqCst) {
                 break;
             }
-            match start_and_reload(&inner).await {
+            let failure = match start_and_reload(&inner).await {
                 Ok(worker) => {
                     tracing::info!(sandbox = %inner.id, generation = worker.generation, "worker restarted");
                     inner.state.send_replace(State::Ready(worker));
                     break;
                 }
-                Err(error) => {
-                    tracing::warn!(sandbox = %inner.id, %error, "restart failed");
-                    last_exit = error.to_string();
+                Err(failure) => failure,
+            };
+            let max_backoff = inner.config.restart.max_backoff;
+            let id = inner.id.clone();
+            drop(inner);
+            match failure {
+                Restart::StartFailed(error) => {
+                    backoff = backoff.saturating_mul(2).min(max_backoff);
+                    tracing::warn!(sandbox = %id, %error, "a new worker failed to start; trying again in {backoff:?}");
+                    last_exit = format!("{death}; a new worker then failed to start: {error}");
+                }
+                Restart::DiedReloading(error) => {
+                    death = error.to_string();
+                    last_exit = death.clone();
+                    backoff = match count_death(&sandbox, &mut recent, &last_exit) {
+                        Some(backoff) => backoff,
+                        None => break,
+                    };
                 }
             }
         }
     }
 }
 
+/// Counts a worker's death in the window: the wait before the next start, or `None` when this
+/// death makes a crash loop (the sandbox is then `Failed`).
+fn count_death(
+    sandbox: &Weak<Inner>,
+    recent: &mut VecDeque<Instant>,
+    last_exit: &str,
+) -> Option<Duration> {
+    let inner = sandbox.upgrade()?;
+    let policy = &inner.config.restart;
+    let now = Instant::now();
+    while recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > policy.window)
+    {
+        recent.pop_front();
+    }
+    if recent.len() >= policy.max_restarts as usize {
+        let reason = format!(
+            "it died {} times within {:?} (RestartPolicy::max_restarts is {}); the last time: {last_exit}",
+            recent.len() + 1,
+            policy.window,
+            policy.max_restarts
+        );
+        tracing::error!(sandbox = %inner.id, %reason, "crash loop; giving up");
+        inner.state.send_replace(State::Failed(reason));
+        return None;
+    }
+    let backoff = policy
+        .initial_backoff
+        .saturating_mul(1 << recent.len().min(16))
+        .min(policy.max_backoff);
+    recent.push_back(now);
+    Some(backoff)
+}
+
+/// Why a restart did not give a working worker.
+enum Restart {
+    /// No worker came up: not the model's doing.
+    StartFailed(Error),
+    /// The new worker started, then died or failed while its models were loaded again.
+    DiedReloading(Error),
+}
+
 /// A new worker holding every model the sandbox has loaded.
-async fn start_and_reload(inner: &Inner) -> Result<Arc<Worker>> {
+async fn start_and_reload(inner: &Inner) -> Result<Arc<Worker>, Restart> {
     let generation = inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
     let worker = Worker::start(
         &inner.id,
@@ -98,7 +143,8 @@ async fn start_and_reload(inner: &Inner) -> Result<Arc<Worker>> {
         inner.runtime.as_ref(),
         inner.exits.clone(),
     )
-    .await?;
+    .await
+    .map_err(Restart::StartFailed)?;
     let models: Vec<_> = inner
         .models
         .lock()
@@ -125,7 +171,7 @@ async fn start_and_reload(inner: &Inner) -> Result<Arc<Worker>> {
             },
         };
         worker.kill("a model failed to load again");
-        return Err(failure);
+        return Err(Restart::DiedReloading(failure));
     }
     Ok(worker)
 }

@@ -10,7 +10,7 @@ use tfsandbox_proto::tensorflow::{
 };
 use tfsandbox_proto::v1::Tensor as WireTensor;
 
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, STRING_OVERHEAD_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -20,11 +20,20 @@ pub enum ConvertError {
     Malformed { name: String, message: String },
     /// A few typed values may stand for a huge shape (the last one repeats); the shape is checked
     /// against the limit before anything is allocated.
-    #[error("input '{name}': shape {shape:?} would hold {bytes} bytes, over the limit of {limit} (Limits::max_tensor_bytes)")]
+    #[error("input '{name}': {dtype} of shape {shape:?} would take {bytes} bytes in memory, over the limit of {limit} per tensor (Limits::max_tensor_bytes)")]
     TooLarge {
         name: String,
+        dtype: String,
         shape: Vec<i64>,
         bytes: u128,
+        limit: usize,
+    },
+    /// The inputs of one request together, counted before any of them is built.
+    #[error("the request's inputs would take {bytes} bytes in memory ({inputs}), over the limit of {limit} per request (--max_request_bytes)")]
+    RequestTooLarge {
+        bytes: u128,
+        /// Each input with its dtype, shape and bytes.
+        inputs: String,
         limit: usize,
     },
 }
@@ -66,8 +75,94 @@ fn tf_type_of(dtype: DType) -> TfType {
     }
 }
 
-/// A request's tensor, checked: a supported dtype, a known shape of at most `max_bytes`, and
-/// elements that fit it.
+/// A request tensor's dtype, shape and element count, and the bytes it will hold once built
+/// (as [`Tensor::byte_len`] counts them), all read without allocating anything.
+struct Size {
+    dtype: DType,
+    shape: Vec<i64>,
+    count: usize,
+    bytes: u128,
+}
+
+fn size_of_proto(name: &str, proto: &TensorProto) -> Result<Size, ConvertError> {
+    let malformed = |message: String| ConvertError::Malformed {
+        name: name.to_string(),
+        message,
+    };
+    let dtype = dtype_of(proto.dtype).ok_or_else(|| ConvertError::UnsupportedType {
+        name: name.to_string(),
+        dtype: tf_type_name(proto.dtype),
+    })?;
+    let shape_proto = proto.tensor_shape.clone().unwrap_or_default();
+    if shape_proto.unknown_rank {
+        return Err(malformed("tensor_shape has unknown rank".into()));
+    }
+    let shape: Vec<i64> = shape_proto.dim.iter().map(|d| d.size).collect();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .ok_or_else(|| malformed(format!("shape {shape:?} is not a valid tensor shape")))?;
+    let bytes = match dtype.size() {
+        Some(size) => count as u128 * size as u128,
+        // Every element is a handle plus its bytes; elements past the values given repeat the
+        // last one, and each repeat is written out again on the way to the worker.
+        None => {
+            let given = &proto.string_val[..proto.string_val.len().min(count)];
+            let repeated =
+                (count - given.len()) as u128 * given.last().map_or(0, |s| s.len()) as u128;
+            count as u128 * STRING_OVERHEAD_BYTES as u128
+                + given.iter().map(|s| s.len() as u128).sum::<u128>()
+                + repeated
+        }
+    };
+    Ok(Size {
+        dtype,
+        shape,
+        count,
+        bytes,
+    })
+}
+
+/// Refuses a request whose inputs together would hold more than `limit` bytes once built, or
+/// any one of them more than `max_tensor_bytes`; nothing is allocated to find out.
+pub fn check_request<'a>(
+    inputs: impl IntoIterator<Item = (&'a str, &'a TensorProto)>,
+    limit: usize,
+    max_tensor_bytes: usize,
+) -> Result<(), ConvertError> {
+    let mut total = 0u128;
+    let mut listed = Vec::new();
+    for (name, proto) in inputs {
+        let size = size_of_proto(name, proto)?;
+        if size.bytes > max_tensor_bytes as u128 {
+            return Err(ConvertError::TooLarge {
+                name: name.to_string(),
+                dtype: tf_type_name(proto.dtype),
+                shape: size.shape,
+                bytes: size.bytes,
+                limit: max_tensor_bytes,
+            });
+        }
+        total += size.bytes;
+        listed.push(format!(
+            "'{name}': {} {:?}, {} bytes",
+            tf_type_name(proto.dtype),
+            size.shape,
+            size.bytes
+        ));
+    }
+    if total > limit as u128 {
+        return Err(ConvertError::RequestTooLarge {
+            bytes: total,
+            inputs: listed.join("; "),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// A request's tensor, checked: a supported dtype, a known shape of at most `max_bytes` (real
+/// bytes, see [`Tensor::byte_len`]), and elements that fit it.
 pub fn from_proto(
     name: &str,
     proto: TensorProto,
@@ -77,24 +172,16 @@ pub fn from_proto(
         name: name.to_string(),
         message,
     };
-    let dtype = dtype_of(proto.dtype).ok_or_else(|| ConvertError::UnsupportedType {
-        name: name.to_string(),
-        dtype: tf_type_name(proto.dtype),
-    })?;
-    let shape_proto = proto.tensor_shape.unwrap_or_default();
-    if shape_proto.unknown_rank {
-        return Err(malformed("tensor_shape has unknown rank".into()));
-    }
-    let shape: Vec<i64> = shape_proto.dim.iter().map(|d| d.size).collect();
-    let count = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
-        .ok_or_else(|| malformed(format!("shape {shape:?} is not a valid tensor shape")))?;
-    // Strings count at least a byte each, as their bookkeeping costs more than that.
-    let bytes = count as u128 * dtype.size().unwrap_or(1) as u128;
+    let Size {
+        dtype,
+        shape,
+        count,
+        bytes,
+    } = size_of_proto(name, &proto)?;
     if bytes > max_bytes as u128 {
         return Err(ConvertError::TooLarge {
             name: name.to_string(),
+            dtype: tf_type_name(proto.dtype),
             shape,
             bytes,
             limit: max_bytes,
@@ -383,6 +470,46 @@ mod tests {
             },
         );
         assert!(matches!(strings, Err(ConvertError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn strings_cost_their_handles_and_the_request_counts_as_a_whole() {
+        // No values at all: 100 million empty strings, each a handle in memory.
+        let empty = proto(TfType::DtString, &[100_000_000]);
+        let error = check_request([("s", &empty)], usize::MAX, usize::MAX);
+        assert!(error.is_ok(), "{error:?}");
+        let error = check_request([("s", &empty)], 1 << 30, usize::MAX).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{} bytes", 100_000_000 * STRING_OVERHEAD_BYTES)),
+            "{message}"
+        );
+        assert!(message.contains("'s': DT_STRING [100000000]"), "{message}");
+        // The last value repeats, and so do its bytes.
+        let filled = TensorProto {
+            string_val: vec![Bytes::from(vec![b'a'; 1000])],
+            ..proto(TfType::DtString, &[1000])
+        };
+        let error = check_request([("s", &filled)], usize::MAX, 1000 * 1000).unwrap_err();
+        assert!(
+            matches!(error, ConvertError::TooLarge { bytes, .. }
+                if bytes == (1000 * (1000 + STRING_OVERHEAD_BYTES)) as u128),
+            "{error}"
+        );
+        // Each input fits on its own; the two together do not.
+        let half = TensorProto {
+            float_val: vec![1.0],
+            ..proto(TfType::DtFloat, &[1024])
+        };
+        check_request([("a", &half)], 4096, 4096).unwrap();
+        let error = check_request([("a", &half), ("b", &half)], 4096, 4096).unwrap_err();
+        assert!(
+            matches!(error, ConvertError::RequestTooLarge { bytes: 8192, .. }),
+            "{error}"
+        );
+        // An answer's tensor counts the same way.
+        let answer = Tensor::strings(&[3], vec![Bytes::new(); 3]).unwrap();
+        assert_eq!(answer.byte_len(), 3 * STRING_OVERHEAD_BYTES);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS.
 
 mod convert;
+mod listen;
 mod model_config;
 mod service;
 mod tls;
@@ -24,8 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 pub use convert::{from_proto, to_proto, ConvertError};
+pub use listen::{max_connections, ConnectionLimits, LimitError, FD_RESERVE};
 pub use model_config::{parse as parse_model_config, ConfigFileError};
-pub use service::{status_of, Serving};
+pub use service::{status_of, RequestLimits, Serving};
 pub use versions::{scan, LoadSettings, ModelConfig, ServedModel, State, VersionPolicy};
 
 use crate::config::Config;
@@ -76,6 +78,14 @@ pub struct ServeOptions {
     pub tcp: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
+    /// The most bytes a request's inputs, or an answer's outputs, may take in memory together.
+    pub max_request_bytes: usize,
+    /// Load version folders that are symlinks (refused otherwise).
+    pub follow_version_symlinks: bool,
+    /// The Unix socket's permission bits, whatever the umask.
+    pub unix_socket_mode: u32,
+    /// Connections held at once (over every listener) and how long one may sit idle.
+    pub connections: ConnectionLimits,
 }
 
 /// Where the server listens, once it does.
@@ -104,18 +114,15 @@ pub async fn serve(
         config: options.config.clone(),
         sandboxes: options.sandboxes_per_version.max(1),
         drain_timeout: options.config.drain_timeout,
+        follow_symlinks: options.follow_version_symlinks,
     };
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    what: addr.to_string(),
-                    source,
-                })?,
-        ),
+        Some(addr) => Some(bind_tcp(addr).map_err(|source| ServeError::Listen {
+            what: addr.to_string(),
+            source,
+        })?),
         None => None,
     };
     let unix = match &options.unix_socket {
@@ -127,12 +134,12 @@ pub async fn serve(
             }) {
                 let _ = std::fs::remove_file(path);
             }
-            Some(
-                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Listen {
+            Some(bind_unix(path, options.unix_socket_mode).map_err(|source| {
+                ServeError::Listen {
                     what: path.display().to_string(),
                     source,
-                })?,
-            )
+                }
+            })?)
         }
         None => None,
     };
@@ -199,7 +206,13 @@ async fn run(
         })
     });
 
-    let serving = Serving::new(models.clone(), options.config.limits.max_tensor_bytes);
+    let serving = Serving::new(
+        models.clone(),
+        RequestLimits {
+            max_request_bytes: options.max_request_bytes,
+            max_tensor_bytes: options.config.limits.max_tensor_bytes,
+        },
+    );
     let max = options.config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -222,6 +235,7 @@ async fn run(
 
     let router = || {
         Server::builder()
+            .layer(tower::layer::layer_fn(listen::count_calls))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(max)
@@ -253,24 +267,41 @@ async fn run(
     type ServerFuture =
         std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
     let mut servers: Vec<ServerFuture> = Vec::new();
-    match (tcp, tls) {
-        (Some(listener), Some(acceptor)) => {
-            let incoming = tls::incoming(listener, acceptor);
-            servers.push(Box::pin(
-                router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
-            ));
+    let slots = listen::Slots::new(options.connections);
+    if let Some(listener) = tcp {
+        let listener = Arc::new(listener);
+        let accept = move || {
+            let listener = listener.clone();
+            async move {
+                let (stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            }
+        };
+        match tls {
+            Some(acceptor) => {
+                let incoming =
+                    slots.incoming(accept, move |tcp| tls::handshake(acceptor.clone(), tcp));
+                servers.push(Box::pin(
+                    router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+                ));
+            }
+            None => {
+                let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
+                servers.push(Box::pin(
+                    router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+                ));
+            }
         }
-        (Some(listener), None) => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            servers.push(Box::pin(
-                router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
-            ));
-        }
-        (None, _) => {}
     }
     if let Some(listener) = unix {
         // A Unix socket is local: TLS there would only cost, so it is plain.
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let listener = Arc::new(listener);
+        let accept = move || {
+            let listener = listener.clone();
+            async move { Ok(listener.accept().await?.0) }
+        };
+        let incoming = slots.incoming(accept, |stream| async move { Some(stream) });
         let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
     }
@@ -284,6 +315,46 @@ async fn run(
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
+}
+
+/// Clients past `--max_connections` wait in the kernel's queue, which is longer than the 128
+/// tokio's `bind` asks for (the kernel caps it at net.core.somaxconn).
+const TCP_BACKLOG: u32 = 1024;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_BACKLOG)
+}
+
+/// A Unix socket at `path` with exactly `mode`. It is bound in a fresh private folder beside
+/// `path`, given its mode there and then renamed into place, so no one can connect to it while
+/// it still has the umask's mode.
+fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".tfsandbox-socket-")
+        .tempdir_in(parent)?;
+    // The rename would replace whatever is there; binding in place would have refused it.
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a file that is not a socket is in the way",
+        ));
+    }
+    let staged = private.path().join("socket");
+    let listener = tokio::net::UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&staged, path)?;
+    Ok(listener)
 }
 
 /// The models of a `--model_config_file`.

@@ -22,7 +22,7 @@ use super::convert;
 use super::versions::{ServedModel, State, Version};
 use crate::error::Error;
 use crate::sandbox::Predict;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, STRING_OVERHEAD_BYTES};
 use crate::wire::{ModelMetadata, Signature};
 
 const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -34,19 +34,22 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 #[derive(Clone)]
 pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
-    /// `Limits::max_tensor_bytes`, checked before a request's tensor is built.
-    max_tensor_bytes: usize,
+    limits: RequestLimits,
+}
+
+/// What one call may cost in memory, counted in real bytes (see `Tensor::byte_len`) before
+/// anything is built: a request's inputs, and the answer before it is converted for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// All tensors of one request, or of one answer, together.
+    pub max_request_bytes: usize,
+    /// `Limits::max_tensor_bytes`: any one tensor.
+    pub max_tensor_bytes: usize,
 }
 
 impl Serving {
-    pub fn new(
-        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
-        max_tensor_bytes: usize,
-    ) -> Serving {
-        Serving {
-            models,
-            max_tensor_bytes,
-        }
+    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>, limits: RequestLimits) -> Serving {
+        Serving { models, limits }
     }
 
     /// The version a request's ModelSpec names.
@@ -157,7 +160,10 @@ fn signature_def(signature: &Signature) -> SignatureDef {
 
 /// Every Example of an Input, with the context's features merged in (an example's own
 /// features win), serialized as a classify or regress signature takes them.
-fn serialized_examples(input: Option<pb::Input>) -> Result<Vec<bytes::Bytes>, Status> {
+fn serialized_examples(
+    input: Option<pb::Input>,
+    limit: usize,
+) -> Result<Vec<bytes::Bytes>, Status> {
     let kind = input
         .and_then(|i| i.kind)
         .ok_or_else(|| Status::invalid_argument("Input is empty"))?;
@@ -167,6 +173,19 @@ fn serialized_examples(input: Option<pb::Input>) -> Result<Vec<bytes::Bytes>, St
     };
     if examples.is_empty() {
         return Err(Status::invalid_argument("Input is empty"));
+    }
+    // The context is copied into every example: a large one and many empty examples would
+    // multiply, so the merged size is bounded before anything is merged.
+    let context_bytes = context.as_ref().map_or(0, |c| c.encoded_len()) as u128;
+    let bytes: u128 = examples
+        .iter()
+        .map(|e| e.encoded_len() as u128 + context_bytes + STRING_OVERHEAD_BYTES as u128)
+        .sum();
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "{} examples with a context of {context_bytes} bytes would take up to {bytes} bytes in memory once merged, over the limit of {limit} per request (--max_request_bytes)",
+            examples.len()
+        )));
     }
     let context: HashMap<String, Feature> = context
         .and_then(|c| c.features)
@@ -196,8 +215,8 @@ impl Serving {
         timeout: Option<Duration>,
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
-        let examples = serialized_examples(input)?;
-        run_examples_on(&version, spec, examples, method, timeout).await
+        let examples = serialized_examples(input, self.limits.max_request_bytes)?;
+        run_examples_on(&version, spec, examples, method, timeout, self.limits).await
     }
 }
 
@@ -208,6 +227,7 @@ async fn run_examples_on(
     examples: Vec<bytes::Bytes>,
     method: &str,
     timeout: Option<Duration>,
+    limits: RequestLimits,
 ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
     let name = signature_name(spec);
     let signature = find_signature(version.pool.metadata(), &name)?;
@@ -234,8 +254,37 @@ async fn run_examples_on(
         .predict_with(predict)
         .await
         .map_err(|e| status_of(&e))?;
+    check_answer(&outputs, &name, limits.max_request_bytes)?;
     let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
     Ok((answered_spec(model, version, Some(name)), outputs))
+}
+
+/// Refuses an answer (the worker's, so hostile) whose tensors together hold more than `limit`
+/// bytes, before it is converted and encoded for the client.
+fn check_answer(
+    outputs: &BTreeMap<String, Tensor>,
+    signature: &str,
+    limit: usize,
+) -> Result<(), Status> {
+    let bytes: u128 = outputs.values().map(|t| t.byte_len() as u128).sum();
+    if bytes > limit as u128 {
+        let listed: Vec<String> = outputs
+            .iter()
+            .map(|(k, t)| {
+                format!(
+                    "'{k}': {} {:?}, {} bytes",
+                    t.dtype(),
+                    t.shape(),
+                    t.byte_len()
+                )
+            })
+            .collect();
+        return Err(Status::resource_exhausted(format!(
+            "the answer of signature \"{signature}\" would take {bytes} bytes in memory ({}), over the limit of {limit} per request (--max_request_bytes)",
+            listed.join("; ")
+        )));
+    }
+    Ok(())
 }
 
 /// Classes and scores of a classify signature: `classes` (strings) and/or `scores` (floats),
@@ -243,6 +292,7 @@ async fn run_examples_on(
 fn classification(
     outputs: &BTreeMap<String, Tensor>,
     batch: usize,
+    limit: usize,
 ) -> Result<pb::ClassificationResult, Status> {
     let bad = |m: String| Status::invalid_argument(m);
     let classes = outputs.get("classes");
@@ -292,6 +342,17 @@ fn classification(
         (Some((_, k)), _) | (_, Some((_, k))) => *k,
         (None, None) => 0,
     };
+    // Each class becomes a message of its own, far larger than a 4-byte score.
+    let label_bytes: u128 = labels
+        .as_ref()
+        .map_or(0, |(l, _)| l.iter().map(|s| s.len() as u128).sum());
+    let bytes =
+        (batch as u128) * (k as u128) * std::mem::size_of::<pb::Class>() as u128 + label_bytes;
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "the classification of {batch} examples with {k} classes each would take {bytes} bytes in memory, over the limit of {limit} per request (--max_request_bytes)"
+        )));
+    }
     let classifications = (0..batch)
         .map(|row| pb::Classifications {
             classes: (0..k)
@@ -348,21 +409,43 @@ impl PredictionService for Serving {
         let spec = request.model_spec.as_ref();
         let version = self.resolve(spec)?;
         let name = signature_name(spec);
-        find_signature(version.pool.metadata(), &name)?;
+        let signature = find_signature(version.pool.metadata(), &name)?;
+        // Names first, then the whole request's size, and only then is anything built.
+        if let Some(unknown) = request
+            .inputs
+            .keys()
+            .find(|key| !signature.inputs.iter().any(|i| &i.name == *key))
+        {
+            let known: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "input '{unknown}' is not an input of signature \"{name}\" (its inputs: {})",
+                known.join(", ")
+            )));
+        }
+        let convert_status = |e: convert::ConvertError| match e {
+            convert::ConvertError::TooLarge { .. }
+            | convert::ConvertError::RequestTooLarge { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        convert::check_request(
+            request.inputs.iter().map(|(k, p)| (k.as_str(), p)),
+            self.limits.max_request_bytes,
+            self.limits.max_tensor_bytes,
+        )
+        .map_err(convert_status)?;
         let inputs = request
             .inputs
             .into_iter()
             .map(|(key, proto)| {
                 Ok((
                     key.clone(),
-                    convert::from_proto(&key, proto, self.max_tensor_bytes)?,
+                    convert::from_proto(&key, proto, self.limits.max_tensor_bytes)?,
                 ))
             })
             .collect::<Result<Vec<_>, convert::ConvertError>>()
-            .map_err(|e| match e {
-                convert::ConvertError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
-                _ => Status::invalid_argument(e.to_string()),
-            })?;
+            .map_err(convert_status)?;
         let mut predict = Predict::new(inputs)
             .signature(name.clone())
             .outputs(request.output_filter);
@@ -374,6 +457,7 @@ impl PredictionService for Serving {
             .predict_with(predict)
             .await
             .map_err(|e| status_of(&e))?;
+        check_answer(&outputs, &name, self.limits.max_request_bytes)?;
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         Ok(Response::new(pb::PredictResponse {
             model_spec: Some(answered_spec(model, &version, Some(name))),
@@ -442,7 +526,11 @@ impl PredictionService for Serving {
             .await?;
         Ok(Response::new(pb::ClassificationResponse {
             model_spec: Some(spec),
-            result: Some(classification(&outputs, batch)?),
+            result: Some(classification(
+                &outputs,
+                batch,
+                self.limits.max_request_bytes,
+            )?),
         }))
     }
 
@@ -518,14 +606,25 @@ async fn multi_inference(
     }
     let version = serving.resolve(Some(first_spec))?;
     let batch = count_examples(request.input.as_ref());
-    let examples = serialized_examples(request.input)?;
+    let examples = serialized_examples(request.input, serving.limits.max_request_bytes)?;
     let mut results = Vec::with_capacity(request.tasks.len());
     for task in &request.tasks {
         let spec = task.model_spec.as_ref();
-        let (answered, outputs) =
-            run_examples_on(&version, spec, examples.clone(), &task.method_name, timeout).await?;
+        let (answered, outputs) = run_examples_on(
+            &version,
+            spec,
+            examples.clone(),
+            &task.method_name,
+            timeout,
+            serving.limits,
+        )
+        .await?;
         let result = if task.method_name == CLASSIFY_METHOD {
-            pb::inference_result::Result::ClassificationResult(classification(&outputs, batch)?)
+            pb::inference_result::Result::ClassificationResult(classification(
+                &outputs,
+                batch,
+                serving.limits.max_request_bytes,
+            )?)
         } else {
             pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
         };
@@ -623,11 +722,13 @@ mod tests {
             ),
         ]
         .into();
-        let result = classification(&outputs, 2).unwrap();
+        let result = classification(&outputs, 2, 1 << 20).unwrap();
         assert_eq!(result.classifications.len(), 2);
         assert_eq!(result.classifications[1].classes[1].label, "b");
         assert_eq!(result.classifications[1].classes[1].score, 0.8);
-        assert!(classification(&outputs, 3).is_err());
+        assert!(classification(&outputs, 3, 1 << 20).is_err());
+        let error = classification(&outputs, 2, 100).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
     }
 
     #[test]
@@ -671,11 +772,26 @@ mod tests {
                 },
             )),
         };
-        let serialized = serialized_examples(Some(input)).unwrap();
+        let serialized = serialized_examples(Some(input.clone()), 1 << 20).unwrap();
         let second = Example::decode(serialized[1].clone()).unwrap();
         let first = Example::decode(serialized[0].clone()).unwrap();
         assert_eq!(first.features.unwrap().feature["c"], feature(9));
         assert_eq!(second.features.unwrap().feature["c"], feature(5));
-        assert!(serialized_examples(None).is_err());
+        assert!(serialized_examples(None, 1 << 20).is_err());
+        // Ten examples and the context copied into each: past a limit of 300 bytes.
+        let pb::input::Kind::ExampleListWithContext(mut list) = input.kind.unwrap() else {
+            unreachable!()
+        };
+        list.examples = vec![Example::default(); 10];
+        let many = pb::Input {
+            kind: Some(pb::input::Kind::ExampleListWithContext(list)),
+        };
+        let error = serialized_examples(Some(many), 300).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+        assert!(
+            error.message().contains("10 examples"),
+            "{}",
+            error.message()
+        );
     }
 }

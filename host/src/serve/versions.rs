@@ -92,6 +92,9 @@ pub struct LoadSettings {
     pub sandboxes: usize,
     /// How long a retired version waits for the calls that hold it before it is stopped anyway.
     pub drain_timeout: Duration,
+    /// Load version folders that are symlinks. Off: such a folder is refused, since mounting it
+    /// would mount whatever host folder it points to.
+    pub follow_symlinks: bool,
 }
 
 impl ServedModel {
@@ -125,14 +128,13 @@ impl ServedModel {
     /// Brings the served versions in line with the folders under the base path: loads the
     /// versions the policy wants that are not loaded yet, then retires the ones it no longer wants.
     pub async fn sync(self: &Arc<Self>, settings: &LoadSettings) {
-        let found = match scan(&self.config.base_path) {
+        let mut found = match scan(&self.config.base_path) {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(model = %self.config.name, "cannot read {}: {error}", self.config.base_path.display());
                 return;
             }
         };
-        let aspired = self.config.policy.aspired(&found.keys().copied().collect());
         let (ready, known): (BTreeSet<i64>, BTreeSet<i64>) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             (
@@ -140,6 +142,24 @@ impl ServedModel {
                 state.status.keys().copied().collect(),
             )
         };
+        // A refused folder shows as END with its reason, and the policy picks among the rest.
+        if !settings.follow_symlinks {
+            found.retain(|&number, dir| {
+                let Some(refused) = refuse_symlink(dir) else {
+                    return true;
+                };
+                if !known.contains(&number) {
+                    tracing::error!(model = %self.config.name, version = number, "{refused}");
+                    self.set_status(
+                        number,
+                        State::End,
+                        Some((tonic::Code::PermissionDenied, refused)),
+                    );
+                }
+                false
+            });
+        }
+        let aspired = self.config.policy.aspired(&found.keys().copied().collect());
         // Versions seen before (a failed load, a retired version) are not tried again: a
         // broken version would otherwise be restarted on every poll.
         for &number in aspired.difference(&known) {
@@ -252,6 +272,22 @@ async fn load(name: &str, dir: &Path, settings: &LoadSettings) -> Result<Pool, E
     Pool::start_with(config, dir, settings.sandboxes, options).await
 }
 
+/// Why a version folder is refused: it is a symlink (naming where it points), so mounting it
+/// would mount another host folder.
+fn refuse_symlink(dir: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let target = std::fs::read_link(dir)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    Some(format!(
+        "version folder {} is a symlink (to {target}); refused, as its target would be mounted into the sandbox (--follow_version_symlinks allows it)",
+        dir.display()
+    ))
+}
+
 /// Version folders under `base`: named by a non-negative number and holding a SavedModel.
 pub fn scan(base: &Path) -> std::io::Result<BTreeMap<i64, PathBuf>> {
     let mut found = BTreeMap::new();
@@ -299,5 +335,22 @@ mod tests {
         }
         let found = scan(base.path()).unwrap();
         assert_eq!(found.keys().copied().collect::<Vec<_>>(), vec![1, 7]);
+    }
+
+    #[test]
+    fn a_symlinked_version_folder_is_refused_naming_it() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("saved_model.pb"), b"").unwrap();
+        std::fs::create_dir(base.path().join("1")).unwrap();
+        let link = base.path().join("2");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        assert_eq!(refuse_symlink(&base.path().join("1")), None);
+        let refused = refuse_symlink(&link).expect("a symlink is refused");
+        assert!(refused.contains(&link.display().to_string()), "{refused}");
+        assert!(
+            refused.contains(&elsewhere.path().display().to_string()),
+            "{refused}"
+        );
     }
 }

@@ -13,6 +13,9 @@ use tfsandbox_proto::v1::{DataType, Tensor as WireTensor};
 pub use json::{from_json, to_json};
 pub use npy::from_npy;
 
+/// What each string element costs in memory beyond its bytes: its `Bytes` handle.
+pub const STRING_OVERHEAD_BYTES: usize = std::mem::size_of::<Bytes>();
+
 /// Element types the contract carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -186,9 +189,16 @@ impl Tensor {
         Ok(Tensor(wire))
     }
 
-    /// Bytes of content: the numbers, or every string's bytes.
+    /// Bytes the tensor holds in memory: the numbers, or every string's bytes plus its handle
+    /// ([`STRING_OVERHEAD_BYTES`]), so that a million empty strings do not count as nothing.
     pub fn byte_len(&self) -> usize {
-        self.0.content.len() + self.0.string_values.iter().map(Bytes::len).sum::<usize>()
+        self.0.content.len()
+            + self
+                .0
+                .string_values
+                .iter()
+                .map(|s| s.len() + STRING_OVERHEAD_BYTES)
+                .sum::<usize>()
     }
 
     pub fn into_wire(self) -> WireTensor {

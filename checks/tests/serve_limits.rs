@@ -1,0 +1,667 @@
+//! `tfsandbox serve` against hostile clients and hostile model folders, through the real server
+//! and TensorFlow Serving's API (the generated Rust client): a tiny request that asks for
+//! gigabytes, idle connections that would take the descriptors a worker restart needs, a version
+//! folder that is a symlink, and the Unix socket's mode. Also the library's rule behind the
+//! restart: a worker that fails to start is retried, not counted as a crash.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tfsandbox::{Config, Predict, ProcessSettings, RestartPolicy, RuntimeKind, Sandbox, Tensor};
+use tfsandbox_checks::{config, fixture, jailer_path, kill_worker};
+use tfsandbox_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use tfsandbox_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use tfsandbox_proto::tensorflow::serving::{
+    model_spec::VersionChoice, GetModelStatusRequest, ModelSpec, PredictRequest, PredictResponse,
+};
+use tfsandbox_proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+use tonic::transport::Channel;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// How the server process starts: its soft RLIMIT_NOFILE and umask, set in the child only.
+#[derive(Default, Clone, Copy)]
+struct ChildSetup {
+    nofile_soft: Option<u64>,
+    umask: Option<libc::mode_t>,
+}
+
+/// The server process; killed when the test ends, however it ends.
+struct Server {
+    child: Child,
+    tcp: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// SIGTERM, as an operator would: serve stops its sandboxes and exits, leaving nothing
+    /// behind. The runtime keeps running meanwhile, so dropped clients close their connections.
+    async fn stop(mut self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "serve ended with {status} after SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    }
+
+    /// User plus system CPU time so far, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which sits in parentheses.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Its children: the process runtime's jailers, one per worker. Any of its threads may
+    /// have started one, and each thread lists its own.
+    fn children(&self) -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.tcp))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .expect("connect to serve")
+    }
+}
+
+/// Starts `tfsandbox serve` on a free loopback port; returns once it prints `listening on`.
+fn start_serve(args: &[&std::ffi::OsStr], setup: ChildSetup) -> Server {
+    let tfsandbox = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox");
+    let mut command = Command::new(&tfsandbox);
+    command
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--file_system_poll_wait_seconds",
+            "0",
+        ])
+        .args(args)
+        .args(["--runtime", "process"])
+        .stdout(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (setrlimit, umask) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(soft) = setup.nofile_soft {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The soft limit only, as `ulimit -Sn` would: the jailer may still raise its own.
+                limit.rlim_cur = soft;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(mask) = setup.umask {
+                libc::umask(mask);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start tfsandbox serve");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, listening) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        tcp: "127.0.0.1:0".parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let line = listening
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("tfsandbox serve did not start listening");
+        if let Some(address) = line.strip_prefix("listening on ") {
+            if let Ok(address) = address.parse() {
+                server.tcp = address;
+                return server;
+            }
+        }
+    }
+}
+
+fn spec(model: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: model.to_string(),
+        ..ModelSpec::default()
+    })
+}
+
+fn tensor(dtype: DataType, dims: &[i64]) -> TensorProto {
+    TensorProto {
+        dtype: dtype as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        ..TensorProto::default()
+    }
+}
+
+async fn predict(
+    channel: &Channel,
+    model: &str,
+    inputs: Vec<(&str, TensorProto)>,
+) -> Result<PredictResponse, tonic::Status> {
+    let mut request = tonic::Request::new(PredictRequest {
+        model_spec: spec(model),
+        inputs: inputs
+            .into_iter()
+            .map(|(k, t)| (k.to_string(), t))
+            .collect(),
+        output_filter: Vec::new(),
+    });
+    // A server that did build the tensors would take far longer than this.
+    request.set_timeout(Duration::from_secs(30));
+    PredictionServiceClient::new(channel.clone())
+        .predict(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn x(values: &[f32]) -> TensorProto {
+    TensorProto {
+        float_val: values.to_vec(),
+        ..tensor(DataType::DtFloat, &[values.len() as i64, 1])
+    }
+}
+
+/// The most the server's peak RSS may grow over a hostile request.
+const MAX_GROWTH_KIB: u64 = 200 * 1024;
+
+#[tokio::test]
+async fn a_tiny_request_cannot_make_serve_allocate_gigabytes() {
+    let base = tempfile::tempdir().unwrap();
+    let echo = base.path().join("string_echo");
+    copy_dir(&fixture("string_echo"), &echo.join("1"));
+    let multi = base.path().join("multi_io");
+    copy_dir(&fixture("multi_io"), &multi.join("1"));
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{\n  config {{ name: 'string_echo' base_path: '{}' }}\n  config {{ name: 'multi_io' base_path: '{}' }}\n}}\n",
+            echo.display(),
+            multi.display()
+        ),
+    )
+    .unwrap();
+    let server = start_serve(
+        &["--model_config_file".as_ref(), config_file.as_os_str()],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let text = TensorProto {
+        string_val: vec![Bytes::from_static(b"ab")],
+        ..tensor(DataType::DtString, &[1])
+    };
+    let answer = predict(&channel, "string_echo", vec![("text", text.clone())])
+        .await
+        .unwrap();
+    assert_eq!(answer.outputs["upper"].string_val, ["AB"]);
+    let peak_before = server.status_kib("VmHWM");
+    let check_peak = |what: &str| {
+        let peak = server.status_kib("VmHWM");
+        assert!(
+            peak < peak_before + MAX_GROWTH_KIB,
+            "{what}: serve's peak RSS went from {peak_before} KiB to {peak} KiB"
+        );
+    };
+
+    // 24 bytes on the wire: 100 million empty strings, each a 32-byte handle once built.
+    let started = Instant::now();
+    let error = predict(
+        &channel,
+        "string_echo",
+        vec![("text", tensor(DataType::DtString, &[100_000_000]))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    assert!(error.message().contains("'text'"), "{}", error.message());
+    assert!(
+        error.message().contains("3200000000 bytes"),
+        "{}",
+        error.message()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "refused late");
+    check_peak("100M empty strings");
+
+    // An input the signature does not have is refused by name before anything is built.
+    let error = predict(
+        &channel,
+        "string_echo",
+        vec![
+            ("text", text.clone()),
+            (
+                "nope",
+                TensorProto {
+                    float_val: vec![1.0],
+                    ..tensor(DataType::DtFloat, &[100_000_000])
+                },
+            ),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("input 'nope'") && error.message().contains("text"),
+        "{}",
+        error.message()
+    );
+    check_peak("an unknown input of 400 MB");
+
+    // Two inputs of 320 MB each, under the per-tensor limit, over the per-request one.
+    let error = predict(
+        &channel,
+        "multi_io",
+        vec![
+            (
+                "a",
+                TensorProto {
+                    float_val: vec![1.0],
+                    ..tensor(DataType::DtFloat, &[40_000_000, 2])
+                },
+            ),
+            (
+                "b",
+                TensorProto {
+                    int64_val: vec![1],
+                    ..tensor(DataType::DtInt64, &[40_000_000])
+                },
+            ),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    assert!(
+        error.message().contains("640000000 bytes") && error.message().contains("per request"),
+        "{}",
+        error.message()
+    );
+    check_peak("two inputs of 320 MB");
+
+    // The server is as it was.
+    let answer = predict(&channel, "string_echo", vec![("text", text)])
+        .await
+        .unwrap();
+    assert_eq!(answer.outputs["upper"].string_val, ["AB"]);
+    drop(channel);
+    server.stop().await;
+}
+
+/// The worker's answer is counted as the request is, before it is converted for the client:
+/// string_echo answers each string with itself and its length, more than it was sent.
+#[tokio::test]
+async fn an_answer_past_the_request_budget_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let echo = base.path().join("string_echo");
+    copy_dir(&fixture("string_echo"), &echo.join("1"));
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "string_echo".as_ref(),
+            "--model_base_path".as_ref(),
+            echo.as_os_str(),
+            "--max_request_bytes".as_ref(),
+            "10000000".as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let strings = |n: usize| TensorProto {
+        string_val: vec![Bytes::from_static(b"a"); n],
+        ..tensor(DataType::DtString, &[n as i64])
+    };
+    // 300000 strings of one byte: 9.9 MB in memory, within the budget; the answer adds their
+    // lengths and goes past it.
+    let error = predict(&channel, "string_echo", vec![("text", strings(300_000))])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    assert!(
+        error.message().contains("the answer of signature")
+            && error.message().contains("'upper': string [300000]"),
+        "{}",
+        error.message()
+    );
+    let answer = predict(&channel, "string_echo", vec![("text", strings(3))])
+        .await
+        .unwrap();
+    assert_eq!(answer.outputs["upper"].string_val, ["A", "A", "A"]);
+    drop(channel);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_take_a_model_down() {
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    // A soft limit of 256 descriptors: 128 left for connections by default.
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "half_plus_two".as_ref(),
+            "--model_base_path".as_ref(),
+            half.as_os_str(),
+            "--idle_timeout".as_ref(),
+            "3".as_ref(),
+        ],
+        ChildSetup {
+            nofile_soft: Some(256),
+            ..ChildSetup::default()
+        },
+    );
+    let [jailer] = server.children()[..] else {
+        panic!("one worker: {:?}", server.children());
+    };
+
+    // More idle connections than the server has descriptors; they send nothing.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        match TcpStream::connect_timeout(&server.tcp, Duration::from_secs(2)) {
+            Ok(stream) => idle.push(stream),
+            Err(error) => panic!("connect {} (after {}): {error}", server.tcp, idle.len()),
+        }
+    }
+    // Neither accepting nor failing to accept spins a core.
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = server.cpu_ticks() - ticks;
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used < per_second,
+        "serve used {used} ticks of CPU in 2 s with idle connections open"
+    );
+
+    // The worker dies while the connections are held; its replacement needs descriptors.
+    let pid = rustix::process::Pid::from_raw(jailer as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let children = server.children();
+        if !children.is_empty() && !children.contains(&jailer) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new worker within a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // An idle connection is closed by the server: past its HTTP/2 settings, a read sees the end.
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut said = Vec::new();
+    let read = idle[0].read_to_end(&mut said);
+    assert!(read.is_ok(), "an idle connection was not closed: {read:?}");
+
+    // A new client gets its answer once the idle ones have been closed in turn, while the rest
+    // are still open on this side.
+    let channel = tokio::time::timeout(Duration::from_secs(90), server.channel())
+        .await
+        .expect("a connection within 90 s");
+    let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
+    let y = &answer.outputs["y"].tensor_content;
+    assert_eq!(f32::from_le_bytes(y[..4].try_into().unwrap()), 3.0);
+    drop(idle);
+    drop(channel);
+    server.stop().await;
+}
+
+/// A call that runs longer than the idle timeout keeps its connection: idle means no call in
+/// flight as well as no traffic.
+#[tokio::test]
+async fn a_long_call_outlives_the_idle_timeout() {
+    let base = tempfile::tempdir().unwrap();
+    let busy = base.path().join("busy_loop");
+    copy_dir(&fixture("busy_loop"), &busy.join("1"));
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "busy_loop".as_ref(),
+            "--model_base_path".as_ref(),
+            busy.as_os_str(),
+            "--idle_timeout".as_ref(),
+            "1".as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    // About 3 s of work (some 7 us per iteration), silent on the wire all along.
+    let n = TensorProto {
+        int64_val: vec![450_000],
+        ..tensor(DataType::DtInt64, &[])
+    };
+    let started = Instant::now();
+    let answer = predict(&channel, "busy_loop", vec![("n", n)])
+        .await
+        .unwrap();
+    let count = &answer.outputs["count"].tensor_content;
+    assert_eq!(i64::from_le_bytes(count[..8].try_into().unwrap()), 450_000);
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the call took only {:?}, less than the idle timeout would need to bite",
+        started.elapsed()
+    );
+    drop(channel);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    // Version 2 points at a folder outside the base path: whatever it holds would be mounted.
+    let elsewhere = base.path().join("elsewhere");
+    copy_dir(&fixture("half_plus_two"), &elsewhere);
+    std::os::unix::fs::symlink(&elsewhere, half.join("2")).unwrap();
+    let socket = base.path().join("serve.sock");
+    let args = [
+        "--model_name".as_ref(),
+        "half_plus_two".as_ref(),
+        "--model_base_path".as_ref(),
+        half.as_os_str(),
+        "--grpc_socket_path".as_ref(),
+        socket.as_os_str(),
+    ];
+    // A umask that hides nothing: the socket's mode must not follow it.
+    let open_umask = ChildSetup {
+        umask: Some(0),
+        ..ChildSetup::default()
+    };
+
+    let server = start_serve(&args, open_umask);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    // The socket answers as the port does.
+    let path = socket.clone();
+    let over_socket = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the Unix socket");
+    let answer = predict(&over_socket, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.model_spec.unwrap().version_choice,
+        Some(VersionChoice::Version(1))
+    );
+    let channel = server.channel().await;
+    let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.model_spec.unwrap().version_choice,
+        Some(VersionChoice::Version(1)),
+        "the symlinked version 2 must not serve"
+    );
+    let status = ModelServiceClient::new(channel.clone())
+        .get_model_status(GetModelStatusRequest {
+            model_spec: Some(ModelSpec {
+                name: "half_plus_two".into(),
+                version_choice: Some(VersionChoice::Version(2)),
+                ..ModelSpec::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let two = &status.model_version_status[0];
+    let message = &two.status.as_ref().unwrap().error_message;
+    assert_eq!(two.state, 50, "END: {two:?}");
+    assert!(
+        message.contains("symlink") && message.contains(&half.join("2").display().to_string()),
+        "{message}"
+    );
+    drop((channel, over_socket));
+    server.stop().await;
+
+    // Asked to, it follows the symlink; and the socket takes the mode given.
+    let _ = std::fs::remove_file(&socket);
+    let mut follow = args.to_vec();
+    follow.extend(
+        ["--follow_version_symlinks", "--grpc_socket_mode", "600"].map(std::ffi::OsStr::new),
+    );
+    let server = start_serve(&follow, open_umask);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let channel = server.channel().await;
+    let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.model_spec.unwrap().version_choice,
+        Some(VersionChoice::Version(2))
+    );
+    drop(channel);
+    server.stop().await;
+}
+
+/// Starts that fail (here: the jailer is gone for a while) are retried for as long as it takes;
+/// only workers that started and died count toward `max_restarts`.
+#[tokio::test]
+async fn a_worker_that_cannot_start_for_a_while_is_not_a_crash_loop() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let jailer = dir.path().join("tfsandbox-jailer");
+    std::fs::copy(jailer_path(), &jailer).unwrap();
+    let base = config(RuntimeKind::Process);
+    let sandbox = Sandbox::start(Config {
+        process: ProcessSettings {
+            jailer_path: Some(jailer.clone()),
+            ..base.process.clone()
+        },
+        restart: RestartPolicy {
+            max_restarts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+            ..RestartPolicy::default()
+        },
+        ..base
+    })
+    .await
+    .unwrap();
+    let half = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let hidden: PathBuf = dir.path().join("away");
+    std::fs::rename(&jailer, &hidden).unwrap();
+    kill_worker(&sandbox, RuntimeKind::Process).await;
+    // Long enough for many more failed starts than max_restarts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::rename(&hidden, &jailer).unwrap();
+    let out = half
+        .predict_with(
+            Predict::new([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+                .deadline(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+}
