@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -126,11 +125,7 @@ impl Runtime for ProcessRuntime {
             let jailer = self.jailer_path(&launch.worker_path)?;
             // The new root is built on this folder inside the sandbox's own mount namespace; on
             // the host it stays empty and goes with the worker.
-            let workdir = tempfile::Builder::new()
-                // The host's pid in the name says whose it is, should one ever be left behind.
-                .prefix(&format!("{WORKDIR_PREFIX}{}-", std::process::id()))
-                .tempdir()
-                .map_err(spawn_error)?;
+            let workdir = Workdir::create().map_err(spawn_error)?;
             let mut child = Command::new(&jailer)
                 .args(
                     self.jailer_plan(&closure, workdir.path(), &passthrough)
@@ -220,6 +215,32 @@ impl Runtime for ProcessRuntime {
 /// host die before removing it.
 const WORKDIR_PREFIX: &str = "tfsandbox-";
 
+/// A worker's working folder: private, and always empty on the host, so removed with a plain
+/// rmdir, which needs no descriptor (a host out of descriptors still cleans up).
+struct Workdir(PathBuf);
+
+impl Workdir {
+    fn create() -> std::io::Result<Workdir> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            // The host's pid in the name says whose it is, should one ever be left behind.
+            .prefix(&format!("{WORKDIR_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        Ok(Workdir(dir.keep()))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// Removes the working folders that hosts killed before they could clean up left in `tmp`. Each is
 /// empty on the host (the root was built on a tmpfs inside the sandbox's own mount namespace), so
 /// only an empty folder of a pid that is gone is removed.
@@ -269,7 +290,7 @@ fn write_id_maps(pid: u32) -> std::io::Result<()> {
 
 struct ProcessControl {
     child: Child,
-    workdir: Option<TempDir>,
+    workdir: Option<Workdir>,
 }
 
 impl WorkerControl for ProcessControl {
