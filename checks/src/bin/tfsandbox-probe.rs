@@ -202,6 +202,167 @@ fn attempts(targets: &Value) {
         check(unsafe { libc::syscall(libc::SYS_clone3, 1usize, 88) }),
     );
     report("raise a capability", raise_capability());
+    held_elsewhere(host_pid);
+    hidden_host_state();
+}
+
+/// Calls a model has no use for, each blocked by seccomp (or Landlock), with arguments that would
+/// make an allowed call fail harmlessly (EFAULT, EBADF).
+fn held_elsewhere(host_pid: libc::pid_t) {
+    let bad = std::ptr::dangling::<u8>();
+    // SAFETY (all blocks below): raw system calls with invalid descriptors or pointers the kernel
+    // checks before acting, or queries that change nothing.
+    report(
+        "memfd_create",
+        check(unsafe { libc::syscall(libc::SYS_memfd_create, bad, 0) }),
+    );
+    report(
+        "execveat",
+        check(unsafe { libc::syscall(libc::SYS_execveat, -1, bad, bad, bad, 0) }),
+    );
+    report(
+        "pidfd_open a host process",
+        check(unsafe { libc::syscall(libc::SYS_pidfd_open, host_pid, 0) }),
+    );
+    report(
+        "open_by_handle_at",
+        check(unsafe { libc::syscall(libc::SYS_open_by_handle_at, -1, bad, 0) }),
+    );
+    report(
+        "chroot",
+        check(unsafe { libc::chroot(c"/tmp".as_ptr()) } as _),
+    );
+    report(
+        "pivot_root",
+        check(unsafe { libc::syscall(libc::SYS_pivot_root, bad, bad) }),
+    );
+    report(
+        "fsopen",
+        check(unsafe { libc::syscall(libc::SYS_fsopen, bad, 0) }),
+    );
+    report(
+        "open_tree",
+        check(unsafe { libc::syscall(libc::SYS_open_tree, -1, bad, 0) }),
+    );
+    report(
+        "personality",
+        check(unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu32) }),
+    );
+    report(
+        "splice",
+        check(unsafe { libc::syscall(libc::SYS_splice, -1, 0, -1, 0, 1, 0) }),
+    );
+    report(
+        "vmsplice",
+        check(unsafe { libc::syscall(libc::SYS_vmsplice, -1, bad, 1, 0) }),
+    );
+    report(
+        "ptrace(TRACEME)",
+        check(unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) }),
+    );
+    report(
+        "add_key",
+        check(unsafe { libc::syscall(libc::SYS_add_key, bad, bad, bad, 0, 0) }),
+    );
+    report(
+        "landlock_create_ruleset",
+        check(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0, 0, 1) }),
+    );
+    report(
+        "PR_SET_MM",
+        check(unsafe { libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_START_CODE, 0, 0, 0) } as _),
+    );
+    report(
+        "clear the parent-death signal",
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) } as _),
+    );
+    report(
+        "rename itself (PR_SET_NAME)",
+        check(unsafe { libc::prctl(libc::PR_SET_NAME, c"sshd".as_ptr(), 0, 0, 0) } as _),
+    );
+    report("write /proc/self/mem", open_for_writing("/proc/self/mem"));
+    report("write /dev/urandom", open_for_writing("/dev/urandom"));
+    report("kill the sandbox's pid 1", kill_init());
+}
+
+fn open_for_writing(path: &str) -> Result<String, String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map(|_| "opened for writing".to_string())
+        .map_err(|e| errno_name(e.raw_os_error().unwrap_or(0)).to_string())
+}
+
+/// SIGKILL to the namespace's init: refused (Landlock scopes signals), or dropped by the kernel,
+/// which delivers to a namespace's init only the signals it handles.
+fn kill_init() -> Result<String, String> {
+    // SAFETY: kill with plain integers.
+    let sent = check(unsafe { libc::kill(1, libc::SIGKILL) } as _)?;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: signal 0 only asks whether pid 1 is there.
+    if unsafe { libc::kill(1, 0) } == 0 || errno() == "EPERM" {
+        Err("ignored by pid 1".into())
+    } else {
+        Ok(format!("{sent}; pid 1 is gone"))
+    }
+}
+
+/// What of the host a sandbox shows: host-wide /proc files masked, no host environment, no
+/// inherited descriptor.
+fn hidden_host_state() {
+    for file in ["/proc/cmdline", "/proc/loadavg", "/proc/locks"] {
+        let outcome = match std::fs::read(file) {
+            Ok(bytes) if bytes.is_empty() => Err("empty".to_string()),
+            Ok(bytes) => Ok(format!("read {} bytes", bytes.len())),
+            Err(e) => Err(errno_name(e.raw_os_error().unwrap_or(0)).to_string()),
+        };
+        report(&format!("read the host's {file}"), outcome);
+    }
+    let pressure = match std::fs::read_dir("/proc/pressure") {
+        Ok(mut entries) => match entries.next() {
+            None => Err("empty".to_string()),
+            Some(_) => Ok("listed".to_string()),
+        },
+        Err(e) => Err(errno_name(e.raw_os_error().unwrap_or(0)).to_string()),
+    };
+    report("read the host's /proc/pressure", pressure);
+    // What every runtime sets: the worker's own variables, and the engine's defaults.
+    const OWN: &[&str] = &[
+        "TFSANDBOX_LOG",
+        "TFSANDBOX_LANDLOCK",
+        "PATH",
+        "HOSTNAME",
+        "HOME",
+    ];
+    let foreign: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .filter(|k| !OWN.contains(&k.as_str()))
+        .collect();
+    report(
+        "inherit the host's environment",
+        if foreign.is_empty() {
+            Err("none".into())
+        } else {
+            Ok(foreign.join(","))
+        },
+    );
+    let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|fd| !["0", "1", "2"].contains(&fd.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    // One of them is the listing's own.
+    report(
+        "inherit a descriptor",
+        if fds.len() <= 1 {
+            Err("none but 0-2".into())
+        } else {
+            Ok(fds.join(","))
+        },
+    );
 }
 
 fn connect_loopback(port: u16) -> Result<String, String> {
