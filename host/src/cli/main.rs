@@ -48,6 +48,11 @@ struct SandboxArgs {
     /// Where the CUDA libtensorflow and nvidia libraries lie (with --gpus).
     #[arg(long, default_value = ".cache/libtensorflow-cuda/lib")]
     cuda_library_dir: PathBuf,
+    /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
+    /// allows all. Default: none, but serve denies file_read, file_write, file_list, network,
+    /// process_state, alloc and unknown_op.
+    #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
+    deny_ops: Option<tfsandbox::OpPolicy>,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +154,17 @@ enum Command {
         tls_key: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// List what a SavedModel's ops can do (files, network, ...), read from its graph and every
+    /// function in its library without running anything; fails if --deny-ops denies any of it.
+    Scan {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
+        deny_ops: Option<tfsandbox::OpPolicy>,
     },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
@@ -324,6 +340,7 @@ fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Config 
     let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
+        op_policy: args.deny_ops.unwrap_or_default(),
         ..Config::default()
     };
     if !args.gpus.is_none() {
@@ -468,8 +485,11 @@ async fn run(command: Command) -> Result<()> {
                 }],
                 (None, None) => bail!("give --model_base_path or --model_config_file"),
             };
+            let policy =
+                (sandbox.deny_ops.clone()).unwrap_or_else(tfsandbox::OpPolicy::serve_default);
             let mut config = sandbox_config(sandbox, None);
             config.docker.show_progress = false;
+            config.op_policy = policy;
             let options = serve::ServeOptions {
                 models,
                 config,
@@ -498,6 +518,21 @@ async fn run(command: Command) -> Result<()> {
                 tracing::warn!("{signal}: finishing the calls in flight, then stopping");
             };
             serve::serve(options, ready, shutdown).await?;
+        }
+        Command::Scan {
+            model,
+            json,
+            deny_ops,
+        } => {
+            let report = tfsandbox::scan::scan_dir(&model, &[], &Default::default())?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                write!(std::io::stdout().lock(), "{}", report.render())?;
+            }
+            if let Some(policy) = deny_ops {
+                policy.check(&report)?;
+            }
         }
         Command::Inspect {
             model,
