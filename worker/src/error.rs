@@ -15,12 +15,12 @@ pub enum WorkerError {
     #[error("cannot load model from '{path}': {source}")]
     Denied {
         path: String,
-        source: tfsandbox_scan::Denied,
+        source: Box<tfsandbox_scan::Denied>,
     },
     #[error("cannot load model from '{path}': scanning it for the op policy: {source}")]
     Scan {
         path: String,
-        source: tfsandbox_scan::ScanError,
+        source: Box<tfsandbox_scan::ScanError>,
     },
     #[error("model '{model}' has no signature '{name}'; it has: {available}")]
     SignatureNotFound {

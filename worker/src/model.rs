@@ -54,11 +54,11 @@ impl Model {
         let report = tfsandbox_scan::scan_dir(Path::new(path), tags, &ScanLimits::default())
             .map_err(|source| WorkerError::Scan {
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         policy.check(&report).map_err(|source| WorkerError::Denied {
             path: path.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 
