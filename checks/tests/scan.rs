@@ -296,7 +296,6 @@ fn an_op_outside_the_registry_is_unknown() {
     assert_eq!(unknown.len(), 1, "{}", report.render());
     assert_eq!(unknown[0].op, "MyCustomKernel");
     // A signature output of a tensor_info name is traced back to it.
-    let mut m = m;
     m.meta_graphs[0].signature_def.insert(
         "serving_default".into(),
         tfsandbox::scan::tf::SignatureDef {
