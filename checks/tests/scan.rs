@@ -443,3 +443,135 @@ async fn a_denied_model_is_refused_at_load(runtime: RuntimeKind) {
 }
 
 each_runtime!(a_denied_model_is_refused_at_load);
+
+/// `tfsandbox serve` with its default policy: a new version that reads files is END with the
+/// policy's error in GetModelStatus, and the version before keeps serving.
+#[tokio::test]
+async fn serve_refuses_a_denied_version_and_keeps_serving_the_one_before() {
+    use std::io::{BufRead, BufReader};
+    use tfsandbox_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+    use tfsandbox_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+    use tfsandbox_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
+    use tfsandbox_proto::tensorflow::{
+        tensor_shape_proto::Dim, DataType, TensorProto, TensorShapeProto,
+    };
+
+    let base = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("half_plus_two"), &base.path().join("m/1"));
+    let tfsandbox = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox");
+    let mut child = Command::new(&tfsandbox)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--model_name",
+            "m",
+            "--model_base_path",
+        ])
+        .arg(base.path().join("m"))
+        .args(["--file_system_poll_wait_seconds", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tfsandbox serve");
+    let stdout = child.stdout.take().unwrap();
+    let address = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+    })
+    .await
+    .unwrap();
+    let Some(address) = address else {
+        let _ = child.kill();
+        panic!(
+            "tfsandbox serve did not start listening: {:?}",
+            child.wait()
+        );
+    };
+    // Version 2 is written elsewhere and renamed into place, as TensorFlow Serving asks.
+    copy_dir(&fixture("hostile/read_file"), &base.path().join("staging"));
+    std::fs::rename(base.path().join("staging"), base.path().join("m/2")).unwrap();
+    let endpoint = format!("http://{address}");
+    let spec = || ModelSpec {
+        name: "m".into(),
+        ..Default::default()
+    };
+    let mut models = ModelServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..120 {
+        statuses = models
+            .get_model_status(GetModelStatusRequest {
+                model_spec: Some(spec()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .model_version_status;
+        if statuses.iter().any(|s| s.version == 2 && s.state == 50) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let mut predict = PredictionServiceClient::connect(endpoint).await.unwrap();
+    let dim = |size| Dim {
+        size,
+        ..Default::default()
+    };
+    let answer = predict
+        .predict(PredictRequest {
+            model_spec: Some(spec()),
+            inputs: [(
+                "x".to_string(),
+                TensorProto {
+                    dtype: DataType::DtFloat as i32,
+                    tensor_shape: Some(TensorShapeProto {
+                        dim: vec![dim(1), dim(1)],
+                        ..Default::default()
+                    }),
+                    float_val: vec![4.0],
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let v2 = statuses
+        .iter()
+        .find(|s| s.version == 2)
+        .unwrap_or_else(|| panic!("no version 2: {statuses:?}"));
+    assert_eq!(v2.state, 50, "version 2: {v2:?}");
+    let message = &v2.status.as_ref().unwrap().error_message;
+    assert!(
+        message
+            .contains("the op policy denies file_read: op 'ReadFile', node 'ReadFile' in function"),
+        "{message}"
+    );
+    let v1 = statuses.iter().find(|s| s.version == 1).unwrap();
+    assert_eq!(v1.state, 30, "version 1: {v1:?}");
+    let answer = answer.expect("version 1 answers").into_inner();
+    let y = &answer.outputs["y"];
+    assert!(
+        y.float_val == [4.0] || y.tensor_content[..] == 4.0f32.to_le_bytes(),
+        "{y:?}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
