@@ -575,3 +575,64 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// TF2's asset pattern: the loader feeds `asset_path_initializer`, the init op assigns it to a
+/// variable, a table initialiser reads the variable. Not flagged; a second assignment from an
+/// absolute path, or an alias of the variable by shared_name, is.
+#[test]
+fn table_initialisers_reading_the_models_own_assets_are_not_flagged() {
+    let shared = |mut n: NodeDef, name: &str| {
+        n.attr.insert(
+            "shared_name".into(),
+            AttrValue {
+                value: Some(attr_value::Value::S(name.as_bytes().to_vec())),
+            },
+        );
+        n
+    };
+    let model = |extra: Vec<NodeDef>| {
+        let mut nodes = vec![
+            node("asset_path_initializer", "Placeholder", &[]),
+            shared(node("Variable", "VarHandleOp", &[]), "asset_var"),
+            node(
+                "Variable/Assign",
+                "AssignVariableOp",
+                &["Variable", "asset_path_initializer"],
+            ),
+            node("path", "ReadVariableOp", &["Variable", "^Variable/Assign"]),
+            node("table", "HashTableV2", &[]),
+            node("init", "InitializeTableFromTextFileV2", &["table", "path"]),
+        ];
+        nodes.extend(extra);
+        let mut m = restore_model(nodes, None);
+        let meta = &mut m.meta_graphs[0];
+        // Only the table matters here: the restore reads from the saver's own feed.
+        let graph = meta.graph_def.as_mut().unwrap();
+        graph
+            .node
+            .push(node("prefix", "Identity", &["saver_filename"]));
+        graph.node.push(node("saver_filename", "Placeholder", &[]));
+        meta.saver_def = Some(SaverDef {
+            filename_tensor_name: "saver_filename:0".into(),
+            ..Default::default()
+        });
+        meta.asset_file_def.push(tfsandbox::scan::tf::AssetFileDef {
+            tensor_info: Some(tfsandbox::scan::tf::TensorInfo {
+                encoding: Some(tensor_info::Encoding::Name(
+                    "asset_path_initializer:0".into(),
+                )),
+            }),
+            filename: "vocab.txt".into(),
+        });
+        m
+    };
+    assert_eq!(restore_flags(&model(vec![])), BTreeSet::new());
+    let file_read: BTreeSet<_> = [Capability::FileRead].into();
+    let overwrite = vec![
+        string_const("elsewhere", "/etc/passwd"),
+        node("again", "AssignVariableOp", &["Variable", "elsewhere"]),
+    ];
+    assert_eq!(restore_flags(&model(overwrite)), file_read);
+    let alias = vec![shared(node("alias", "VarHandleOp", &[]), "asset_var")];
+    assert_eq!(restore_flags(&model(alias)), file_read);
+}

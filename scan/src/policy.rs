@@ -25,8 +25,8 @@ pub struct Denied {
 
 impl OpPolicy {
     /// What `tfsandbox serve` denies unless told otherwise: files, network, state outside the
-    /// session, unknown ops and allocations sized by a request. Printing is allowed (it reaches
-    /// only the worker's stderr).
+    /// session and unknown ops. Printing (it reaches only the worker's log) and input-sized
+    /// allocations (the sandbox's memory limit bounds them; text models have them) are allowed.
     pub fn serve_default() -> OpPolicy {
         OpPolicy {
             deny: [
@@ -35,7 +35,6 @@ impl OpPolicy {
                 Capability::FileList,
                 Capability::Network,
                 Capability::ProcessState,
-                Capability::Alloc,
                 Capability::UnknownOp,
             ]
             .into(),

@@ -565,6 +565,12 @@ impl<'a> Graph<'a> {
                     _ => Origin::Other,
                 }
             }
+            // TF2 keeps an asset's path in a variable that the init op assigns from the
+            // loader-fed placeholder.
+            (Domain::Path, "ReadVariableOp") if scope.is_none() => match inputs.first() {
+                Some(handle) => self.variable_origin(handle, depth, memo),
+                None => Origin::Other,
+            },
             (Domain::Path, "ShardedFilename") => match of(0) {
                 Origin::Own => Origin::Own,
                 _ => Origin::Other,
@@ -605,6 +611,57 @@ impl<'a> Graph<'a> {
                 }
             }
             _ => Origin::Other,
+        }
+    }
+
+    /// What a top-level resource variable holds: `Own` only if no other op can alias it (by
+    /// shared_name) or write it (by getting its handle), and every assignment is `Own`.
+    fn variable_origin(
+        &self,
+        handle: &str,
+        depth: usize,
+        memo: &mut HashMap<(Domain, Option<String>, String), Origin>,
+    ) -> Origin {
+        let name = tensor_node(handle);
+        let Some(var) = self.nodes.get(name).filter(|n| n.op == "VarHandleOp") else {
+            return Origin::Other;
+        };
+        let shared_name =
+            |n: &NodeDef| match n.attr.get("shared_name").and_then(|v| v.value.as_ref()) {
+                Some(attr_value::Value::S(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+        let mine = shared_name(var);
+        let aliases = self
+            .scopes()
+            .into_iter()
+            .flat_map(|(_, nodes)| nodes)
+            .filter(|n| n.op == "VarHandleOp" && mine.is_some() && shared_name(n) == mine)
+            .count();
+        if mine.is_some() && aliases != 1 {
+            return Origin::Other;
+        }
+        let mut assigned = false;
+        for node in self.nodes.values() {
+            let inputs: Vec<&str> = data_inputs(node).collect();
+            if !inputs.iter().any(|i| tensor_node(i) == name) {
+                continue;
+            }
+            match node.op.as_str() {
+                "ReadVariableOp" | "VarIsInitializedOp" => {}
+                "AssignVariableOp" if tensor_node(inputs[0]) == name && inputs.len() == 2 => {
+                    if self.origin(Domain::Path, None, inputs[1], depth + 1, memo) != Origin::Own {
+                        return Origin::Other;
+                    }
+                    assigned = true;
+                }
+                _ => return Origin::Other,
+            }
+        }
+        if assigned {
+            Origin::Own
+        } else {
+            Origin::Other
         }
     }
 

@@ -50,7 +50,7 @@ struct SandboxArgs {
     cuda_library_dir: PathBuf,
     /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
     /// allows all. Default: none, but serve denies file_read, file_write, file_list, network,
-    /// process_state, alloc and unknown_op.
+    /// process_state and unknown_op.
     #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
     deny_ops: Option<tfsandbox::OpPolicy>,
 }
