@@ -408,15 +408,28 @@ fn wrap_attr(attr: &[u8]) -> Vec<u8> {
 }
 
 async fn a_denied_model_is_refused_at_load(runtime: RuntimeKind) {
+    // A corrupt saved_model.pb: refused by the worker's scan, not handed to TensorFlow.
+    let corrupt = model_dir_with(&[0xff; 64]);
     let config = Config {
         op_policy: OpPolicy::parse("file_read,network").unwrap(),
         ..config(runtime)
     }
     .with_model(fixture("hostile/read_file"))
-    .with_model(fixture("hostile/nested_read"));
+    .with_model(fixture("hostile/nested_read"))
+    .with_model(corrupt.path());
     let sandbox = tfsandbox::Sandbox::start(config)
         .await
         .expect("sandbox starts");
+    let Err(err) = sandbox.load_model(corrupt.path()).await else {
+        panic!("a corrupt saved_model.pb was loaded");
+    };
+    assert!(
+        err.to_string().contains("scanning it for the op policy")
+            && err
+                .to_string()
+                .contains("is not a valid SavedModel protobuf"),
+        "{err}"
+    );
     for name in ["read_file", "nested_read"] {
         let Err(err) = sandbox
             .load_model(fixture(&format!("hostile/{name}")))
