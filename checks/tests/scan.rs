@@ -649,3 +649,32 @@ fn table_initialisers_reading_the_models_own_assets_are_not_flagged() {
     let alias = vec![shared(node("alias", "VarHandleOp", &[]), "asset_var")];
     assert_eq!(restore_flags(&model(alias)), file_read);
 }
+
+/// A function-valued attribute naming a registered op, or nothing in the library, is judged too.
+#[test]
+fn ops_named_by_function_attributes_are_judged() {
+    let call = |target: &str| {
+        let mut n = node("call", "PartitionedCall", &[]);
+        n.attr.insert(
+            "f".into(),
+            AttrValue {
+                value: Some(attr_value::Value::Func(tfsandbox::scan::tf::NameAttrList {
+                    name: target.into(),
+                    ..Default::default()
+                })),
+            },
+        );
+        n
+    };
+    let flags = |target: &str| {
+        let mut m = restore_model(vec![node("prefix", "Placeholder", &[])], None);
+        m.meta_graphs[0].graph_def.as_mut().unwrap().node = vec![call(target)];
+        restore_flags(&m)
+    };
+    assert_eq!(flags("WriteFile"), [Capability::FileWrite].into());
+    assert_eq!(
+        flags("__inference_missing_1"),
+        [Capability::UnknownOp].into()
+    );
+    assert_eq!(flags("Add"), BTreeSet::new());
+}

@@ -404,11 +404,25 @@ impl<'a> Graph<'a> {
                 };
                 for value in node.attr.values() {
                     for f in attr_functions(value) {
-                        if !self.functions.contains_key(f) {
-                            findings.push(finding(
+                        if f.is_empty() || self.functions.contains_key(f) {
+                            continue;
+                        }
+                        // A function-valued attribute may name a registered op (SymbolicGradient,
+                        // a call of a primitive): it has that op's capabilities, whatever its
+                        // inputs.
+                        match catalogue.get(f) {
+                            Some(entry) => {
+                                for &cap in &entry.capabilities {
+                                    findings.push(finding(
+                                        cap,
+                                        Some(format!("calls op '{f}' through an attribute")),
+                                    ));
+                                }
+                            }
+                            None => findings.push(finding(
                                 Capability::UnknownOp,
                                 Some(format!("names function '{f}', which the library lacks")),
-                            ));
+                            )),
                         }
                     }
                 }
