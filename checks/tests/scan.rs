@@ -103,10 +103,21 @@ fn benign_models_are_flagged_for_nothing() {
         scanned += 1;
     }
     assert!(scanned >= 8, "only {scanned} fixtures");
-    // TensorFlow Serving's own test models (TF1 and TF2 exports, assets, a counter).
-    let testdata = Path::new("/work/shared/tfserving-testdata");
+}
+
+/// TensorFlow Serving's own test models (TF1 and TF2 exports, assets, a counter), used in place
+/// from `shared/tfserving-testdata` beside the repository.
+#[test]
+fn tensorflow_servings_test_models_are_flagged_for_nothing() {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tfserving-testdata");
     let mut versions = 0;
-    for model in std::fs::read_dir(testdata).expect("TF Serving's testdata") {
+    let models = std::fs::read_dir(&testdata).unwrap_or_else(|e| {
+        panic!(
+            "TensorFlow Serving's testdata at {}: {e}",
+            testdata.display()
+        )
+    });
+    for model in models {
         let model = model.unwrap().path();
         let Ok(entries) = std::fs::read_dir(&model) else {
             continue;

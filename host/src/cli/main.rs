@@ -485,8 +485,10 @@ async fn run(command: Command) -> Result<()> {
                 }],
                 (None, None) => bail!("give --model_base_path or --model_config_file"),
             };
-            let policy =
-                (sandbox.deny_ops.clone()).unwrap_or_else(tfsandbox::OpPolicy::serve_default);
+            let policy = sandbox
+                .deny_ops
+                .clone()
+                .unwrap_or_else(tfsandbox::OpPolicy::serve_default);
             let mut config = sandbox_config(sandbox, None);
             config.docker.show_progress = false;
             config.op_policy = policy;
