@@ -378,6 +378,18 @@ fn corrupt_or_huge_saved_models_are_refused_cleanly() {
         }
         other => panic!("2 GiB: {other:?}"),
     }
+    // A second form TensorFlow's loader might read instead (text, or chunked).
+    for other in ["saved_model.pbtxt", "saved_model.cpb"] {
+        let dir = model_dir_with(&real);
+        std::fs::write(dir.path().join(other), b"").unwrap();
+        assert!(
+            matches!(
+                scan::scan_dir(dir.path(), &[], &limits),
+                Err(ScanError::OtherForm { .. })
+            ),
+            "{other}"
+        );
+    }
     // No saved_model.pb, and a meta graph with other tags.
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(

@@ -37,6 +37,9 @@ pub enum ScanError {
     },
     #[error("'{path}' holds no saved_model.pb (a scan reads the binary form only)")]
     NoSavedModel { path: PathBuf },
+    /// TensorFlow's loader also reads these forms; which it picks is not the scan's to guess.
+    #[error("'{path}' holds {other} besides saved_model.pb; a scan reads only saved_model.pb")]
+    OtherForm { path: PathBuf, other: &'static str },
     #[error("'{path}' is {size} bytes, over the scan's limit of {limit} bytes")]
     TooLarge {
         path: PathBuf,
@@ -124,6 +127,14 @@ impl Report {
 
 /// Reads `<dir>/saved_model.pb` within the limits.
 pub fn read_saved_model(dir: &Path, limits: &ScanLimits) -> Result<SavedModel, ScanError> {
+    for other in ["saved_model.pbtxt", "saved_model.cpb"] {
+        if dir.join(other).exists() {
+            return Err(ScanError::OtherForm {
+                path: dir.to_path_buf(),
+                other,
+            });
+        }
+    }
     let path = dir.join("saved_model.pb");
     let read_err = |source| ScanError::Read {
         path: path.clone(),
