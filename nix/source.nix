@@ -1,12 +1,15 @@
 # The source crane builds from: what cleanCargoSource keeps (Cargo.toml/lock, .cargo/config.toml,
-# *.rs, *.toml) plus what the build and the tests read besides: the .proto files (proto/build.rs),
-# host/src/image/dlopen.json (include_str!) and the fixture SavedModels under checks/fixtures.
+# *.rs, *.toml) plus what the build and the tests read besides: the .proto files (proto/build.rs,
+# scan/build.rs), host/src/image/dlopen.json and scan/src/ops.tsv (include_str!) and the fixture
+# SavedModels under checks/fixtures.
 { lib, craneLib }:
 lib.fileset.toSource {
   root = ../.;
   fileset = lib.fileset.unions [
     (craneLib.fileset.commonCargoSources ../.)
     (lib.fileset.fileFilter (file: file.hasExt "proto") ../proto)
+    (lib.fileset.fileFilter (file: file.hasExt "proto") ../scan)
+    ../scan/src/ops.tsv
     ../host/src/image/dlopen.json
     ../checks/fixtures
   ];

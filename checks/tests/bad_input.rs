@@ -163,6 +163,7 @@ async fn malformed_wire_tensors_and_ids() {
         path: fixture_inside("half_plus_two"),
         tags: vec![],
         model_id: id.into(),
+        ..Default::default()
     };
     client.load_model(load("m")).await.unwrap();
     let status = client.load_model(load("m")).await.unwrap_err();
@@ -241,6 +242,7 @@ async fn bool_bytes_other_than_zero_or_one_are_refused() {
             path: fixture_inside("multi_io"),
             tags: vec![],
             model_id: "m".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

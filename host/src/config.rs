@@ -160,6 +160,9 @@ pub struct Config {
     pub docker: DockerSettings,
     /// GPUs the worker may use (none by default) and the CUDA libraries it then runs on.
     pub gpu: GpuSettings,
+    /// Capabilities a model may not use; the worker scans each model at load and refuses it
+    /// before any session exists. Empty by default (`tfsandbox serve` denies more).
+    pub op_policy: tfsandbox_scan::OpPolicy,
 }
 
 impl Config {
@@ -221,6 +224,7 @@ impl Default for Config {
             process: ProcessSettings::default(),
             docker: DockerSettings::default(),
             gpu: GpuSettings::default(),
+            op_policy: tfsandbox_scan::OpPolicy::default(),
         }
     }
 }

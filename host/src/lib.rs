@@ -32,3 +32,6 @@ pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};
 /// The wire types, for callers that read signatures and worker reports.
 pub use tfsandbox_proto::v1 as wire;
+/// What a model can do, read before it runs (`tfsandbox scan`), and the op policy.
+pub use tfsandbox_scan as scan;
+pub use tfsandbox_scan::OpPolicy;

@@ -12,6 +12,16 @@ pub enum WorkerError {
     ModelNotFound(String),
     #[error("cannot load model from '{path}': {reason}")]
     BadModelDir { path: String, reason: String },
+    #[error("cannot load model from '{path}': {source}")]
+    Denied {
+        path: String,
+        source: Box<tfsandbox_scan::Denied>,
+    },
+    #[error("cannot load model from '{path}': scanning it for the op policy: {source}")]
+    Scan {
+        path: String,
+        source: Box<tfsandbox_scan::ScanError>,
+    },
     #[error("model '{model}' has no signature '{name}'; it has: {available}")]
     SignatureNotFound {
         model: String,
@@ -70,8 +80,10 @@ impl From<WorkerError> for Status {
         let code = match &error {
             WorkerError::EmptyModelId
             | WorkerError::BadModelDir { .. }
+            | WorkerError::Scan { .. }
             | WorkerError::InvalidInput { .. } => Code::InvalidArgument,
             WorkerError::ModelExists(_) => Code::AlreadyExists,
+            WorkerError::Denied { .. } => Code::PermissionDenied,
             WorkerError::ModelNotFound(_) | WorkerError::SignatureNotFound { .. } => Code::NotFound,
             WorkerError::TensorFlow { status, .. } => *status,
         };

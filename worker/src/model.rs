@@ -13,6 +13,8 @@ use tfsandbox_proto::v1::{
     DataType, ModelMetadata, Signature as WireSignature, Tensor as WireTensor, TensorSpec,
 };
 
+use tfsandbox_scan::{OpPolicy, ScanLimits};
+
 use crate::error::WorkerError;
 use crate::tensor::{tf_dtype_name, wire_dtype, TfTensor};
 
@@ -43,6 +45,23 @@ pub struct Model {
 }
 
 impl Model {
+    /// Fails if `policy` denies an op the model at `path` uses. Called before `load`, so a
+    /// refused model never reaches TensorFlow and never gets a session.
+    pub fn check_policy(path: &str, tags: &[String], policy: &OpPolicy) -> Result<(), WorkerError> {
+        if policy.is_empty() {
+            return Ok(());
+        }
+        let report = tfsandbox_scan::scan_dir(Path::new(path), tags, &ScanLimits::default())
+            .map_err(|source| WorkerError::Scan {
+                path: path.to_string(),
+                source: Box::new(source),
+            })?;
+        policy.check(&report).map_err(|source| WorkerError::Denied {
+            path: path.to_string(),
+            source: Box::new(source),
+        })
+    }
+
     pub fn load(id: &str, path: &str, tags: &[String]) -> Result<Model, WorkerError> {
         let bad_dir = |reason: String| WorkerError::BadModelDir {
             path: path.to_string(),

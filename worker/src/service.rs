@@ -12,6 +12,8 @@ use tfsandbox_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use tfsandbox_scan::OpPolicy;
+
 use crate::error::WorkerError;
 use crate::model::{Model, DEFAULT_TAG};
 
@@ -128,7 +130,10 @@ impl Worker for WorkerService {
             path,
             tags,
             model_id,
+            deny_capabilities,
         } = request.into_inner();
+        let policy = OpPolicy::parse(&deny_capabilities.join(","))
+            .map_err(|e| WorkerError::invalid("deny_capabilities", e.to_string()))?;
         if model_id.is_empty() {
             return Err(WorkerError::EmptyModelId.into());
         }
@@ -145,9 +150,13 @@ impl Worker for WorkerService {
         } else {
             tags
         };
-        tracing::info!(%model_id, %path, ?tags, "loading model");
+        tracing::info!(%model_id, %path, ?tags, deny = ?policy.names(), "loading model");
         let id = model_id.clone();
-        let model = blocking(move || Model::load(&id, &path, &tags)).await?;
+        let model = blocking(move || {
+            Model::check_policy(&path, &tags, &policy)?;
+            Model::load(&id, &path, &tags)
+        })
+        .await?;
         let metadata = model.metadata();
         // Two loads of one id may race; the first to finish wins.
         let mut models = self.models.write().expect("model map lock");

@@ -60,6 +60,11 @@ struct SandboxArgs {
     /// no CPU quota, and refuses the flag rather than run unbounded.
     #[arg(long)]
     cpus: Option<f64>,
+    /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
+    /// allows all. Default: none, but serve denies file_read, file_write, file_list, network,
+    /// process_state and unknown_op.
+    #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
+    deny_ops: Option<tfsandbox::OpPolicy>,
 }
 
 /// `4G`, `512M`, `1024`: bytes, with binary suffixes.
@@ -199,6 +204,17 @@ enum Command {
         idle_timeout: u64,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// List what a SavedModel's ops can do (files, network, ...), read from its graph and every
+    /// function in its library without running anything; fails if --deny-ops denies any of it.
+    Scan {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
+        deny_ops: Option<tfsandbox::OpPolicy>,
     },
     /// Print the signatures of a SavedModel, as loaded in a sandbox.
     Inspect {
@@ -402,6 +418,7 @@ fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<
     let mut config = Config {
         runtime: args.runtime,
         worker_path: args.worker,
+        op_policy: args.deny_ops.unwrap_or_default(),
         ..Config::default()
     };
     if let Some(seconds) = args.timeout {
@@ -568,8 +585,13 @@ async fn run(command: Command) -> Result<()> {
                 }],
                 (None, None) => bail!("give --model_base_path or --model_config_file"),
             };
+            let policy = sandbox
+                .deny_ops
+                .clone()
+                .unwrap_or_else(tfsandbox::OpPolicy::serve_default);
             let mut config = sandbox_config(sandbox, None)?;
             config.docker.show_progress = false;
+            config.op_policy = policy;
             let options = serve::ServeOptions {
                 models,
                 config,
@@ -605,6 +627,21 @@ async fn run(command: Command) -> Result<()> {
                 tracing::warn!("{signal}: finishing the calls in flight, then stopping");
             };
             serve::serve(options, ready, shutdown).await?;
+        }
+        Command::Scan {
+            model,
+            json,
+            deny_ops,
+        } => {
+            let report = tfsandbox::scan::scan_dir(&model, &[], &Default::default())?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                write!(std::io::stdout().lock(), "{}", report.render())?;
+            }
+            if let Some(policy) = deny_ops {
+                policy.check(&report)?;
+            }
         }
         Command::Inspect {
             model,

@@ -157,6 +157,7 @@ impl Sandbox {
             path,
             tags: options.tags,
             model_id: model_id.clone(),
+            deny_capabilities: self.inner.config.op_policy.names(),
         };
         let limit = self.inner.config.limits.max_models;
         {
