@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tfsandbox::image::{Closure, Variant};
 use tfsandbox::{Config, Error, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, each_runtime, fixture};
 use tonic::Code;
@@ -14,6 +15,17 @@ fn host_namespaces() -> BTreeSet<String> {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .map(|t| t.to_string_lossy().into_owned())
         .collect()
+}
+
+/// The worker's program interpreter, as its closure names it: `/lib64/ld-linux-x86-64.so.2` on
+/// Debian, a glibc folder under `/nix/store` in a Nix build. The sandbox holds it at that path.
+fn interpreter() -> String {
+    let worker = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("worker built");
+    Closure::resolve_cached(&worker, Variant::Cpu, &[])
+        .expect("the worker's closure")
+        .interpreter
 }
 
 #[tokio::test]
@@ -76,6 +88,7 @@ async fn the_process_worker_sees_its_confinement_from_inside() {
     }
 
     // The root holds the closure, the model, /tmp, three devices and /proc; nothing else is mounted.
+    let interpreter = interpreter();
     let expected: BTreeSet<&str> = [
         "/",
         "/models/half_plus_two",
@@ -91,7 +104,7 @@ async fn the_process_worker_sees_its_confinement_from_inside() {
             expected.contains(mount.as_str())
                 || mount.starts_with("/usr/lib/tfsandbox/")
                 || mount == "/usr/bin/tfsandbox-worker"
-                || mount.starts_with("/lib64/"),
+                || *mount == interpreter,
             "unexpected mount {mount}"
         );
     }
@@ -156,7 +169,9 @@ async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
         .load_model(fixture("hostile/write_file"))
         .await
         .unwrap();
-    // (The secret's own path is under /tmp, which inside is the sandbox's own tmpfs.)
+    // The secret's name under /tmp: the sandbox's own tmpfs, and the secret's own path when the
+    // host's temporary folder is /tmp (under Nix it is /build).
+    let inside_tmp = format!("/tmp/{}", secret.file_name().unwrap().to_string_lossy());
     let host_path = format!("{}/escaped", env!("CARGO_MANIFEST_DIR"));
     for target in ["/escaped", "/models/write_file/escaped", host_path.as_str()] {
         let error = write
@@ -166,10 +181,7 @@ async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
         assert!(error.status().is_some(), "{target}: {error}");
     }
     let written = write
-        .predict([
-            ("path", text(&secret.display().to_string())),
-            ("contents", text("x")),
-        ])
+        .predict([("path", text(&inside_tmp)), ("contents", text("x"))])
         .await
         .unwrap();
     assert_eq!(written["written"].to_vec::<i32>().unwrap(), vec![1]);
@@ -195,12 +207,31 @@ async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
         .iter()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();
-    // Exactly the sandbox's own top level; the engine adds /sys and its marker file.
-    let mut expected = vec!["/dev", "/etc", "/lib64", "/models", "/proc", "/tmp", "/usr"];
+    // Exactly the sandbox's own top level, the loader's included; the engine adds /sys and its
+    // marker file.
+    let interpreter = interpreter();
+    let loader_top = format!(
+        "/{}",
+        interpreter
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap()
+    );
+    let mut expected = vec![
+        "/dev",
+        "/etc",
+        &loader_top,
+        "/models",
+        "/proc",
+        "/tmp",
+        "/usr",
+    ];
     if runtime == RuntimeKind::Docker {
         expected.extend(["/.dockerenv", "/sys"]);
     }
     expected.sort();
+    expected.dedup();
     assert_eq!(
         found, expected,
         "the sandbox's / lists more or less than its own root"

@@ -26,6 +26,16 @@ let
   pin = import ../libtensorflow-pin.nix;
   nextest = import ../nextest.nix;
 
+  # Annotated tags of the inputs, read from their repositories: a lock's rev is the commit a tag
+  # points to (what `nix flake lock` writes), never the tag object itself. Only these can be told
+  # apart offline; a new tag pinned in flake.nix belongs here too.
+  annotatedTags = {
+    "ipetkov/crane/v0.23.4" = {
+      tagObject = "498d7e7b9b708d584cbc71ec083527f68114f9a3";
+      commit = "10e6e3cb966f7cfcc789fe5eee7a85f3188ce08b";
+    };
+  };
+
   # flake.lock: version 7, every input of flake.nix locked at a revision with its narHash, and
   # locked from exactly the reference flake.nix names.
   rootInputs = lock.nodes.${lock.root}.inputs;
@@ -57,6 +67,14 @@ let
     ) "input ${name}: flake.lock's original ${builtins.toJSON node.original} is not flake.nix's ${flake.inputs.${name}.url}"
     && check (locked.type == "github" && locked.owner == url.owner && locked.repo == url.repo) "input ${name}: locked elsewhere than it was asked for"
     && check (matches "[0-9a-f]{40}" locked.rev) "input ${name}: no full rev"
+    && check (
+      let
+        tag = annotatedTags."${url.owner}/${url.repo}/${url.ref}" or null;
+      in
+      tag == null || locked.rev == tag.commit
+    ) "input ${name}: rev ${locked.rev} is not the commit that ${url.ref} points to (${
+      (annotatedTags."${url.owner}/${url.repo}/${url.ref}" or { commit = "?"; }).commit
+    }); an annotated tag's own object is not a commit"
     && check (matches "sha256-[A-Za-z0-9+/]{43}=" locked.narHash) "input ${name}: no sha256 narHash"
     && check (isInt locked.lastModified && locked.lastModified > 0) "input ${name}: no lastModified";
   lockOk =

@@ -109,6 +109,10 @@ impl Closure {
     /// manifest's included, as the image's `--library-path` is (e.g. the CUDA build of
     /// libtensorflow and the nvidia libraries, which then win over the CPU library the worker was
     /// linked against: it names them only by soname).
+    ///
+    /// A worker laid out as in the image, `PREFIX/bin/tfsandbox-worker` beside a folder
+    /// `PREFIX/lib/tfsandbox` (the release bundle, scripts/release.sh), brings its closure: that
+    /// folder is searched next, and the loader in it stands in for the worker's interpreter.
     pub fn resolve(
         worker: &Path,
         variant: Variant,
@@ -125,7 +129,15 @@ impl Closure {
             ))
         })?;
         let interpreter_name = file_name(Path::new(&interpreter));
-        let resolver = Resolver::new(library_dirs, &worker_elf);
+        let bundled = bundled_library_dir(&worker);
+        // The file bound at the interpreter's path: the bundle's loader, else the host's.
+        let interpreter_file = bundled
+            .as_ref()
+            .map(|dir| dir.join(&interpreter_name))
+            .filter(|loader| loader.is_file())
+            .unwrap_or_else(|| PathBuf::from(&interpreter));
+        let library_dirs: Vec<PathBuf> = library_dirs.iter().cloned().chain(bundled).collect();
+        let resolver = Resolver::new(&library_dirs, &worker_elf);
 
         let mut needed_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -168,7 +180,7 @@ impl Closure {
                 continue;
             }
             let (path, library) = if name == interpreter_name {
-                let path = real(Path::new(&interpreter))?;
+                let path = real(&interpreter_file)?;
                 let library = ElfInfo::read(&path)?;
                 (path, library)
             } else {
@@ -207,7 +219,7 @@ impl Closure {
             }
         }
         if !entries.iter().any(|e| e.image_path == interpreter) {
-            let path = real(Path::new(&interpreter))?;
+            let path = real(&interpreter_file)?;
             entries.push(entry(
                 interpreter.clone(),
                 &path,
@@ -352,6 +364,14 @@ impl Closure {
     pub fn total_size(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
     }
+}
+
+/// `PREFIX/lib/tfsandbox` for a worker at `PREFIX/bin/tfsandbox-worker`, if that folder exists:
+/// the image's layout ([`WORKER_PATH`], [`LIBRARY_DIR`]) under another prefix.
+fn bundled_library_dir(worker: &Path) -> Option<PathBuf> {
+    let prefix = worker.parent()?.parent()?;
+    let dir = prefix.join(LIBRARY_DIR.strip_prefix("/usr/")?);
+    dir.is_dir().then_some(dir)
 }
 
 /// What the loader reads from one ELF object.
