@@ -42,8 +42,9 @@ struct Args {
     /// The file whose bench section is rewritten.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
-    /// The fixture models (half_plus_two, identity).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../checks/fixtures"))]
+    /// The fixture models (half_plus_two, identity). Relative, as --out is, to the repository's
+    /// root, where the bench runs: a path fixed at build time breaks in any other checkout.
+    #[arg(long, default_value = "checks/fixtures")]
     fixtures: PathBuf,
     /// Leave the docker runtime out (its figures are then null).
     #[arg(long)]
