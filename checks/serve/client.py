@@ -106,7 +106,8 @@ def basic(args):
     response = stub.Predict(predict_request(MODEL, {"x": x_content([1.0, 2.0, 5.0])}), timeout=60)
     y = tf.make_ndarray(response.outputs["y"])
     assert y.tolist() == [[2.5], [3.0], [4.5]], y
-    assert response.outputs["y"].tensor_content, "answers use tensor_content"
+    assert list(response.outputs["y"].float_val) == [2.5, 3.0, 4.5], "answers use float_val"
+    assert not response.outputs["y"].tensor_content, "answers use float_val, as TF Serving's"
     assert response.model_spec.name == MODEL
     assert response.model_spec.version.value == 2, response.model_spec
     assert response.model_spec.signature_name == "serving_default"

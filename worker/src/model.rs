@@ -157,7 +157,7 @@ impl Model {
                     names(signature.inputs.keys())
                 ))
             })?;
-            check_against_spec(wire, &endpoint.spec)
+            check_dtype(wire, &endpoint.spec)
                 .map_err(|m| invalid(format!("input '{key}': {m}")))?;
             let tensor =
                 TfTensor::from_wire(wire).map_err(|m| invalid(format!("input '{key}': {m}")))?;
@@ -246,8 +246,12 @@ impl Signature {
     }
 }
 
-/// The dtype and shape of a wire tensor against what the signature declares.
-fn check_against_spec(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
+/// The dtype of a wire tensor against what the signature declares. The shape is left to
+/// TensorFlow, as TF Serving leaves it: a signature's shape is a hint (TF1 models often omit it, or
+/// declare `[-1, 1]` where `[1]` runs), and the run itself refuses what its ops cannot take. Sizes
+/// stay bounded: the host counts every request in real bytes before it is sent, and
+/// `TfTensor::from_wire` refuses a shape its bytes do not fill.
+fn check_dtype(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
     let expected = DataType::try_from(spec.dtype).unwrap_or(DataType::Unspecified);
     if expected == DataType::Unspecified {
         return Err(format!(
@@ -262,21 +266,6 @@ fn check_against_spec(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String
         return Err(format!(
             "dtype is {got}, expected {}",
             expected.as_str_name()
-        ));
-    }
-    if spec.unknown_rank {
-        return Ok(());
-    }
-    let fits = wire.shape.len() == spec.shape.len()
-        && wire
-            .shape
-            .iter()
-            .zip(&spec.shape)
-            .all(|(&got, &want)| want < 0 || got == want);
-    if !fits {
-        return Err(format!(
-            "shape is {:?}, expected {:?} (-1: any size)",
-            wire.shape, spec.shape
         ));
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! TensorFlow's `TensorProto` ⇄ tfsandbox's [`Tensor`].
 //!
 //! Requests may carry elements either in `tensor_content` (raw little-endian bytes) or in the
-//! typed `*_val` lists, as TensorFlow Serving accepts both; answers always use `tensor_content`
-//! (strings, which have no raw layout, use `string_val`), as TensorFlow Serving answers.
+//! typed `*_val` lists, as TensorFlow Serving accepts both; answers use the typed lists
+//! (`float_val`, `int_val`, ...), as TensorFlow Serving answers by default (`predict_util.cc`,
+//! `kAsProtoField`), so clients that read `float_val` get the values.
 
 use bytes::Bytes;
 use tfsandbox_proto::tensorflow::{
@@ -282,17 +283,36 @@ fn le_bytes<T: Copy, const N: usize>(values: Vec<T>, to_le: fn(T) -> [u8; N]) ->
     values.into_iter().flat_map(to_le).collect()
 }
 
-/// An answer's tensor: `tensor_content` for numbers and booleans, `string_val` for strings.
+/// An answer's tensor in the typed lists, as TensorFlow's `Tensor::AsProtoField` writes it:
+/// uint8 in `int_val`, every element listed. The answer was bounded in bytes before (its tensors
+/// together within `--max_request_bytes`); a list takes at most 4 times that in memory (uint8 as
+/// i32), and its encoding stays under tonic's encoding limit or fails the call cleanly.
 pub fn to_proto(tensor: Tensor) -> TensorProto {
     let dtype = tensor.dtype();
     let wire = tensor.into_wire();
-    TensorProto {
+    let mut proto = TensorProto {
         dtype: tf_type_of(dtype) as i32,
         tensor_shape: Some(shape_proto(&wire.shape, false)),
-        tensor_content: wire.content,
-        string_val: wire.string_values,
         ..TensorProto::default()
+    };
+    let content = &wire.content[..];
+    match dtype {
+        DType::Float32 => proto.float_val = from_le(content, f32::from_le_bytes),
+        DType::Float64 => proto.double_val = from_le(content, f64::from_le_bytes),
+        DType::Int32 => proto.int_val = from_le(content, i32::from_le_bytes),
+        DType::Int64 => proto.int64_val = from_le(content, i64::from_le_bytes),
+        DType::Uint8 => proto.int_val = content.iter().map(|&v| i32::from(v)).collect(),
+        DType::Bool => proto.bool_val = content.iter().map(|&v| v != 0).collect(),
+        DType::String => proto.string_val = wire.string_values,
     }
+    proto
+}
+
+fn from_le<T, const N: usize>(content: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    content
+        .chunks_exact(N)
+        .map(|chunk| from(chunk.try_into().expect("chunks_exact gives N bytes")))
+        .collect()
 }
 
 /// A shape as TensorFlow writes it; -1 stays -1 (a size not fixed).
@@ -513,12 +533,38 @@ mod tests {
     }
 
     #[test]
-    fn answers_use_tensor_content() {
-        let t = Tensor::new(&[2], &[1.5f32, 2.5]).unwrap();
-        let p = to_proto(t);
+    fn answers_use_the_typed_lists() {
+        let p = to_proto(Tensor::new(&[2], &[1.5f32, 2.5]).unwrap());
         assert_eq!(p.dtype, TfType::DtFloat as i32);
-        assert_eq!(p.tensor_content.len(), 8);
-        assert!(p.float_val.is_empty());
+        assert!(p.tensor_content.is_empty());
+        assert_eq!(p.float_val, vec![1.5, 2.5]);
         assert_eq!(p.tensor_shape.unwrap().dim[0].size, 2);
+
+        assert_eq!(
+            to_proto(Tensor::new(&[2], &[-1.0f64, 7.0]).unwrap()).double_val,
+            vec![-1.0, 7.0]
+        );
+        assert_eq!(
+            to_proto(Tensor::new(&[3], &[i32::MIN, 0, 5]).unwrap()).int_val,
+            vec![i32::MIN, 0, 5]
+        );
+        assert_eq!(
+            to_proto(Tensor::new(&[1], &[i64::MAX]).unwrap()).int64_val,
+            vec![i64::MAX]
+        );
+        assert_eq!(
+            to_proto(Tensor::new(&[2], &[255u8, 1]).unwrap()).int_val,
+            vec![255, 1]
+        );
+        assert_eq!(
+            to_proto(Tensor::new(&[2], &[true, false]).unwrap()).bool_val,
+            vec![true, false]
+        );
+
+        // What goes out comes back the same.
+        let t = Tensor::new(&[2, 2], &[1i64, -2, 3, -4]).unwrap();
+        let back = convert("t", to_proto(t.clone())).unwrap();
+        assert_eq!(back.to_vec::<i64>().unwrap(), t.to_vec::<i64>().unwrap());
+        assert_eq!(back.shape(), vec![2, 2]);
     }
 }
