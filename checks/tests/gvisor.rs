@@ -102,3 +102,34 @@ async fn a_killed_worker_is_replaced_and_reaped() {
         "runsc still holds a container"
     );
 }
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_by_the_sandbox_memory_bound() {
+    let mut config = config(RuntimeKind::Gvisor);
+    config.gvisor.memory_bytes = 1 << 30;
+    config.models.push(fixture("hostile/memory_bomb"));
+    let sandbox = Sandbox::start(config)
+        .await
+        .expect("a gvisor sandbox starts");
+    let bomb = sandbox
+        .load_model(fixture("hostile/memory_bomb"))
+        .await
+        .unwrap();
+    // 2^31 floats, 8 GiB: far past the 1 GiB bound on the whole sandbox. Measured here: the
+    // allocation fails inside (ResourceExhausted), gVisor sizing its memory from the cgroup;
+    // a worker the cgroup kills instead is as contained.
+    let error = bomb
+        .predict([("elements", Tensor::scalar(1i64 << 31))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, tfsandbox::Error::WorkerExited { .. })
+            || error.status().map(|s| s.code()) == Some(tonic::Code::ResourceExhausted),
+        "{error}"
+    );
+    sandbox.shutdown().await;
+    assert!(
+        runsc_containers().is_empty(),
+        "runsc still holds a container"
+    );
+}
