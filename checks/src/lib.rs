@@ -87,6 +87,19 @@ pub async fn kill_worker(sandbox: &Sandbox, runtime: RuntimeKind) {
                 .await
                 .expect("kill the container");
         }
+        RuntimeKind::Gvisor => {
+            // The worker inside gVisor's kernel, through runsc's own state for this host.
+            let settings = tfsandbox::GvisorSettings::default();
+            let state = settings
+                .state_dir
+                .join(format!("tfsandbox-runsc-{}", std::process::id()));
+            let status = std::process::Command::new(&settings.runsc_path)
+                .arg(format!("--root={}", state.display()))
+                .args(["kill", &container_name(sandbox), "KILL"])
+                .status()
+                .expect("runsc kill runs");
+            assert!(status.success(), "runsc kill: {status}");
+        }
     }
 }
 

@@ -112,6 +112,9 @@ async fn every_attempt_ends_as_expected(runtime: RuntimeKind) {
         let expected = match runtime {
             RuntimeKind::Process => process,
             RuntimeKind::Docker => docker,
+            // Not run on gvisor (each_runtime! has no gvisor column): its outcomes are not
+            // measured yet, and none is claimed.
+            RuntimeKind::Gvisor => panic!("the escape table has no gvisor column yet"),
         };
         let found = attempts.iter().find(|a| a.attempt == *name);
         match (expected, found) {

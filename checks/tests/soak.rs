@@ -14,6 +14,7 @@ async fn a_short_soak_leaks_nothing(runtime: RuntimeKind) {
     let name = match runtime {
         RuntimeKind::Process => "process",
         RuntimeKind::Docker => "docker",
+        RuntimeKind::Gvisor => "gvisor",
     };
     let output = Command::new(cli)
         .args(["soak", "--cycles", "16", "--runtime", name, "--model"])

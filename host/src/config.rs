@@ -16,6 +16,8 @@ pub enum RuntimeKind {
     Process,
     /// A container of the local Docker engine.
     Docker,
+    /// gVisor's user-space kernel (`runsc run`, a child of the host); needs no daemon.
+    Gvisor,
 }
 
 /// Limits and settings of the `process` runtime's sandbox.
@@ -90,6 +92,43 @@ impl Default for DockerSettings {
     }
 }
 
+/// Limits and settings of the `gvisor` runtime's sandboxes.
+#[derive(Debug, Clone)]
+pub struct GvisorSettings {
+    /// The `runsc` program.
+    pub runsc_path: PathBuf,
+    /// runsc's `--platform`: `ptrace` works everywhere; `kvm` needs /dev/kvm (it hangs on VMs
+    /// without nested virtualisation), newer runsc builds have `systrap`.
+    pub platform: String,
+    /// Where each host process keeps its private runsc state and bundles.
+    pub state_dir: PathBuf,
+    /// Memory of the whole sandbox (gVisor's kernel and the worker), bounded by its cgroup.
+    pub memory_bytes: i64,
+    /// CPUs the sandbox may use, bounded by its cgroup's CFS quota.
+    pub cpus: f64,
+    /// Size of the /tmp tmpfs in bytes.
+    pub tmp_bytes: u64,
+    /// RLIMIT_NOFILE, soft and hard.
+    pub nofile: u64,
+    /// RLIMIT_FSIZE, soft and hard.
+    pub file_size_bytes: u64,
+}
+
+impl Default for GvisorSettings {
+    fn default() -> Self {
+        GvisorSettings {
+            runsc_path: "runsc".into(),
+            platform: "ptrace".into(),
+            state_dir: "/run/tfsandbox-gvisor".into(),
+            memory_bytes: 4 << 30,
+            cpus: 1.0,
+            tmp_bytes: 1 << 30,
+            nofile: 1024,
+            file_size_bytes: 1 << 30,
+        }
+    }
+}
+
 /// What one sandbox accepts; beyond each, a call fails with an error naming the limit.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -158,6 +197,7 @@ pub struct Config {
     pub models: Vec<PathBuf>,
     pub process: ProcessSettings,
     pub docker: DockerSettings,
+    pub gvisor: GvisorSettings,
     /// GPUs the worker may use (none by default) and the CUDA libraries it then runs on.
     pub gpu: GpuSettings,
     /// Capabilities a model may not use; the worker scans each model at load and refuses it
@@ -223,6 +263,7 @@ impl Default for Config {
             models: Vec::new(),
             process: ProcessSettings::default(),
             docker: DockerSettings::default(),
+            gvisor: GvisorSettings::default(),
             gpu: GpuSettings::default(),
             op_policy: tfsandbox_scan::OpPolicy::default(),
         }

@@ -24,7 +24,9 @@ pub mod serve;
 pub mod soak;
 pub mod tensor;
 
-pub use config::{Config, DockerSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind};
+pub use config::{
+    Config, DockerSettings, GvisorSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind,
+};
 pub use error::{Error, Result};
 pub use gpu::{GpuSettings, Gpus};
 pub use pool::Pool;

@@ -34,7 +34,7 @@ impl Census {
     pub async fn take(runtime: RuntimeKind) -> Result<Census> {
         let containers = match runtime {
             RuntimeKind::Docker => docker::containers_of_this_process().await?,
-            RuntimeKind::Process => 0,
+            RuntimeKind::Process | RuntimeKind::Gvisor => 0,
         };
         // Only this process's: other programs on the host make theirs.
         let own = format!("tfsandbox-{}-", std::process::id());
@@ -68,6 +68,7 @@ impl Report {
         let runtime = match self.runtime {
             RuntimeKind::Process => "process",
             RuntimeKind::Docker => "docker",
+            RuntimeKind::Gvisor => "gvisor",
         };
         format!(
             "soak {runtime}: {} cycles, leaked processes {}, containers {}, fds {}, host RSS growth {} KiB",

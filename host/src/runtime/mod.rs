@@ -3,6 +3,7 @@
 //! A runtime hands back the worker's stdio; the transport on top is the same for every runtime.
 
 pub mod docker;
+pub mod gvisor;
 pub mod model_access;
 pub mod process;
 
@@ -105,6 +106,7 @@ pub async fn for_config(config: &Config) -> Result<Box<dyn Runtime>> {
                 .await?
                 .with_gpus(config.gpu.clone()),
         ),
+        RuntimeKind::Gvisor => Box::new(gvisor::GvisorRuntime::new(config.gvisor.clone(), mounts)?),
     })
 }
 
