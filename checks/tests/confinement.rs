@@ -87,7 +87,13 @@ async fn the_process_worker_sees_its_confinement_from_inside() {
         );
     }
 
-    // The root holds the closure, the model, /tmp, three devices and /proc; nothing else is mounted.
+    // The root holds the closure, the model, /tmp, three devices and /proc, whose host-wide
+    // entries are masked; nothing else is mounted.
+    let masked: BTreeSet<String> = tfsandbox_jailer::confine::root::MASKED_PROC_FILES
+        .iter()
+        .chain(tfsandbox_jailer::confine::root::MASKED_PROC_DIRS)
+        .map(|name| format!("/proc/{name}"))
+        .collect();
     let interpreter = interpreter();
     let expected: BTreeSet<&str> = [
         "/",
@@ -104,7 +110,8 @@ async fn the_process_worker_sees_its_confinement_from_inside() {
             expected.contains(mount.as_str())
                 || mount.starts_with("/usr/lib/tfsandbox/")
                 || mount == "/usr/bin/tfsandbox-worker"
-                || *mount == interpreter,
+                || *mount == interpreter
+                || masked.contains(mount),
             "unexpected mount {mount}"
         );
     }

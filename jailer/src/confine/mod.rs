@@ -15,7 +15,7 @@
 mod init;
 mod landlock;
 mod privileges;
-mod root;
+pub mod root;
 
 use std::ffi::CString;
 use std::fs;

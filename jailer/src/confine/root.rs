@@ -12,7 +12,7 @@ use crate::plan::{Plan, GROUP, PASSWD};
 
 /// Files of /proc that show the host rather than the sandbox, and that TensorFlow does not read
 /// (the fixtures pass with them masked): each is covered by /dev/null.
-const MASKED_PROC_FILES: &[&str] = &[
+pub const MASKED_PROC_FILES: &[&str] = &[
     "cmdline",
     "loadavg",
     "locks",
@@ -32,7 +32,7 @@ const MASKED_PROC_FILES: &[&str] = &[
     "zoneinfo",
 ];
 /// Folders of /proc masked the same way, by an empty read-only tmpfs.
-const MASKED_PROC_DIRS: &[&str] = &["pressure", "acpi", "scsi", "fs", "irq", "tty", "driver"];
+pub const MASKED_PROC_DIRS: &[&str] = &["pressure", "acpi", "scsi", "fs", "irq", "tty", "driver"];
 
 pub fn build(plan: &Plan) -> Result<()> {
     rustix::mount::mount_change(
