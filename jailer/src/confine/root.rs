@@ -51,6 +51,21 @@ pub fn build(plan: &Plan) -> Result<()> {
     .map_err(JailerError::path("mounting the new root on", root))?;
     let inside = |path: &str| root.join(path.trim_start_matches('/'));
 
+    // /tmp first: a closure file whose path lies under /tmp (a checkout there) is bound on top
+    // of it rather than hidden by it.
+    let tmp = inside("/tmp");
+    fs::create_dir_all(&tmp).map_err(JailerError::io("creating", &tmp))?;
+    let options = CString::new(format!("size={},mode=1777", plan.tmp_bytes))
+        .map_err(|e| JailerError::Nul(e.to_string()))?;
+    rustix::mount::mount(
+        "tmpfs",
+        &tmp,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(options.as_c_str()),
+    )
+    .map_err(JailerError::path("mounting /tmp on", &tmp))?;
+
     for bind in &plan.files {
         let target = inside(&bind.inside);
         make_parent(&target)?;
@@ -70,18 +85,6 @@ pub fn build(plan: &Plan) -> Result<()> {
         let file = inside(file);
         fs::write(&file, text).map_err(JailerError::io("writing", &file))?;
     }
-
-    let tmp = inside("/tmp");
-    let options = CString::new(format!("size={},mode=1777", plan.tmp_bytes))
-        .map_err(|e| JailerError::Nul(e.to_string()))?;
-    rustix::mount::mount(
-        "tmpfs",
-        &tmp,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        Some(options.as_c_str()),
-    )
-    .map_err(JailerError::path("mounting /tmp on", &tmp))?;
 
     let devices = ["/dev/null", "/dev/zero", "/dev/urandom"]
         .into_iter()
