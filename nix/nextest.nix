@@ -20,6 +20,14 @@ rec {
       why = "the escape suite's docker test: needs a Docker engine";
     }
     {
+      filter = "binary_id(tfsandbox-checks::docker_lifetime)";
+      why = "SIGKILLs a host of a docker sandbox: needs a Docker engine";
+    }
+    {
+      filter = "binary_id(tfsandbox-checks::gvisor)";
+      why = "the gvisor suite: needs runsc, which the Nix build sandbox does not have";
+    }
+    {
       filter = "binary_id(tfsandbox-checks::cuda)";
       why = "resolves the CUDA closure from .cache/libtensorflow-cuda/lib, which the flake's source does not hold";
     }

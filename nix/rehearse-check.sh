@@ -33,6 +33,8 @@ inside() {
   # The worker the suites find beside them, its interpreter moved; the build's own file is
   # untouched outside this namespace.
   mount --bind "$scratch/tfsandbox-worker" target/debug/tfsandbox-worker
+  # The docker image's init too: one toolchain, one loader, as under Nix.
+  mount --bind "$scratch/tfsandbox-init" target/debug/tfsandbox-init
 
   exec env -i HOME=/homeless-shelter PATH="$sandbox_path" TMPDIR="$scratch/build" \
     CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" CARGO_NET_OFFLINE=true \
@@ -77,6 +79,8 @@ loader=$(patchelf --print-interpreter target/debug/tfsandbox-worker)
 cp -L "$loader" "$scratch/glibc/lib/"
 cp target/debug/tfsandbox-worker "$scratch/tfsandbox-worker"
 patchelf --set-interpreter "$scratch/glibc/lib/$(basename "$loader")" "$scratch/tfsandbox-worker"
+cp target/debug/tfsandbox-init "$scratch/tfsandbox-init"
+patchelf --set-interpreter "$scratch/glibc/lib/$(basename "$loader")" "$scratch/tfsandbox-init"
 echo "interpreter: $(patchelf --print-interpreter "$scratch/tfsandbox-worker") (was $loader)"
 cargo nextest list --workspace --list-type binaries-only --message-format json >"$scratch/binaries.json"
 cargo metadata --format-version 1 --locked >"$scratch/metadata.json"
