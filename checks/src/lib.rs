@@ -4,7 +4,7 @@
 
 pub mod escape;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use serde_json::Value;
@@ -218,6 +218,20 @@ fn flatten(value: &Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items.iter().flat_map(flatten).collect(),
         leaf => vec![leaf.clone()],
+    }
+}
+
+/// Copies the folder `from` to `to`, recursively (a fixture into a model base path, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

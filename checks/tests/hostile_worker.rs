@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tfsandbox::{Config, RuntimeKind, Sandbox};
-use tfsandbox_checks::{config, each_runtime, fixture};
+use tfsandbox_checks::{config, copy_dir, each_runtime, fixture};
 
 /// This process's peak resident memory, in bytes.
 fn peak_rss() -> u64 {
@@ -190,20 +190,7 @@ fn a_worker_that_clears_its_parent_death_signal_dies_with_a_killed_host() {
     let dir = tempfile::tempdir().unwrap();
     let worker = injected_worker(dir.path());
     let base = dir.path().join("models");
-    let version = base.join("1");
-    std::fs::create_dir_all(version.join("variables")).unwrap();
-    let model = fixture("half_plus_two");
-    for file in ["saved_model.pb", "variables/variables.index"] {
-        std::fs::copy(model.join(file), version.join(file)).unwrap();
-    }
-    for entry in std::fs::read_dir(model.join("variables")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(
-            entry.path(),
-            version.join("variables").join(entry.file_name()),
-        )
-        .unwrap();
-    }
+    copy_dir(&fixture("half_plus_two"), &base.join("1"));
     let tfsandbox = config(RuntimeKind::Process)
         .resolve_worker_path()
         .unwrap()

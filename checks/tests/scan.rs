@@ -12,7 +12,7 @@ use tfsandbox::scan::tf::{
 };
 use tfsandbox::scan::{self, Capability, Catalogue, ScanError, ScanLimits};
 use tfsandbox::{Config, OpPolicy, RuntimeKind, Tensor};
-use tfsandbox_checks::{config, each_runtime, fixture, fixture_dirs};
+use tfsandbox_checks::{config, copy_dir, each_runtime, fixture, fixture_dirs};
 
 fn scan_fixture(name: &str) -> scan::Report {
     scan::scan_dir(&fixture(name), &[], &ScanLimits::default())
@@ -597,19 +597,6 @@ async fn serve_refuses_a_denied_version_and_keeps_serving_the_one_before() {
         y.float_val == [4.0] || y.tensor_content[..] == 4.0f32.to_le_bytes(),
         "{y:?}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// TF2's asset pattern: the loader feeds `asset_path_initializer`, the init op assigns it to a

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tfsandbox::RuntimeKind;
-use tfsandbox_checks::{config, fixture};
+use tfsandbox_checks::{config, copy_dir, fixture};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,19 +30,6 @@ fn serving_client_python() -> PathBuf {
         "scripts/setup-serving-client.sh failed: {status}"
     );
     root.join(".cache/serving-venv/bin/python")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The server process; killed when the test ends, however it ends.

@@ -8,14 +8,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tfsandbox::{Config, Predict, ProcessSettings, RestartPolicy, RuntimeKind, Sandbox, Tensor};
-use tfsandbox_checks::{config, fixture, jailer_path, kill_worker};
+use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
 use tfsandbox_proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use tfsandbox_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfsandbox_proto::tensorflow::serving::{
@@ -23,19 +23,6 @@ use tfsandbox_proto::tensorflow::serving::{
 };
 use tfsandbox_proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
 use tonic::transport::Channel;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// How the server process starts: its soft RLIMIT_NOFILE and umask, set in the child only.
 #[derive(Default, Clone, Copy)]
