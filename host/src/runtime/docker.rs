@@ -615,11 +615,7 @@ fn signal_name(signal: i64) -> &'static str {
 }
 
 fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {
-    if gpus.is_none() {
-        tfsandbox_jailer::seccomp::Policy::Cpu
-    } else {
-        tfsandbox_jailer::seccomp::Policy::Gpu
-    }
+    tfsandbox_jailer::seccomp::Policy::for_gpus(!gpus.is_none())
 }
 
 fn engine(action: &str, error: bollard::errors::Error) -> Error {
