@@ -45,9 +45,9 @@ echo "flake.lock is JSON"
 # From a copy: a path: flake in the checkout would copy target/ into the store.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$scratch/flake/host/src/image"
+mkdir -p "$scratch/flake/host/lib/src"
 cp -r flake.nix flake.lock nix "$scratch/flake/"
-cp host/src/image/dlopen.json "$scratch/flake/host/src/image/"
+cp host/lib/src/dlopen.json "$scratch/flake/host/lib/src/"
 nix_ flake metadata --offline --no-write-lock-file --json "path:$scratch/flake" >/dev/null \
   || fail "nix does not accept flake.lock for flake.nix (it would relock)"
 cmp -s flake.lock "$scratch/flake/flake.lock" || fail "nix rewrote flake.lock"
@@ -58,7 +58,7 @@ for file in nix/image-config.nix nix/dlopen.nix nix/libtensorflow-pin.nix nix/ne
   nix-instantiate --eval --strict "$file" >/dev/null || fail "$file does not evaluate"
   echo "evaluated $file"
 done
-echo "CUDA dlopen() libraries, from host/src/image/dlopen.json:"
+echo "CUDA dlopen() libraries, from host/lib/src/dlopen.json:"
 nix-instantiate --eval --strict -E '(import ./nix/dlopen.nix).cuda'
 echo "image config (for a worker at /nix/store/...-worker/bin/tfsandbox-worker):"
 nix-instantiate --eval --strict -E \

@@ -1,7 +1,7 @@
 # What `nix flake check` runs: clippy with warnings denied, rustfmt, the test suites through
 # nextest, how the worker links, and the images: they run as 65534, hold no shell, hold exactly
 # the worker's closure under /nix/store and nothing unlisted outside it, stream the same bytes
-# every time; the CUDA one also holds every library of host/src/image/dlopen.json on
+# every time; the CUDA one also holds every library of host/lib/src/dlopen.json on
 # libtensorflow's RUNPATH, and /run/opengl-driver/lib.
 {
   lib,
@@ -153,7 +153,7 @@ let
             for folder in "''${folders[@]}"; do
               if grep -q -x -F "''${folder#/}/$soname" names; then found=$folder; break; fi
             done
-            [ -n "$found" ] || fail "$soname (host/src/image/dlopen.json) is not in the image on libtensorflow's RUNPATH"
+            [ -n "$found" ] || fail "$soname (host/lib/src/dlopen.json) is not in the image on libtensorflow's RUNPATH"
             echo "$soname: $found"
           done
           # The driver's libraries: looked for in /run/opengl-driver/lib, which is /usr/lib64,

@@ -29,7 +29,7 @@ let
       craneLib = crane.mkLib variantPkgs;
       libtensorflow = variantPkgs.callPackage ./libtensorflow.nix {
         cudaSupport = name == "cuda";
-        # CUDA 12: the sonames TensorFlow 2.18 loads (host/src/image/dlopen.json).
+        # CUDA 12: the sonames TensorFlow 2.18 loads (host/lib/src/dlopen.json).
         cudaPackages = variantPkgs.cudaPackages_12;
       };
       workspace = variantPkgs.callPackage ./worker.nix { inherit craneLib libtensorflow src; };

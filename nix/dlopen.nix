@@ -1,8 +1,8 @@
 # The dlopen() manifest: libraries TensorFlow loads by name at run time and never lists as
-# DT_NEEDED. It is the very file the non-Nix image builder reads (host/src/image/closure.rs), so
+# DT_NEEDED. It is the very file the non-Nix image builder reads (host/lib/src/closure.rs), so
 # both images carry the same libraries. Plain data: nix/check-static.sh evaluates it without nixpkgs.
 let
-  manifest = builtins.fromJSON (builtins.readFile ../host/src/image/dlopen.json);
+  manifest = builtins.fromJSON (builtins.readFile ../host/lib/src/dlopen.json);
 
   # Which nixpkgs package ships each soname: an attribute of cudaPackages_12 for the CUDA variant.
   # A soname added to dlopen.json must be added here too; evaluation fails until it is.
@@ -48,7 +48,7 @@ let
     if unmapped variant == [ ] then
       manifest.${variant}
     else
-      throw "nix/dlopen.nix: no nixpkgs package named for ${builtins.concatStringsSep ", " (unmapped variant)} (host/src/image/dlopen.json, \"${variant}\")";
+      throw "nix/dlopen.nix: no nixpkgs package named for ${builtins.concatStringsSep ", " (unmapped variant)} (host/lib/src/dlopen.json, \"${variant}\")";
 in
 {
   cpu = checked "cpu";

@@ -10,7 +10,7 @@
     hash = "sha256-gQx11xSdLaDLIJIYeBew3Ku4ByjKn5zzph8/QvrdEpg=";
   };
   # The CUDA build of the same release: the same C API, plus the CUDA kernels; it loads the CUDA
-  # libraries listed in host/src/image/dlopen.json with dlopen().
+  # libraries listed in host/lib/src/dlopen.json with dlopen().
   cuda = {
     pname = "tensorflow";
     url = "https://files.pythonhosted.org/packages/45/c6/05d862ebeaaf63343dffc4f97dab62ac493e8c2bbc6b1a256199bcc78ed4/tensorflow-2.18.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";

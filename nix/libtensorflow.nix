@@ -1,7 +1,7 @@
 # libtensorflow for the Nix build: the C API out of the PyPI wheel pinned in
 # nix/libtensorflow-pin.nix (the very bytes scripts/setup-libtensorflow.sh uses), with RUNPATHs
 # pointed into the Nix store: nixpkgs' glibc and libstdc++, and for CUDA the nixpkgs CUDA
-# libraries named by host/src/image/dlopen.json plus /run/opengl-driver/lib for the driver.
+# libraries named by host/lib/src/dlopen.json plus /run/opengl-driver/lib for the driver.
 #
 # Not nixpkgs' own `libtensorflow` (python3.pkgs.tensorflow-build.libtensorflow): a multi-hour
 # bazel source build of TensorFlow 2.13.0 in the nixpkgs expressions of 2024-2025 (marked broken

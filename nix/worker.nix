@@ -61,10 +61,10 @@ let
     // {
       inherit cargoArtifacts;
       pname = "tfsandbox";
-      cargoExtraArgs = "--locked -p tfsandbox";
+      cargoExtraArgs = "--locked -p tfsandbox-cli";
       doCheck = false;
       # The process runtime starts the worker it finds beside the running program
-      # (host/src/config.rs); current_exe() is this output's bin/tfsandbox.
+      # (host/lib/src/config.rs); current_exe() is this output's bin/tfsandbox.
       # The process runtime finds the jailer beside the worker.
       postInstall = ''
         ln -s ${lib.getExe worker} "$out/bin/tfsandbox-worker"

@@ -1,25 +1,9 @@
 // protoc comes from the protoc-bin-vendored crate so that no system protobuf is needed.
-use std::path::PathBuf;
-
-/// TensorFlow Serving's public API as `tfsandbox serve` speaks it (our own wire-compatible copies).
-const SERVING_PROTOS: &[&str] = &[
-    "proto/tensorflow_serving/apis/prediction_service.proto",
-    "proto/tensorflow_serving/apis/model_service.proto",
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         // Tensor payloads stay `Bytes` so they are sliced out of the frame, not copied.
         .bytes(".tfsandbox.v1.Tensor")
         .compile_protos(&["proto/tfsandbox/v1/worker.proto"], &["proto"])?;
-
-    // A separate run, so the descriptor set that gRPC reflection serves holds only the serving
-    // API, not the worker's contract.
-    let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .bytes(".tensorflow.TensorProto")
-        .file_descriptor_set_path(out.join("serving_descriptor.bin"))
-        .compile_protos(SERVING_PROTOS, &["proto"])?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 #   scripts/release.sh OUT_DIR  ->  OUT_DIR/tfsandbox-<version>-x86_64-linux.tar.gz
 # holding bin/tfsandbox, bin/tfsandbox-jailer, bin/tfsandbox-worker and the worker's exact closure,
 # its loader included, in lib/tfsandbox: the image's layout under another prefix, which the host
-# library recognises (host/src/image/closure.rs), so the worker runs in the sandbox on the bundled
+# library recognises (host/lib/src/closure.rs), so the worker runs in the sandbox on the bundled
 # loader and libraries, started as `ld-linux-x86-64.so.2 --library-path /usr/lib/tfsandbox ...`.
 #
 # A clean release build of the committed tree (git archive HEAD) in a folder of its own. The

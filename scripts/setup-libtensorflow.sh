@@ -19,7 +19,7 @@ WHEEL_SHA256=810c75d7149d2da0cb2092187817b0dcabb80728ca9f9cf3a61f3f42fadd1298
 CUDA_WHEEL_SHA256=c9f87e5d2a680a4595f5dc30daf6bbaec9d4129b46d7ef1b2af63c46ac7d2828
 # The versions are those tensorflow 2.18.1's METADATA pins for `extra == "and-cuda"`; the hashes
 # are PyPI's for the manylinux2014_x86_64 wheels. Only the wheels that ship a library of the
-# dlopen() manifest (host/src/image/dlopen.json) or a DT_NEEDED of one are fetched; the extra's
+# dlopen() manifest (host/lib/src/dlopen.json) or a DT_NEEDED of one are fetched; the extra's
 # nvidia-cuda-cupti-cu12 (loaded only by TensorFlow's profiler), nvidia-cuda-nvcc-cu12 (ptxas
 # and libdevice, which only XLA's JIT compilation uses) and nvidia-cuda-nvrtc-cu12 (loaded only
 # by cuDNN's runtime-compiled engines; cuDNN falls back to its precompiled ones) are not.

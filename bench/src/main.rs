@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use futures::future::join_all;
 use serde_json::{json, Value};
-use tfsandbox::image::{self, Closure, Variant};
+use tfsandbox::closure::{self, Closure, Variant};
+use tfsandbox::image;
 use tfsandbox::{Config, Error, Pool, Predict, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
@@ -402,9 +403,9 @@ async fn main() -> Result<()> {
     progress("image");
     // As the docker runtime builds it: the worker and the container's init.
     let closure = Closure::resolve(&worker, Variant::Cpu, &[])?
-        .with_init(&image::closure::init_beside(&worker), &[])?;
+        .with_init(&closure::init_beside(&worker), &[])?;
     let archive = tempfile::NamedTempFile::new()?;
-    let built = image::build_archive(&closure, &image::reference(&closure), archive.path(), false)?;
+    let built = image::build_archive(&closure, &image::reference(&closure), archive.path(), None)?;
     let worker_bytes = std::fs::metadata(&worker)?.len();
     progress("done");
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tfsandbox::image::closure::WORKER_PATH;
-use tfsandbox::image::{Closure, Variant};
+use tfsandbox::closure::WORKER_PATH;
+use tfsandbox::closure::{Closure, Variant};
 use tfsandbox::{Config, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, fixture, jailer_path};
 

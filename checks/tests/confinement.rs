@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tfsandbox::image::{Closure, Variant};
+use tfsandbox::closure::{Closure, Variant};
 use tfsandbox::{Config, Error, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, each_runtime, fixture};
 use tonic::Code;

@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bollard::models::DeviceRequest;
-use tfsandbox::gpu::{self, Gpus, Passthrough};
-use tfsandbox::image::closure::{
+use tfsandbox::closure::{
     dlopen_manifest, is_driver_library, ElfInfo, DRIVER_LIBRARY_DIR, LIBRARY_DIR,
 };
-use tfsandbox::image::{Closure, Variant};
+use tfsandbox::closure::{Closure, Variant};
+use tfsandbox::gpu::{self, Gpus, Passthrough};
 use tfsandbox::runtime::docker::{DockerRuntime, Identity, UID_BASE};
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
@@ -366,7 +366,7 @@ async fn info_reports_no_gpu_where_there_is_none() {
 async fn the_cuda_image_runs_a_model_without_a_gpu() {
     let closure = cuda_closure();
     let docker = bollard::Docker::connect_with_local_defaults().expect("a Docker engine");
-    let reference = tfsandbox::image::ensure_loaded(&docker, &closure, false)
+    let reference = tfsandbox::image::ensure_loaded(&docker, &closure, None)
         .await
         .expect("the CUDA image builds and loads");
     let mut config = config(RuntimeKind::Docker);

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
-use tfsandbox::image::{self, oci, Closure, Variant};
+use tfsandbox::closure::{self, Closure, Variant};
+use tfsandbox::image::{self, oci};
 use tfsandbox::runtime::docker::{MASKED_PATHS, READONLY_PATHS, UID_BASE, UID_COUNT};
 use tfsandbox::{RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, sandbox};
@@ -23,7 +24,7 @@ fn worker_closure() -> Closure {
         .expect("worker built");
     Closure::resolve(&worker, Variant::Cpu, &[])
         .expect("closure resolves")
-        .with_init(&image::closure::init_beside(&worker), &[])
+        .with_init(&closure::init_beside(&worker), &[])
         .expect("the init's closure resolves")
 }
 
@@ -249,7 +250,7 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
 async fn the_engine_holds_exactly_the_closure_and_the_fixed_files() {
     let closure = worker_closure();
     let docker = engine();
-    let reference = image::ensure_loaded(&docker, &closure, false)
+    let reference = image::ensure_loaded(&docker, &closure, None)
         .await
         .expect("image loads");
     let archive: Vec<u8> = docker

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use tfsandbox::runtime::{self, Launch};
-use tfsandbox::soak::Census;
 use tfsandbox::{Config, RuntimeKind, Sandbox};
 use tfsandbox_checks::{config, each_runtime};
+use tfsandbox_cli::soak::Census;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn hostile_peer() -> std::path::PathBuf {

@@ -215,7 +215,7 @@ fn a_worker_that_clears_its_parent_death_signal_dies_with_a_killed_host() {
     }
     let processes = sandbox_processes(dir.path());
     // The workers run the loader on the worker's path inside the sandbox.
-    let inside = tfsandbox::image::closure::WORKER_PATH.as_bytes();
+    let inside = tfsandbox::closure::WORKER_PATH.as_bytes();
     let names: Vec<String> = processes
         .iter()
         .filter(|(_, c)| c.windows(inside.len()).any(|w| w == inside))

@@ -485,10 +485,10 @@ each_runtime!(a_denied_model_is_refused_at_load);
 #[tokio::test]
 async fn serve_refuses_a_denied_version_and_keeps_serving_the_one_before() {
     use std::io::{BufRead, BufReader};
-    use tfsandbox_proto::tensorflow::serving::model_service_client::ModelServiceClient;
-    use tfsandbox_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-    use tfsandbox_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
-    use tfsandbox_proto::tensorflow::{
+    use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
+    use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
+    use tfsandbox_serve::proto::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
+    use tfsandbox_serve::proto::{
         tensor_shape_proto::Dim, DataType, TensorProto, TensorShapeProto,
     };
 

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tfsandbox::{Config, Predict, ProcessSettings, RestartPolicy, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
-use tfsandbox_proto::tensorflow::serving::model_service_client::ModelServiceClient;
-use tfsandbox_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use tfsandbox_proto::tensorflow::serving::{
+use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
+use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
+use tfsandbox_serve::proto::serving::{
     model_spec::VersionChoice, GetModelStatusRequest, ModelSpec, PredictRequest, PredictResponse,
 };
-use tfsandbox_proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+use tfsandbox_serve::proto::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
 use tonic::transport::Channel;
 
 /// How the server process starts: its soft RLIMIT_NOFILE and umask, set in the child only.

@@ -8,7 +8,9 @@
 //! The `process` runtime installs it with seccompiler; the `docker` runtime hands the engine the
 //! same list as a seccomp profile.
 
+#[cfg(feature = "confine")]
 pub mod confine;
+#[cfg(feature = "confine")]
 pub mod error;
 pub mod plan;
 pub mod seccomp;

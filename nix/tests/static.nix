@@ -20,7 +20,7 @@ let
 
   flake = import ../../flake.nix;
   lock = builtins.fromJSON (builtins.readFile ../../flake.lock);
-  manifest = builtins.fromJSON (builtins.readFile ../../host/src/image/dlopen.json);
+  manifest = builtins.fromJSON (builtins.readFile ../../host/lib/src/dlopen.json);
   cfg = import ../image-config.nix;
   dlopen = import ../dlopen.nix;
   pin = import ../libtensorflow-pin.nix;
@@ -92,7 +92,7 @@ let
 
   # The dlopen() manifest: the same file the non-Nix builder reads, every soname mapped.
   dlopenOk =
-    check (dlopen.cpu == manifest.cpu && dlopen.cuda == manifest.cuda) "nix/dlopen.nix does not give host/src/image/dlopen.json's lists"
+    check (dlopen.cpu == manifest.cpu && dlopen.cuda == manifest.cuda) "nix/dlopen.nix does not give host/lib/src/dlopen.json's lists"
     && check (manifest.cuda != [ ]) "the CUDA manifest is empty"
     && check (all (s: matches "lib[A-Za-z0-9_]+\\.so\\.[0-9]+" s) manifest.cuda) "a manifest entry is not a soname"
     && check (dlopen.cudaPackageNames != [ ]) "no CUDA packages named";

@@ -1,29 +1,22 @@
-//! The wire contract between the tfsandbox host and its workers, and the transport both speak;
-//! and TensorFlow Serving's public gRPC API, which `tfsandbox serve` answers.
+//! The wire contract between the tfsandbox host and its workers, and the transport both speak.
+//! (TensorFlow Serving's API, which only `tfsandbox serve` speaks, lives in `tfsandbox-serve`.)
 
 pub mod transport;
 
 /// Generated from `proto/tfsandbox/v1/worker.proto`.
 pub mod v1 {
     tonic::include_proto!("tfsandbox.v1");
-}
 
-/// TensorFlow's own messages (package `tensorflow`) that TensorFlow Serving's API uses, written
-/// here wire-compatible with TensorFlow 2.18 (same packages, names and field numbers).
-pub mod tensorflow {
-    tonic::include_proto!("tensorflow");
+    impl ModelMetadata {
+        /// The signature named `name`, if the model has one.
+        pub fn signature(&self, name: &str) -> Option<&Signature> {
+            self.signatures.iter().find(|s| s.name == name)
+        }
 
-    pub mod error {
-        tonic::include_proto!("tensorflow.error");
-    }
-
-    /// TensorFlow Serving's `PredictionService` and `ModelService` (package `tensorflow.serving`).
-    pub mod serving {
-        tonic::include_proto!("tensorflow.serving");
-
-        /// The encoded descriptors of the serving API, for gRPC reflection.
-        pub const FILE_DESCRIPTOR_SET: &[u8] =
-            tonic::include_file_descriptor_set!("serving_descriptor");
+        /// The signatures' names, for messages that list them.
+        pub fn signature_names(&self) -> Vec<&str> {
+            self.signatures.iter().map(|s| s.name.as_str()).collect()
+        }
     }
 }
 

@@ -1,0 +1,109 @@
+//! The flags every command that starts a sandbox takes, and the sandbox's config made from them.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser as _;
+use tfsandbox::{Config, RuntimeKind, Sandbox};
+
+/// A one-shot run of an untrusted model ends on its own.
+const DEFAULT_RUN_TIMEOUT_SECONDS: f64 = 60.0;
+
+/// `--runtime`: the library's names, listed in `--help`.
+fn runtime_parser() -> impl clap::builder::TypedValueParser<Value = RuntimeKind> {
+    clap::builder::PossibleValuesParser::new(RuntimeKind::ALL.map(RuntimeKind::name)).map(|name| {
+        name.parse::<RuntimeKind>()
+            .expect("a name the library listed")
+    })
+}
+
+#[derive(clap::Args)]
+pub struct SandboxArgs {
+    /// The kind of sandbox.
+    #[arg(long, value_parser = runtime_parser(), default_value = "process")]
+    pub runtime: RuntimeKind,
+    /// The worker binary (default: tfsandbox-worker beside this program).
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
+    /// GPUs the worker may use: none, all, or indices/UUIDs separated by commas.
+    #[arg(long, default_value = "none")]
+    pub gpus: tfsandbox::Gpus,
+    /// Where the CUDA libtensorflow and nvidia libraries lie (with --gpus).
+    #[arg(long, default_value = ".cache/libtensorflow-cuda/lib")]
+    pub cuda_library_dir: PathBuf,
+    /// Seconds a call may take before it is cancelled (and a worker that cannot stop is
+    /// replaced). Default: 60 for run and inspect, Config's own for serve.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Memory the worker may use, in bytes (suffixes K, M, G): the container's memory limit with
+    /// docker, the address space (RLIMIT_AS) with the process runtime.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub memory: Option<u64>,
+    /// CPUs the worker may use (fractions allowed); docker runtime only: the process runtime has
+    /// no CPU quota, and refuses the flag rather than run unbounded.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
+    /// allows all. Default: none, but serve denies file_read, file_write, file_list, network,
+    /// process_state and unknown_op.
+    #[arg(long = "deny-ops", value_name = "CAPABILITY,...", value_parser = tfsandbox::OpPolicy::parse)]
+    pub deny_ops: Option<tfsandbox::OpPolicy>,
+}
+
+/// `4G`, `512M`, `1024`: bytes, with binary suffixes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, scale) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size like 4G, 512M or 1024"))
+}
+
+/// A sandbox for one command; calls end after `--timeout`, 60 s unless given.
+pub async fn start(mut args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Sandbox> {
+    args.timeout.get_or_insert(DEFAULT_RUN_TIMEOUT_SECONDS);
+    Ok(Sandbox::start(sandbox_config(args, model)?).await?)
+}
+
+pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Config> {
+    let mut config = Config {
+        runtime: args.runtime,
+        worker_path: args.worker,
+        op_policy: args.deny_ops.unwrap_or_default(),
+        ..Config::default()
+    };
+    if let Some(seconds) = args.timeout {
+        config.call_timeout = std::time::Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .with_context(|| format!("--timeout {seconds}: give a positive number of seconds"))?;
+    }
+    if let Some(bytes) = args.memory {
+        config.process.address_space_bytes = bytes;
+        config.docker.memory_bytes =
+            i64::try_from(bytes).context("--memory is too large for the engine")?;
+    }
+    if let Some(cpus) = args.cpus {
+        if args.runtime != RuntimeKind::Docker {
+            bail!("--cpus needs --runtime docker: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
+        }
+        if cpus.is_nan() || cpus <= 0.0 {
+            bail!("--cpus {cpus}: give a positive number");
+        }
+        config.docker.cpus = cpus;
+    }
+    if !args.gpus.is_none() {
+        config = config.with_gpus(args.gpus, args.cuda_library_dir);
+    }
+    config
+        .models
+        .extend(model.map(std::path::Path::to_path_buf));
+    config.docker.progress = Some(crate::commands::image::progress_bars());
+    Ok(config)
+}

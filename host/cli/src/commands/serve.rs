@@ -1,0 +1,157 @@
+//! `tfsandbox serve`: TensorFlow Serving's gRPC API in front of sandboxed models, its flags named
+//! like tensorflow_model_server's.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use tfsandbox_serve as serve;
+
+use super::interrupted;
+use super::sandbox::{sandbox_config, SandboxArgs};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The model's name in requests (ModelSpec.name).
+    #[arg(long = "model_name", default_value = "default")]
+    model_name: String,
+    /// A folder of numbered version folders (`<base>/1/saved_model.pb`, ...); the highest
+    /// version is served, and new ones are picked up while serving.
+    #[arg(
+        long = "model_base_path",
+        required_unless_present = "model_config_file"
+    )]
+    model_base_path: Option<PathBuf>,
+    /// TensorFlow Serving's text-format model config (model_config_list { config { name,
+    /// base_path, model_version_policy } ... }) for several models.
+    #[arg(long = "model_config_file", conflicts_with = "model_base_path")]
+    model_config_file: Option<PathBuf>,
+    /// The gRPC port (0: any free port).
+    #[arg(long, default_value_t = 8500)]
+    port: u16,
+    /// The address to listen on; loopback unless asked otherwise.
+    #[arg(long = "grpc_address", default_value = "127.0.0.1")]
+    address: std::net::IpAddr,
+    /// Also listen on this Unix socket (plain gRPC, no TLS).
+    #[arg(long = "grpc_socket_path", alias = "unix-socket")]
+    unix_socket: Option<PathBuf>,
+    /// The Unix socket's permission bits, in octal (set whatever the umask).
+    #[arg(long = "grpc_socket_mode", default_value = "660", value_parser = parse_mode)]
+    unix_socket_mode: u32,
+    /// Seconds between scans of the base paths for new versions (0: only at start).
+    #[arg(
+        long = "file_system_poll_wait_seconds",
+        alias = "poll-seconds",
+        default_value_t = 1
+    )]
+    poll_seconds: u64,
+    /// Sandboxes per model version; calls go to the least loaded.
+    #[arg(long, default_value_t = 1)]
+    sandboxes: usize,
+    /// A PEM certificate chain: serve TLS on the TCP port (with --tls-key).
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The most bytes one request's inputs (or one answer's outputs) may take in memory
+    /// together, counted before anything is built; past it: RESOURCE_EXHAUSTED.
+    #[arg(long = "max_request_bytes", default_value_t = 512 << 20)]
+    max_request_bytes: usize,
+    /// Load version folders that are symlinks; by default they are refused, since the
+    /// folder a symlink points to would be mounted into the sandbox.
+    #[arg(long = "follow_version_symlinks")]
+    follow_version_symlinks: bool,
+    /// Connections held at once over every listener; more clients wait in the kernel's
+    /// backlog. Default: the soft RLIMIT_NOFILE less 128 descriptors kept for workers.
+    #[arg(long = "max_connections")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may sit with no call in flight and no traffic before it is
+    /// closed (clients reconnect by themselves).
+    #[arg(long = "idle_timeout", default_value_t = 300)]
+    idle_timeout: u64,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        model_name,
+        model_base_path,
+        model_config_file,
+        port,
+        address,
+        unix_socket,
+        unix_socket_mode,
+        poll_seconds,
+        sandboxes,
+        tls_cert,
+        tls_key,
+        max_request_bytes,
+        follow_version_symlinks,
+        max_connections,
+        idle_timeout,
+        sandbox,
+    } = args;
+    let models = match (model_config_file, model_base_path) {
+        (Some(file), _) => serve::read_model_config(&file)?,
+        (None, Some(base_path)) => vec![serve::ModelConfig {
+            name: model_name,
+            base_path,
+            policy: serve::VersionPolicy::default(),
+        }],
+        (None, None) => bail!("give --model_base_path or --model_config_file"),
+    };
+    let policy = sandbox
+        .deny_ops
+        .clone()
+        .unwrap_or_else(tfsandbox::OpPolicy::serve_default);
+    let mut config = sandbox_config(sandbox, None)?;
+    config.docker.progress = None;
+    config.op_policy = policy;
+    let options = serve::ServeOptions {
+        models,
+        config,
+        sandboxes_per_version: sandboxes,
+        poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
+        tcp: Some(std::net::SocketAddr::new(address, port)),
+        unix_socket,
+        tls: match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(serve::TlsFiles { cert, key }),
+            _ => None,
+        },
+        max_request_bytes,
+        follow_version_symlinks,
+        unix_socket_mode,
+        connections: serve::ConnectionLimits {
+            max_connections: serve::max_connections(max_connections)?,
+            idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+        },
+    };
+    let ready = |listening: &serve::Listening| {
+        // Tests and scripts read these lines to learn the port (e.g. with --port 0).
+        let mut stdout = std::io::stdout().lock();
+        if let Some(addr) = listening.tcp {
+            let _ = writeln!(stdout, "listening on {addr}");
+        }
+        if let Some(path) = &listening.unix_socket {
+            let _ = writeln!(stdout, "listening on unix:{}", path.display());
+        }
+        let _ = stdout.flush();
+    };
+    let shutdown = async {
+        let signal = interrupted().await;
+        tracing::warn!("{signal}: finishing the calls in flight, then stopping");
+    };
+    serve::serve(options, ready, shutdown).await?;
+    Ok(())
+}
+
+/// Permission bits in octal (`660`, `0660` or `0o660`).
+fn parse_mode(text: &str) -> std::result::Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("'{text}' is not an octal mode of at most 777")),
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors of the host library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tfsandbox_proto::transport::TransportError;
+
+use crate::tensor::TensorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("worker binary not found; looked at: {}. Build it (cargo build --bins) or set Config::worker_path or TFSANDBOX_WORKER", .looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    WorkerNotFound { looked: Vec<PathBuf> },
+    #[error("cannot start worker {}: {source}", .path.display())]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sandbox {sandbox}: transport: {source}")]
+    Transport {
+        sandbox: String,
+        source: TransportError,
+    },
+    #[error("sandbox {sandbox}: the worker exited ({status}) during {call}{}", stderr_tail(.stderr))]
+    WorkerExited {
+        sandbox: String,
+        call: String,
+        status: String,
+        stderr: Vec<String>,
+    },
+    /// The worker refused or failed the call; its message names the model, signature and input.
+    #[error("{} ({:?})", .status.message(), .status.code())]
+    Worker { call: String, status: tonic::Status },
+    /// The call's deadline passed; it was cancelled. A run TensorFlow could not stop is ended
+    /// by replacing the worker.
+    #[error("{call}: deadline exceeded after {after:?}")]
+    DeadlineExceeded { call: String, after: Duration },
+    #[error("sandbox {sandbox}: {call}: {limit} calls are in flight already (Limits::max_concurrent_calls)")]
+    TooManyCalls {
+        sandbox: String,
+        call: String,
+        limit: usize,
+    },
+    #[error("sandbox {sandbox}: loading model '{model}': {limit} models are loaded already (Limits::max_models)")]
+    TooManyModels {
+        sandbox: String,
+        model: String,
+        limit: usize,
+    },
+    #[error("{call}: tensor '{name}' holds {bytes} bytes, over the limit of {limit} (Limits::max_tensor_bytes)")]
+    TensorTooLarge {
+        call: String,
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("{call}: the request is {bytes} bytes, over the message limit of {limit} (Config::max_message_bytes)")]
+    MessageTooLarge {
+        call: String,
+        bytes: usize,
+        limit: usize,
+    },
+    /// The worker kept dying; the sandbox stopped restarting it.
+    #[error("sandbox {sandbox}: {call}: the worker is not restarted any more: {reason}")]
+    Failed {
+        sandbox: String,
+        call: String,
+        reason: String,
+    },
+    #[error("sandbox {sandbox}: {call}: the sandbox is shut down")]
+    Closed { sandbox: String, call: String },
+    #[error("model directory {}: {reason}", .path.display())]
+    ModelPath { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("sandbox {sandbox}: could not confine the worker: {message}")]
+    Confinement { sandbox: String, message: String },
+    #[error("{action}: {message}")]
+    Engine { action: String, message: String },
+    #[error(transparent)]
+    Closure(#[from] crate::closure::ClosureError),
+    #[cfg(feature = "docker")]
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error("unknown runtime '{name}': one of process, docker, gvisor")]
+    UnknownRuntime { name: String },
+    #[error("the {runtime} runtime is not built into this tfsandbox (cargo feature '{runtime}')")]
+    RuntimeNotBuilt { runtime: crate::RuntimeKind },
+    #[error("the worker answered {call} without {field}")]
+    Incomplete { call: String, field: &'static str },
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[cfg(feature = "docker")]
+    #[error(transparent)]
+    ModelAccess(#[from] crate::runtime::model_access::AccessError),
+}
+
+impl Error {
+    /// The gRPC status the worker answered with, where it did.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            Error::Worker { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn stderr_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last stderr lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,135 @@
+//! How a worker is started: one [`Runtime`] trait, one implementation per kind of sandbox.
+//!
+//! A runtime hands back the worker's stdio; the transport on top is the same for every runtime.
+
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "gvisor")]
+pub mod gvisor;
+#[cfg(feature = "docker")]
+pub mod model_access;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{Config, RuntimeKind};
+use crate::error::{Error, Result};
+
+/// What a runtime needs to start one worker.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Names the sandbox in logs and in the runtime's own objects.
+    pub sandbox_id: String,
+    /// The worker binary on the host.
+    pub worker_path: PathBuf,
+    /// Passed to the worker as its `TFSANDBOX_LOG` filter.
+    pub worker_log: String,
+}
+
+/// A started worker: its stdio and the means to stop it.
+pub struct Worker {
+    pub stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    pub stdout: Box<dyn AsyncRead + Send + Unpin>,
+    pub stderr: Box<dyn AsyncRead + Send + Unpin>,
+    pub control: Box<dyn WorkerControl>,
+}
+
+/// The model folders a sandbox may load from, each with its name under `/models`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelMounts {
+    /// (canonical host folder, name), in the order given.
+    entries: Vec<(PathBuf, String)>,
+}
+
+impl ModelMounts {
+    /// Names each folder by its own name, made unique with `-2`, `-3`, ...
+    pub fn new(dirs: &[PathBuf]) -> Result<ModelMounts> {
+        let mut entries: Vec<(PathBuf, String)> = Vec::new();
+        for dir in dirs {
+            let host = dir.canonicalize().map_err(|e| Error::ModelPath {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if !host.is_dir() {
+                return Err(Error::ModelPath {
+                    path: dir.clone(),
+                    reason: "not a directory".into(),
+                });
+            }
+            if entries.iter().any(|(h, _)| *h == host) {
+                continue;
+            }
+            let base = host
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            let mut name = base.clone();
+            let mut n = 1;
+            while entries.iter().any(|(_, taken)| *taken == name) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            entries.push((host, name));
+        }
+        Ok(ModelMounts { entries })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.entries.iter().map(|(h, n)| (h.as_path(), n.as_str()))
+    }
+
+    /// Where a sandbox that mounts these sees `host`, which must be one of them.
+    pub fn inside(&self, host: &Path) -> Result<String> {
+        let bad = |reason: String| Error::ModelPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let canonical = host.canonicalize().map_err(|e| bad(e.to_string()))?;
+        self.entries
+            .iter()
+            .find(|(h, _)| *h == canonical)
+            .map(|(_, name)| format!("/models/{name}"))
+            .ok_or_else(|| bad("not mounted in this sandbox: list it in Config::models (--model) before the sandbox starts".into()))
+    }
+}
+
+/// The runtime `config` names, mounting its model folders.
+pub async fn for_config(config: &Config) -> Result<Box<dyn Runtime>> {
+    let mounts = ModelMounts::new(&config.models)?;
+    Ok(match config.runtime {
+        RuntimeKind::Process => Box::new(
+            process::ProcessRuntime::new(config.process.clone(), mounts)
+                .with_gpus(config.gpu.clone()),
+        ),
+        #[cfg(feature = "docker")]
+        RuntimeKind::Docker => Box::new(
+            docker::DockerRuntime::connect(config.docker.clone(), mounts)
+                .await?
+                .with_gpus(config.gpu.clone()),
+        ),
+        #[cfg(feature = "gvisor")]
+        RuntimeKind::Gvisor => Box::new(gvisor::GvisorRuntime::new(config.gvisor.clone(), mounts)?),
+        #[allow(unreachable_patterns)] // Only when a runtime's feature is off.
+        runtime => return Err(Error::RuntimeNotBuilt { runtime }),
+    })
+}
+
+pub trait Runtime: Send + Sync {
+    fn start<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, Result<Worker>>;
+    /// Where a worker of this runtime sees a model directory that lies at `host` on the host.
+    fn model_path(&self, host: &Path) -> Result<String>;
+}
+
+pub trait WorkerControl: Send + Sync {
+    /// Resolves once the worker has exited, with how it ended ("exit status: 1",
+    /// "signal: 9 (SIGKILL)"). Everything the runtime made for it is cleaned up by then.
+    fn wait(&mut self) -> BoxFuture<'_, String>;
+    /// Stops the worker at once; `wait` then resolves.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// The host pid of the process the runtime started (the jailer, the engine's shim...), where
+    /// the host has one of its own.
+    fn host_pid(&self) -> Option<u32>;
+}

@@ -1,0 +1,366 @@
+//! `tfsandbox serve`: TensorFlow Serving's gRPC API in front of sandboxed models.
+//!
+//! Clients written for TensorFlow Serving (its Python `tensorflow-serving-api`, Go or Java stubs
+//! generated from its protos) call `tensorflow.serving.PredictionService` and `ModelService`
+//! unchanged; each model version runs in its own sandbox pool ([`versions`]). The server also
+//! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS.
+
+mod convert;
+mod listen;
+mod model_config;
+pub mod proto;
+mod service;
+mod tls;
+mod versions;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::serving::model_service_server::ModelServiceServer;
+use crate::proto::serving::prediction_service_server::PredictionServiceServer;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Server;
+
+pub use convert::{from_proto, to_proto, ConvertError};
+pub use listen::{max_connections, ConnectionLimits, LimitError, FD_RESERVE};
+pub use model_config::{parse as parse_model_config, ConfigFileError};
+pub use service::{status_of, RequestLimits, Serving};
+pub use versions::{scan, LoadSettings, ModelConfig, ServedModel, State, VersionPolicy};
+
+use tfsandbox::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nothing to listen on: give a port or a Unix socket")]
+    NoListener,
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("no version of model '{model}' could be loaded from {} (versions are numbered folders, e.g. {}/1/saved_model.pb)", .base.display(), .base.display())]
+    NothingLoaded { model: String, base: PathBuf },
+}
+
+/// PEM certificate chain and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub models: Vec<ModelConfig>,
+    /// Sandbox settings; each version's folder is added to its own copy.
+    pub config: Config,
+    /// Sandboxes per model version.
+    pub sandboxes_per_version: usize,
+    /// How often the base paths are scanned for new versions; `None`: only at start.
+    pub poll: Option<Duration>,
+    pub tcp: Option<SocketAddr>,
+    pub unix_socket: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
+    /// The most bytes a request's inputs, or an answer's outputs, may take in memory together.
+    pub max_request_bytes: usize,
+    /// Load version folders that are symlinks (refused otherwise).
+    pub follow_version_symlinks: bool,
+    /// The Unix socket's permission bits, whatever the umask.
+    pub unix_socket_mode: u32,
+    /// Connections held at once (over every listener) and how long one may sit idle.
+    pub connections: ConnectionLimits,
+}
+
+/// Where the server listens, once it does.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub tcp: Option<SocketAddr>,
+    pub unix_socket: Option<PathBuf>,
+}
+
+/// Loads every model (its served versions) and serves until `shutdown` completes; then stops
+/// taking calls, lets the calls in flight finish and shuts every sandbox down. `ready` is called
+/// once the listeners are bound and the models loaded.
+pub async fn serve(
+    options: ServeOptions,
+    ready: impl FnOnce(&Listening),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if options.tcp.is_none() && options.unix_socket.is_none() {
+        return Err(ServeError::NoListener);
+    }
+    let tls = match &options.tls {
+        Some(files) => Some(tls::read_acceptor(&files.cert, &files.key).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let settings = LoadSettings {
+        config: options.config.clone(),
+        sandboxes: options.sandboxes_per_version.max(1),
+        drain_timeout: options.config.drain_timeout,
+        follow_symlinks: options.follow_version_symlinks,
+    };
+
+    // Bind first, so a taken port fails before minutes of model loading.
+    let tcp = match options.tcp {
+        Some(addr) => Some(bind_tcp(addr).map_err(|source| ServeError::Listen {
+            what: addr.to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let unix = match &options.unix_socket {
+        Some(path) => {
+            // A socket file left by an earlier run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(path);
+            }
+            Some(bind_unix(path, options.unix_socket_mode).map_err(|source| {
+                ServeError::Listen {
+                    what: path.display().to_string(),
+                    source,
+                }
+            })?)
+        }
+        None => None,
+    };
+
+    let models: BTreeMap<String, Arc<ServedModel>> = options
+        .models
+        .iter()
+        .map(|m| (m.name.clone(), Arc::new(ServedModel::new(m.clone()))))
+        .collect();
+    let models = Arc::new(models);
+    let result = run(
+        &options,
+        &settings,
+        tcp,
+        unix,
+        tls,
+        models.clone(),
+        ready,
+        shutdown,
+    )
+    .await;
+    futures::future::join_all(models.values().map(|m| m.stop(settings.drain_timeout))).await;
+    if let Some(path) = &options.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    options: &ServeOptions,
+    settings: &LoadSettings,
+    tcp: Option<tokio::net::TcpListener>,
+    unix: Option<tokio::net::UnixListener>,
+    tls: Option<TlsAcceptor>,
+    models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+    ready: impl FnOnce(&Listening),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // TensorFlow Serving also loads every model before it answers.
+    futures::future::join_all(models.values().map(|m| m.sync(settings))).await;
+    for model in models.values() {
+        if model.get(None).is_none() {
+            return Err(ServeError::NothingLoaded {
+                model: model.config.name.clone(),
+                base: model.config.base_path.clone(),
+            });
+        }
+    }
+
+    let poller = options.poll.map(|every| {
+        let models = models.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for model in models.values() {
+                    model.sync(&settings).await;
+                }
+            }
+        })
+    });
+
+    let serving = Serving::new(
+        models.clone(),
+        RequestLimits {
+            max_request_bytes: options.max_request_bytes,
+            max_tensor_bytes: options.config.limits.max_tensor_bytes,
+        },
+    );
+    let max = options.config.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<PredictionServiceServer<Serving>>()
+        .await;
+    health.set_serving::<ModelServiceServer<Serving>>().await;
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(crate::proto::serving::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let router = || {
+        Server::builder()
+            .layer(tower::layer::layer_fn(listen::count_calls))
+            .add_service(
+                PredictionServiceServer::new(serving.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                ModelServiceServer::new(serving.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+    };
+
+    let listening = Listening {
+        tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        unix_socket: unix.as_ref().and(options.unix_socket.clone()),
+    };
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    type ServerFuture =
+        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let mut servers: Vec<ServerFuture> = Vec::new();
+    let slots = listen::Slots::new(options.connections);
+    if let Some(listener) = tcp {
+        let listener = Arc::new(listener);
+        let accept = move || {
+            let listener = listener.clone();
+            async move {
+                let (stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            }
+        };
+        match tls {
+            Some(acceptor) => {
+                let incoming =
+                    slots.incoming(accept, move |tcp| tls::handshake(acceptor.clone(), tcp));
+                servers.push(Box::pin(
+                    router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+                ));
+            }
+            None => {
+                let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
+                servers.push(Box::pin(
+                    router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+                ));
+            }
+        }
+    }
+    if let Some(listener) = unix {
+        // A Unix socket is local: TLS there would only cost, so it is plain.
+        let listener = Arc::new(listener);
+        let accept = move || {
+            let listener = listener.clone();
+            async move { Ok(listener.accept().await?.0) }
+        };
+        let incoming = slots.incoming(accept, |stream| async move { Some(stream) });
+        let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        servers.push(Box::pin(server));
+    }
+    ready(&listening);
+    let results = futures::future::join_all(servers).await;
+    if let Some(poller) = poller {
+        poller.abort();
+    }
+    health
+        .set_not_serving::<PredictionServiceServer<Serving>>()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(())
+}
+
+/// Clients past `--max_connections` wait in the kernel's queue, which is longer than the 128
+/// tokio's `bind` asks for (the kernel caps it at net.core.somaxconn).
+const TCP_BACKLOG: u32 = 1024;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_BACKLOG)
+}
+
+/// A Unix socket at `path` with exactly `mode`. It is bound in a fresh private folder beside
+/// `path`, given its mode there and then renamed into place, so no one can connect to it while
+/// it still has the umask's mode.
+fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".tfsandbox-socket-")
+        .tempdir_in(parent)?;
+    // The rename would replace whatever is there; binding in place would have refused it.
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a file that is not a socket is in the way",
+        ));
+    }
+    let staged = private.path().join("socket");
+    let listener = tokio::net::UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&staged, path)?;
+    Ok(listener)
+}
+
+/// The models of a `--model_config_file`.
+pub fn read_model_config(path: &std::path::Path) -> Result<Vec<ModelConfig>, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(model_config::parse(&text)?)
+}

@@ -1,0 +1,791 @@
+//! TensorFlow Serving's `PredictionService` and `ModelService`, answered by sandboxed models.
+//!
+//! Status codes and messages follow TensorFlow Serving's where clients are known to look at them:
+//! an unknown model or version is NOT_FOUND ("Servable not found for request: ..."), a bad request
+//! INVALID_ARGUMENT with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::error::Code as TfCode;
+use crate::proto::serving::{
+    self as pb, model_service_server::ModelService, model_spec::VersionChoice,
+    model_version_status, prediction_service_server::PredictionService, ModelSpec,
+};
+use crate::proto::{Example, Feature, Features, SignatureDef, TensorInfo};
+use prost::Message;
+use tfsandbox_proto::transport;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::versions::{ServedModel, State, Version};
+use tfsandbox::tensor::{DType, Tensor, STRING_OVERHEAD_BYTES};
+use tfsandbox::wire::{ModelMetadata, Signature};
+use tfsandbox::Error;
+use tfsandbox::Predict;
+
+const DEFAULT_SIGNATURE: &str = "serving_default";
+const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
+const REGRESS_METHOD: &str = "tensorflow/serving/regress";
+const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+
+/// Both services over the same set of models.
+#[derive(Clone)]
+pub struct Serving {
+    models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+    limits: RequestLimits,
+}
+
+/// What one call may cost in memory, counted in real bytes (see `Tensor::byte_len`) before
+/// anything is built: a request's inputs, and the answer before it is converted for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// All tensors of one request, or of one answer, together.
+    pub max_request_bytes: usize,
+    /// `Limits::max_tensor_bytes`: any one tensor.
+    pub max_tensor_bytes: usize,
+}
+
+impl Serving {
+    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>, limits: RequestLimits) -> Serving {
+        Serving { models, limits }
+    }
+
+    /// The version a request's ModelSpec names.
+    fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<Version>, Status> {
+        let spec = spec.ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
+        let version = match &spec.version_choice {
+            None => None,
+            Some(VersionChoice::Version(v)) => Some(*v),
+            // No labels are ever assigned here, so every label is unknown, as in TensorFlow
+            // Serving without `version_labels`.
+            Some(VersionChoice::VersionLabel(label)) => {
+                return Err(Status::not_found(format!(
+                    "Unrecognized servable version label: {label}"
+                )))
+            }
+        };
+        self.models
+            .get(&spec.name)
+            .and_then(|model| model.get(version))
+            .ok_or_else(|| {
+                Status::not_found(match version {
+                    None => format!("Servable not found for request: Latest({})", spec.name),
+                    Some(v) => format!(
+                        "Servable not found for request: Specific({}, {v})",
+                        spec.name
+                    ),
+                })
+            })
+    }
+}
+
+/// The signature a request names (default `serving_default`), as TensorFlow Serving refuses a
+/// missing one.
+fn find_signature<'a>(metadata: &'a ModelMetadata, name: &str) -> Result<&'a Signature, Status> {
+    metadata.signature(name).ok_or_else(|| {
+        Status::invalid_argument(format!("Serving signature key \"{name}\" not found."))
+    })
+}
+
+fn signature_name(spec: Option<&ModelSpec>) -> String {
+    match spec.map(|s| s.signature_name.as_str()) {
+        None | Some("") => DEFAULT_SIGNATURE.to_string(),
+        Some(name) => name.to_string(),
+    }
+}
+
+/// The ModelSpec an answer carries: the model and version that answered.
+fn answered_spec(name: &str, version: &Version, signature: Option<String>) -> ModelSpec {
+    ModelSpec {
+        name: name.to_string(),
+        version_choice: Some(VersionChoice::Version(version.number)),
+        signature_name: signature.unwrap_or_default(),
+    }
+}
+
+/// A library error as the gRPC status a TensorFlow Serving client expects.
+pub fn status_of(error: &Error) -> Status {
+    if let Some(status) = error.status() {
+        // The worker's own answer (e.g. INVALID_ARGUMENT naming the input) passes through.
+        return Status::new(status.code(), status.message());
+    }
+    let code = match error {
+        Error::DeadlineExceeded { .. } => tonic::Code::DeadlineExceeded,
+        Error::TooManyCalls { .. } | Error::TooManyModels { .. } => tonic::Code::ResourceExhausted,
+        Error::TensorTooLarge { .. } | Error::MessageTooLarge { .. } => {
+            tonic::Code::ResourceExhausted
+        }
+        Error::Closed { .. } | Error::WorkerExited { .. } | Error::Transport { .. } => {
+            tonic::Code::Unavailable
+        }
+        _ => tonic::Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}
+
+fn tensor_info(spec: &tfsandbox::wire::TensorSpec) -> TensorInfo {
+    TensorInfo {
+        // The worker reports signature keys, not graph tensor names; the key is what clients
+        // address inputs by.
+        encoding: Some(crate::proto::tensor_info::Encoding::Name(spec.name.clone())),
+        dtype: convert::tf_type_from_name(&spec.tf_dtype) as i32,
+        tensor_shape: Some(convert::shape_proto(&spec.shape, spec.unknown_rank)),
+    }
+}
+
+fn signature_def(signature: &Signature) -> SignatureDef {
+    SignatureDef {
+        inputs: signature
+            .inputs
+            .iter()
+            .map(|s| (s.name.clone(), tensor_info(s)))
+            .collect(),
+        outputs: signature
+            .outputs
+            .iter()
+            .map(|s| (s.name.clone(), tensor_info(s)))
+            .collect(),
+        method_name: signature.method_name.clone(),
+        defaults: HashMap::new(),
+    }
+}
+
+/// Every Example of an Input, with the context's features merged in (an example's own
+/// features win), serialized as a classify or regress signature takes them.
+fn serialized_examples(
+    input: Option<pb::Input>,
+    limit: usize,
+) -> Result<Vec<bytes::Bytes>, Status> {
+    let kind = input
+        .and_then(|i| i.kind)
+        .ok_or_else(|| Status::invalid_argument("Input is empty"))?;
+    let (examples, context) = match kind {
+        pb::input::Kind::ExampleList(list) => (list.examples, None),
+        pb::input::Kind::ExampleListWithContext(list) => (list.examples, list.context),
+    };
+    if examples.is_empty() {
+        return Err(Status::invalid_argument("Input is empty"));
+    }
+    // The context is copied into every example: a large one and many empty examples would
+    // multiply, so the merged size is bounded before anything is merged.
+    let context_bytes = context.as_ref().map_or(0, |c| c.encoded_len()) as u128;
+    let bytes: u128 = examples
+        .iter()
+        .map(|e| e.encoded_len() as u128 + context_bytes + STRING_OVERHEAD_BYTES as u128)
+        .sum();
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "{} examples with a context of {context_bytes} bytes would take up to {bytes} bytes in memory once merged, over the limit of {limit} per request (--max_request_bytes)",
+            examples.len()
+        )));
+    }
+    let context: HashMap<String, Feature> = context
+        .and_then(|c| c.features)
+        .map(|f| f.feature)
+        .unwrap_or_default();
+    Ok(examples
+        .into_iter()
+        .map(|example| {
+            let mut feature = context.clone();
+            feature.extend(example.features.unwrap_or_default().feature);
+            Example {
+                features: Some(Features { feature }),
+            }
+            .encode_to_vec()
+            .into()
+        })
+        .collect())
+}
+
+impl Serving {
+    /// Runs a classify or regress signature on serialized Examples; returns its outputs.
+    async fn run_examples(
+        &self,
+        spec: Option<&ModelSpec>,
+        input: Option<pb::Input>,
+        method: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
+        let version = self.resolve(spec)?;
+        let examples = serialized_examples(input, self.limits.max_request_bytes)?;
+        run_examples_on(&version, spec, examples, method, timeout, self.limits).await
+    }
+}
+
+/// Runs `spec`'s signature of `version`, which must be a `method` signature, on `examples`.
+async fn run_examples_on(
+    version: &Version,
+    spec: Option<&ModelSpec>,
+    examples: Vec<bytes::Bytes>,
+    method: &str,
+    timeout: Option<Duration>,
+    limits: RequestLimits,
+) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
+    let name = signature_name(spec);
+    let signature = find_signature(version.pool.metadata(), &name)?;
+    if signature.method_name != method {
+        return Err(Status::invalid_argument(format!(
+            "Expected {method} signature method_name, got: {}",
+            signature.method_name
+        )));
+    }
+    let [input_spec] = signature.inputs.as_slice() else {
+        return Err(Status::invalid_argument(format!(
+            "Signature \"{name}\" takes {} inputs; a {method} signature takes one, the serialized Examples",
+            signature.inputs.len()
+        )));
+    };
+    let n = examples.len();
+    let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
+    let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
+    if let Some(timeout) = timeout {
+        predict = predict.deadline(timeout);
+    }
+    let outputs = version
+        .pool
+        .predict_with(predict)
+        .await
+        .map_err(|e| status_of(&e))?;
+    check_answer(&outputs, &name, limits.max_request_bytes)?;
+    let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+    Ok((answered_spec(model, version, Some(name)), outputs))
+}
+
+/// Refuses an answer (the worker's, so hostile) whose tensors together hold more than `limit`
+/// bytes, before it is converted and encoded for the client.
+fn check_answer(
+    outputs: &BTreeMap<String, Tensor>,
+    signature: &str,
+    limit: usize,
+) -> Result<(), Status> {
+    let bytes: u128 = outputs.values().map(|t| t.byte_len() as u128).sum();
+    if bytes > limit as u128 {
+        let listed: Vec<String> = outputs
+            .iter()
+            .map(|(k, t)| {
+                format!(
+                    "'{k}': {} {:?}, {} bytes",
+                    t.dtype(),
+                    t.shape(),
+                    t.byte_len()
+                )
+            })
+            .collect();
+        return Err(Status::resource_exhausted(format!(
+            "the answer of signature \"{signature}\" would take {bytes} bytes in memory ({}), over the limit of {limit} per request (--max_request_bytes)",
+            listed.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// Classes and scores of a classify signature: `classes` (strings) and/or `scores` (floats),
+/// each [batch] or [batch, classes].
+fn classification(
+    outputs: &BTreeMap<String, Tensor>,
+    batch: usize,
+    limit: usize,
+) -> Result<pb::ClassificationResult, Status> {
+    let bad = |m: String| Status::invalid_argument(m);
+    let classes = outputs.get("classes");
+    let scores = outputs.get("scores");
+    if classes.is_none() && scores.is_none() {
+        return Err(bad(
+            "Expected classification signature outputs \"classes\" and/or \"scores\"".into(),
+        ));
+    }
+    let per_row = |t: &Tensor| -> Result<usize, Status> {
+        let shape = t.shape();
+        match shape.as_slice() {
+            [b] if *b == batch => Ok(1),
+            [b, k] if *b == batch => Ok(*k),
+            _ => Err(bad(format!(
+                "classification output of shape {shape:?} does not match a batch of {batch}"
+            ))),
+        }
+    };
+    let labels: Option<(Vec<bytes::Bytes>, usize)> = match classes {
+        Some(t) if t.dtype() == DType::String => Some((
+            t.string_values().map_err(|e| bad(e.to_string()))?.to_vec(),
+            per_row(t)?,
+        )),
+        Some(t) => {
+            return Err(bad(format!(
+                "output \"classes\" is {}, expected string",
+                t.dtype()
+            )))
+        }
+        None => None,
+    };
+    let values: Option<(Vec<f32>, usize)> = match scores {
+        Some(t) => Some((
+            t.to_vec::<f32>()
+                .map_err(|e| bad(format!("output \"scores\": {e}")))?,
+            per_row(t)?,
+        )),
+        None => None,
+    };
+    let k = match (&labels, &values) {
+        (Some((_, a)), Some((_, b))) if a != b => {
+            return Err(bad(format!(
+                "\"classes\" has {a} per example, \"scores\" {b}"
+            )))
+        }
+        (Some((_, k)), _) | (_, Some((_, k))) => *k,
+        (None, None) => 0,
+    };
+    // Each class becomes a message of its own, far larger than a 4-byte score.
+    let label_bytes: u128 = labels
+        .as_ref()
+        .map_or(0, |(l, _)| l.iter().map(|s| s.len() as u128).sum());
+    let bytes =
+        (batch as u128) * (k as u128) * std::mem::size_of::<pb::Class>() as u128 + label_bytes;
+    if bytes > limit as u128 {
+        return Err(Status::resource_exhausted(format!(
+            "the classification of {batch} examples with {k} classes each would take {bytes} bytes in memory, over the limit of {limit} per request (--max_request_bytes)"
+        )));
+    }
+    let classifications = (0..batch)
+        .map(|row| pb::Classifications {
+            classes: (0..k)
+                .map(|i| pb::Class {
+                    label: labels
+                        .as_ref()
+                        .map(|(l, _)| String::from_utf8_lossy(&l[row * k + i]).into_owned())
+                        .unwrap_or_default(),
+                    score: values
+                        .as_ref()
+                        .map(|(s, _)| s[row * k + i])
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(pb::ClassificationResult { classifications })
+}
+
+/// Values of a regress signature: `outputs`, floats of shape [batch] or [batch, 1].
+fn regression(
+    outputs: &BTreeMap<String, Tensor>,
+    batch: usize,
+) -> Result<pb::RegressionResult, Status> {
+    let bad = |m: String| Status::invalid_argument(m);
+    let t = outputs
+        .get("outputs")
+        .ok_or_else(|| bad("Expected regression signature output \"outputs\"".into()))?;
+    let shape = t.shape();
+    if !matches!(shape.as_slice(), [b] | [b, 1] if *b == batch) {
+        return Err(bad(format!(
+            "regression output of shape {shape:?} does not match a batch of {batch}"
+        )));
+    }
+    let values = t
+        .to_vec::<f32>()
+        .map_err(|e| bad(format!("output \"outputs\": {e}")))?;
+    Ok(pb::RegressionResult {
+        regressions: values
+            .into_iter()
+            .map(|value| pb::Regression { value })
+            .collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl PredictionService for Serving {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
+        let timeout = transport::grpc_timeout(&request);
+        let request = request.into_inner();
+        let spec = request.model_spec.as_ref();
+        let version = self.resolve(spec)?;
+        let name = signature_name(spec);
+        let signature = find_signature(version.pool.metadata(), &name)?;
+        // Names first, then the whole request's size, and only then is anything built.
+        if let Some(unknown) = request
+            .inputs
+            .keys()
+            .find(|key| !signature.inputs.iter().any(|i| &i.name == *key))
+        {
+            let known: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "input '{unknown}' is not an input of signature \"{name}\" (its inputs: {})",
+                known.join(", ")
+            )));
+        }
+        let convert_status = |e: convert::ConvertError| match e {
+            convert::ConvertError::TooLarge { .. }
+            | convert::ConvertError::RequestTooLarge { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        convert::check_request(
+            request.inputs.iter().map(|(k, p)| (k.as_str(), p)),
+            self.limits.max_request_bytes,
+            self.limits.max_tensor_bytes,
+        )
+        .map_err(convert_status)?;
+        let inputs = request
+            .inputs
+            .into_iter()
+            .map(|(key, proto)| {
+                Ok((
+                    key.clone(),
+                    convert::from_proto(&key, proto, self.limits.max_tensor_bytes)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, convert::ConvertError>>()
+            .map_err(convert_status)?;
+        let mut predict = Predict::new(inputs)
+            .signature(name.clone())
+            .outputs(request.output_filter);
+        if let Some(timeout) = timeout {
+            predict = predict.deadline(timeout);
+        }
+        let outputs = version
+            .pool
+            .predict_with(predict)
+            .await
+            .map_err(|e| status_of(&e))?;
+        check_answer(&outputs, &name, self.limits.max_request_bytes)?;
+        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+        Ok(Response::new(pb::PredictResponse {
+            model_spec: Some(answered_spec(model, &version, Some(name))),
+            outputs: outputs
+                .into_iter()
+                .map(|(k, t)| (k, convert::to_proto(t)))
+                .collect(),
+        }))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<pb::GetModelMetadataRequest>,
+    ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        if request.metadata_field.is_empty() {
+            return Err(Status::invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            ));
+        }
+        if let Some(field) = request
+            .metadata_field
+            .iter()
+            .find(|f| *f != "signature_def")
+        {
+            return Err(Status::invalid_argument(format!(
+                "Metadata field {field} is not supported"
+            )));
+        }
+        let spec = request.model_spec.as_ref();
+        let version = self.resolve(spec)?;
+        let map = pb::SignatureDefMap {
+            signature_def: version
+                .pool
+                .metadata()
+                .signatures
+                .iter()
+                .map(|s| (s.name.clone(), signature_def(s)))
+                .collect(),
+        };
+        let any = prost_types::Any {
+            type_url: SIGNATURE_DEF_MAP_URL.to_string(),
+            value: map.encode_to_vec(),
+        };
+        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+        Ok(Response::new(pb::GetModelMetadataResponse {
+            model_spec: Some(answered_spec(model, &version, None)),
+            metadata: [("signature_def".to_string(), any)].into(),
+        }))
+    }
+
+    async fn classify(
+        &self,
+        request: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let timeout = transport::grpc_timeout(&request);
+        let request = request.into_inner();
+        let batch = count_examples(request.input.as_ref());
+        let (spec, outputs) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                CLASSIFY_METHOD,
+                timeout,
+            )
+            .await?;
+        Ok(Response::new(pb::ClassificationResponse {
+            model_spec: Some(spec),
+            result: Some(classification(
+                &outputs,
+                batch,
+                self.limits.max_request_bytes,
+            )?),
+        }))
+    }
+
+    async fn multi_inference(
+        &self,
+        request: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        let timeout = transport::grpc_timeout(&request);
+        multi_inference(self, request.into_inner(), timeout)
+            .await
+            .map(Response::new)
+    }
+
+    async fn regress(
+        &self,
+        request: Request<pb::RegressionRequest>,
+    ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let timeout = transport::grpc_timeout(&request);
+        let request = request.into_inner();
+        let batch = count_examples(request.input.as_ref());
+        let (spec, outputs) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                REGRESS_METHOD,
+                timeout,
+            )
+            .await?;
+        Ok(Response::new(pb::RegressionResponse {
+            model_spec: Some(spec),
+            result: Some(regression(&outputs, batch)?),
+        }))
+    }
+}
+
+/// One classify or regress result per task, all on the same model version (resolved once, so a
+/// version switch cannot split a request). Each task is its own run in the sandbox.
+async fn multi_inference(
+    serving: &Serving,
+    request: pb::MultiInferenceRequest,
+    timeout: Option<Duration>,
+) -> Result<pb::MultiInferenceResponse, Status> {
+    let first = request
+        .tasks
+        .first()
+        .ok_or_else(|| Status::invalid_argument("Tasks is empty"))?;
+    let first_spec = first
+        .model_spec
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
+    let mut signatures = std::collections::BTreeSet::new();
+    for task in &request.tasks {
+        let spec = task.model_spec.as_ref();
+        if spec.map(|s| (&s.name, &s.version_choice))
+            != Some((&first_spec.name, &first_spec.version_choice))
+        {
+            return Err(Status::invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name and version",
+            ));
+        }
+        if !signatures.insert(signature_name(spec)) {
+            return Err(Status::invalid_argument(format!(
+                "Duplicate evaluation of signature: {}",
+                signature_name(spec)
+            )));
+        }
+        if task.method_name != CLASSIFY_METHOD && task.method_name != REGRESS_METHOD {
+            return Err(Status::invalid_argument(format!(
+                "Unsupported signature method_name: {}",
+                task.method_name
+            )));
+        }
+    }
+    let version = serving.resolve(Some(first_spec))?;
+    let batch = count_examples(request.input.as_ref());
+    let examples = serialized_examples(request.input, serving.limits.max_request_bytes)?;
+    let mut results = Vec::with_capacity(request.tasks.len());
+    for task in &request.tasks {
+        let spec = task.model_spec.as_ref();
+        let (answered, outputs) = run_examples_on(
+            &version,
+            spec,
+            examples.clone(),
+            &task.method_name,
+            timeout,
+            serving.limits,
+        )
+        .await?;
+        let result = if task.method_name == CLASSIFY_METHOD {
+            pb::inference_result::Result::ClassificationResult(classification(
+                &outputs,
+                batch,
+                serving.limits.max_request_bytes,
+            )?)
+        } else {
+            pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
+        };
+        results.push(pb::InferenceResult {
+            model_spec: Some(answered),
+            result: Some(result),
+        });
+    }
+    Ok(pb::MultiInferenceResponse { results })
+}
+
+fn count_examples(input: Option<&pb::Input>) -> usize {
+    match input.and_then(|i| i.kind.as_ref()) {
+        Some(pb::input::Kind::ExampleList(l)) => l.examples.len(),
+        Some(pb::input::Kind::ExampleListWithContext(l)) => l.examples.len(),
+        None => 0,
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for Serving {
+    async fn get_model_status(
+        &self,
+        request: Request<pb::GetModelStatusRequest>,
+    ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
+        let request = request.into_inner();
+        let spec = request
+            .model_spec
+            .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
+        let wanted = match spec.version_choice {
+            None => None,
+            Some(VersionChoice::Version(v)) => Some(v),
+            Some(VersionChoice::VersionLabel(label)) => {
+                return Err(Status::not_found(format!(
+                    "Unrecognized servable version label: {label}"
+                )))
+            }
+        };
+        let model = self.models.get(&spec.name).ok_or_else(|| {
+            Status::not_found(format!(
+                "Could not find any versions of model {}",
+                spec.name
+            ))
+        })?;
+        let statuses: Vec<_> = model
+            .statuses()
+            .into_iter()
+            .filter(|(v, _)| wanted.is_none_or(|w| w == *v))
+            .map(|(version, status)| pb::ModelVersionStatus {
+                version,
+                state: match status.state {
+                    State::Loading => model_version_status::State::Loading,
+                    State::Available => model_version_status::State::Available,
+                    State::Unloading => model_version_status::State::Unloading,
+                    State::End => model_version_status::State::End,
+                } as i32,
+                status: Some(match status.error {
+                    None => pb::StatusProto {
+                        error_code: TfCode::Ok as i32,
+                        error_message: String::new(),
+                    },
+                    Some((code, message)) => pb::StatusProto {
+                        error_code: code as i32,
+                        error_message: message,
+                    },
+                }),
+            })
+            .collect();
+        if statuses.is_empty() {
+            return Err(Status::not_found(match wanted {
+                Some(v) => format!("Could not find version {v} of model {}", spec.name),
+                None => format!("Could not find any versions of model {}", spec.name),
+            }));
+        }
+        Ok(Response::new(pb::GetModelStatusResponse {
+            model_version_status: statuses,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_pairs_classes_and_scores() {
+        let outputs: BTreeMap<String, Tensor> = [
+            (
+                "classes".to_string(),
+                Tensor::strings(&[2, 2], vec!["a", "b", "a", "b"]).unwrap(),
+            ),
+            (
+                "scores".to_string(),
+                Tensor::new(&[2, 2], &[0.9f32, 0.1, 0.2, 0.8]).unwrap(),
+            ),
+        ]
+        .into();
+        let result = classification(&outputs, 2, 1 << 20).unwrap();
+        assert_eq!(result.classifications.len(), 2);
+        assert_eq!(result.classifications[1].classes[1].label, "b");
+        assert_eq!(result.classifications[1].classes[1].score, 0.8);
+        assert!(classification(&outputs, 3, 1 << 20).is_err());
+        let error = classification(&outputs, 2, 100).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    }
+
+    #[test]
+    fn regression_reads_outputs() {
+        let outputs: BTreeMap<String, Tensor> = [(
+            "outputs".to_string(),
+            Tensor::new(&[2, 1], &[1.5f32, 2.5]).unwrap(),
+        )]
+        .into();
+        let result = regression(&outputs, 2).unwrap();
+        assert_eq!(
+            result
+                .regressions
+                .iter()
+                .map(|r| r.value)
+                .collect::<Vec<_>>(),
+            vec![1.5, 2.5]
+        );
+    }
+
+    #[test]
+    fn context_features_merge_into_examples() {
+        let feature = |v: i64| Feature {
+            kind: Some(crate::proto::feature::Kind::Int64List(
+                crate::proto::Int64List { value: vec![v] },
+            )),
+        };
+        let example = |pairs: &[(&str, i64)]| Example {
+            features: Some(Features {
+                feature: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), feature(*v)))
+                    .collect(),
+            }),
+        };
+        let input = pb::Input {
+            kind: Some(pb::input::Kind::ExampleListWithContext(
+                pb::ExampleListWithContext {
+                    examples: vec![example(&[("a", 1)]), example(&[("a", 2), ("c", 5)])],
+                    context: Some(example(&[("c", 9)])),
+                },
+            )),
+        };
+        let serialized = serialized_examples(Some(input.clone()), 1 << 20).unwrap();
+        let second = Example::decode(serialized[1].clone()).unwrap();
+        let first = Example::decode(serialized[0].clone()).unwrap();
+        assert_eq!(first.features.unwrap().feature["c"], feature(9));
+        assert_eq!(second.features.unwrap().feature["c"], feature(5));
+        assert!(serialized_examples(None, 1 << 20).is_err());
+        // Ten examples and the context copied into each: past a limit of 300 bytes.
+        let pb::input::Kind::ExampleListWithContext(mut list) = input.kind.unwrap() else {
+            unreachable!()
+        };
+        list.examples = vec![Example::default(); 10];
+        let many = pb::Input {
+            kind: Some(pb::input::Kind::ExampleListWithContext(list)),
+        };
+        let error = serialized_examples(Some(many), 300).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+        assert!(
+            error.message().contains("10 examples"),
+            "{}",
+            error.message()
+        );
+    }
+}

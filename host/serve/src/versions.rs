@@ -1,0 +1,356 @@
+//! Model versions as TensorFlow Serving lays them out (`<base>/<N>/saved_model.pb`): which are
+//! served, and the switch from one to the next.
+//!
+//! Each version runs in its own sandbox pool, with only that version's folder mounted. A new
+//! version is loaded into a fresh pool before it replaces the old one, and the old pool is shut
+//! down only once the calls that already hold it have finished, so no call fails during a switch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tfsandbox::Config;
+use tfsandbox::Error;
+use tfsandbox::LoadOptions;
+use tfsandbox::Pool;
+
+/// Which of the versions found are served (TensorFlow Serving's `model_version_policy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// The `n` highest versions (TensorFlow Serving's default is the latest one).
+    Latest(usize),
+    All,
+    Specific(BTreeSet<i64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    fn aspired(&self, found: &BTreeSet<i64>) -> BTreeSet<i64> {
+        match self {
+            VersionPolicy::Latest(n) => found.iter().rev().take((*n).max(1)).copied().collect(),
+            VersionPolicy::All => found.clone(),
+            VersionPolicy::Specific(wanted) => found.intersection(wanted).copied().collect(),
+        }
+    }
+}
+
+/// One model to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Holds one folder per version, named by its number.
+    pub base_path: PathBuf,
+    pub policy: VersionPolicy,
+}
+
+/// Where a version is in its life, with TensorFlow Serving's numbers (`ModelVersionStatus.State`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Loading = 20,
+    Available = 30,
+    Unloading = 40,
+    End = 50,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionStatus {
+    pub state: State,
+    /// Why loading failed, with the gRPC code it failed with.
+    pub error: Option<(tonic::Code, String)>,
+}
+
+/// A version that answers calls.
+pub struct Version {
+    pub number: i64,
+    pub pool: Pool,
+}
+
+/// One served model: its versions and their states.
+pub struct ServedModel {
+    pub config: ModelConfig,
+    state: RwLock<ModelState>,
+}
+
+#[derive(Default)]
+struct ModelState {
+    ready: BTreeMap<i64, Arc<Version>>,
+    status: BTreeMap<i64, VersionStatus>,
+}
+
+/// How versions are started.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    /// The sandbox settings; each version adds its own folder to `models`.
+    pub config: Config,
+    /// Sandboxes per version.
+    pub sandboxes: usize,
+    /// How long a retired version waits for the calls that hold it before it is stopped anyway.
+    pub drain_timeout: Duration,
+    /// Load version folders that are symlinks. Off: such a folder is refused, since mounting it
+    /// would mount whatever host folder it points to.
+    pub follow_symlinks: bool,
+}
+
+impl ServedModel {
+    pub fn new(config: ModelConfig) -> ServedModel {
+        ServedModel {
+            config,
+            state: RwLock::new(ModelState::default()),
+        }
+    }
+
+    /// The version a call goes to: the one asked for, or the highest one ready.
+    pub fn get(&self, version: Option<i64>) -> Option<Arc<Version>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match version {
+            Some(v) => state.ready.get(&v).cloned(),
+            None => state.ready.values().next_back().cloned(),
+        }
+    }
+
+    /// Every version known, with its state, lowest first.
+    pub fn statuses(&self) -> Vec<(i64, VersionStatus)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.status.iter().map(|(v, s)| (*v, s.clone())).collect()
+    }
+
+    fn set_status(&self, version: i64, state: State, error: Option<(tonic::Code, String)>) {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        guard.status.insert(version, VersionStatus { state, error });
+    }
+
+    /// Brings the served versions in line with the folders under the base path: loads the
+    /// versions the policy wants that are not loaded yet, then retires the ones it no longer wants.
+    pub async fn sync(self: &Arc<Self>, settings: &LoadSettings) {
+        let mut found = match scan(&self.config.base_path) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(model = %self.config.name, "cannot read {}: {error}", self.config.base_path.display());
+                return;
+            }
+        };
+        let (ready, known): (BTreeSet<i64>, BTreeSet<i64>) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            (
+                state.ready.keys().copied().collect(),
+                state.status.keys().copied().collect(),
+            )
+        };
+        // A refused folder shows as END with its reason, and the policy picks among the rest.
+        if !settings.follow_symlinks {
+            found.retain(|&number, dir| {
+                let Some(refused) = refuse_symlink(dir) else {
+                    return true;
+                };
+                if !known.contains(&number) {
+                    tracing::error!(model = %self.config.name, version = number, "{refused}");
+                    self.set_status(
+                        number,
+                        State::End,
+                        Some((tonic::Code::PermissionDenied, refused)),
+                    );
+                }
+                false
+            });
+        }
+        let aspired = self.config.policy.aspired(&found.keys().copied().collect());
+        // Versions seen before (a failed load, a retired version) are not tried again: a
+        // broken version would otherwise be restarted on every poll.
+        for &number in aspired.difference(&known) {
+            let dir = &found[&number];
+            self.set_status(number, State::Loading, None);
+            tracing::info!(model = %self.config.name, version = number, "loading {}", dir.display());
+            match load(&self.config.name, dir, settings).await {
+                Ok(pool) => {
+                    let version = Arc::new(Version { number, pool });
+                    let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    state.ready.insert(number, version);
+                    state.status.insert(
+                        number,
+                        VersionStatus {
+                            state: State::Available,
+                            error: None,
+                        },
+                    );
+                    tracing::info!(model = %self.config.name, version = number, "available");
+                }
+                Err(error) => {
+                    tracing::error!(model = %self.config.name, version = number, "loading failed: {error}");
+                    let code = error
+                        .status()
+                        .map(|s| s.code())
+                        .unwrap_or(tonic::Code::Unknown);
+                    self.set_status(number, State::End, Some((code, error.to_string())));
+                }
+            }
+        }
+        let retire: Vec<Arc<Version>> = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let unwanted: Vec<i64> = ready
+                .iter()
+                .copied()
+                .filter(|v| !aspired.contains(v))
+                .collect();
+            // Availability first: while no wanted version could be loaded, the old ones stay.
+            let wanted_ready = state.ready.keys().any(|v| aspired.contains(v));
+            if !wanted_ready {
+                Vec::new()
+            } else {
+                unwanted
+                    .into_iter()
+                    .filter_map(|v| {
+                        state.status.insert(
+                            v,
+                            VersionStatus {
+                                state: State::Unloading,
+                                error: None,
+                            },
+                        );
+                        state.ready.remove(&v)
+                    })
+                    .collect()
+            }
+        };
+        for version in retire {
+            let model = self.clone();
+            let drain = settings.drain_timeout;
+            tokio::spawn(async move {
+                let number = version.number;
+                tracing::info!(model = %model.config.name, version = number, "retiring");
+                retire_version(version, drain).await;
+                model.set_status(number, State::End, None);
+                tracing::info!(model = %model.config.name, version = number, "retired");
+            });
+        }
+    }
+
+    /// Stops every version (the server is going away).
+    pub async fn stop(&self, drain: Duration) {
+        let versions: Vec<Arc<Version>> = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut state.ready).into_values().collect()
+        };
+        futures::future::join_all(versions.into_iter().map(|v| retire_version(v, drain))).await;
+    }
+}
+
+/// Waits until no call holds the version any more (calls take their own handle before they
+/// start), then shuts its pool down; past `drain`, it is dropped, which kills its workers.
+async fn retire_version(version: Arc<Version>, drain: Duration) {
+    let start = Instant::now();
+    let mut version = version;
+    loop {
+        match Arc::try_unwrap(version) {
+            Ok(version) => {
+                version.pool.shutdown().await;
+                return;
+            }
+            Err(still_held) if start.elapsed() < drain => {
+                version = still_held;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                tracing::warn!("a retired version still had calls after {drain:?}; stopping it");
+                return;
+            }
+        }
+    }
+}
+
+async fn load(name: &str, dir: &Path, settings: &LoadSettings) -> Result<Pool, Error> {
+    let config = settings.config.clone().with_model(dir);
+    let options = LoadOptions {
+        id: Some(name.to_string()),
+        tags: Vec::new(),
+    };
+    Pool::start_with(config, dir, settings.sandboxes, options).await
+}
+
+/// Why a version folder is refused: it is a symlink (naming where it points), so mounting it
+/// would mount another host folder.
+fn refuse_symlink(dir: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let target = std::fs::read_link(dir)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    Some(format!(
+        "version folder {} is a symlink (to {target}); refused, as its target would be mounted into the sandbox (--follow_version_symlinks allows it)",
+        dir.display()
+    ))
+}
+
+/// Version folders under `base`: named by a non-negative number and holding a SavedModel.
+pub fn scan(base: &Path) -> std::io::Result<BTreeMap<i64, PathBuf>> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(base)? {
+        let path = entry?.path();
+        let Some(number) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+        else {
+            continue;
+        };
+        if path.join("saved_model.pb").is_file() || path.join("saved_model.pbtxt").is_file() {
+            found.insert(number, path);
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_pick_versions() {
+        let found: BTreeSet<i64> = [1, 2, 10].into();
+        assert_eq!(VersionPolicy::default().aspired(&found), [10].into());
+        assert_eq!(VersionPolicy::Latest(2).aspired(&found), [2, 10].into());
+        assert_eq!(VersionPolicy::All.aspired(&found), found);
+        assert_eq!(
+            VersionPolicy::Specific([1, 3].into()).aspired(&found),
+            [1].into()
+        );
+    }
+
+    #[test]
+    fn scan_finds_numbered_saved_models_only() {
+        let base = tempfile::tempdir().unwrap();
+        for dir in ["1", "7", "x", "-3", "8"] {
+            std::fs::create_dir(base.path().join(dir)).unwrap();
+        }
+        for dir in ["1", "7", "x", "-3"] {
+            std::fs::write(base.path().join(dir).join("saved_model.pb"), b"").unwrap();
+        }
+        let found = scan(base.path()).unwrap();
+        assert_eq!(found.keys().copied().collect::<Vec<_>>(), vec![1, 7]);
+    }
+
+    #[test]
+    fn a_symlinked_version_folder_is_refused_naming_it() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("saved_model.pb"), b"").unwrap();
+        std::fs::create_dir(base.path().join("1")).unwrap();
+        let link = base.path().join("2");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        assert_eq!(refuse_symlink(&base.path().join("1")), None);
+        let refused = refuse_symlink(&link).expect("a symlink is refused");
+        assert!(refused.contains(&link.display().to_string()), "{refused}");
+        assert!(
+            refused.contains(&elsewhere.path().display().to_string()),
+            "{refused}"
+        );
+    }
+}
