@@ -435,6 +435,7 @@ async fn idle_connections_cannot_take_a_model_down() {
     let ticks = server.cpu_ticks();
     std::thread::sleep(Duration::from_secs(2));
     let used = server.cpu_ticks() - ticks;
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     assert!(
         used < per_second,

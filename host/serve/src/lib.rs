@@ -25,11 +25,13 @@ use crate::proto::serving::prediction_service_server::PredictionServiceServer;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
-pub use convert::{from_proto, to_proto, ConvertError};
-pub use listen::{max_connections, ConnectionLimits, LimitError, FD_RESERVE};
-pub use model_config::{parse as parse_model_config, ConfigFileError};
-pub use service::{status_of, RequestLimits, Serving};
-pub use versions::{scan, LoadSettings, ModelConfig, ServedModel, State, VersionPolicy};
+pub use convert::ConvertError;
+pub use listen::{max_connections, ConnectionLimits, LimitError};
+pub use model_config::ConfigFileError;
+pub use versions::{ModelConfig, VersionPolicy};
+
+use service::{RequestLimits, Serving};
+use versions::{LoadSettings, ServedModel};
 
 use tfsandbox::Config;
 

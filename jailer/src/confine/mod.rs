@@ -104,8 +104,9 @@ fn close_inherited_fds() -> Result<()> {
 /// Asks the host for id maps (one byte out) and waits until they are written (one byte in).
 /// Only the host, outside, may map ids other than its own.
 fn handshake() -> Result<()> {
-    // SAFETY: fds 0 and 1 are the pipes the host gave; ManuallyDrop keeps them open.
+    // SAFETY: fd 1 is the pipe the host gave; ManuallyDrop keeps it open.
     let mut stdout = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(1) });
+    // SAFETY: as fd 1, for fd 0.
     let mut stdin = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(0) });
     stdout
         .write_all(&[HANDSHAKE_ASK])
