@@ -13,7 +13,10 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so deadlines move with paused time in the unit tests.
+use tokio::time::Instant;
 
 use tfsandbox_proto::v1::worker_client::WorkerClient;
 use tfsandbox_proto::v1::{
@@ -79,6 +82,11 @@ impl Sandbox {
     /// Starts a worker and waits until it answers.
     pub async fn start(config: Config) -> Result<Sandbox> {
         let runtime = runtime::for_config(&config).await?;
+        Sandbox::start_on(config, runtime).await
+    }
+
+    /// [`Sandbox::start`] on a given runtime: the seam the unit tests start sandboxes through.
+    async fn start_on(config: Config, runtime: Box<dyn Runtime>) -> Result<Sandbox> {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -463,8 +471,7 @@ impl Inner {
         let mut request = Request::new(message);
         // The worker hands the deadline on to TensorFlow.
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let outcome =
-            tokio::time::timeout_at(deadline.into(), rpc(worker.client.clone(), request)).await;
+        let outcome = tokio::time::timeout_at(deadline, rpc(worker.client.clone(), request)).await;
         match outcome {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status))
@@ -508,7 +515,7 @@ impl Inner {
                 }
                 State::Closed => return Err(self.closed(what)),
                 State::Restarting { last_exit } => {
-                    match tokio::time::timeout_at(deadline.into(), state.changed()).await {
+                    match tokio::time::timeout_at(deadline, state.changed()).await {
                         Ok(Ok(())) => continue,
                         Ok(Err(_)) => return Err(self.closed(what)),
                         Err(_) => {
@@ -561,3 +568,6 @@ async fn explain(worker: &Worker, what: &str, status: Status) -> Error {
         status,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so paused time in the tests moves the restart window too.
+use tokio::time::Instant;
 
 use tfsandbox_proto::v1::InfoRequest;
 use tokio::sync::mpsc;
