@@ -3,6 +3,11 @@
 
 pub mod transport;
 
+/// The version of the host↔worker contract (`proto/tfsandbox/v1/worker.proto`). Raise it with any
+/// change an older peer would misread; the worker reports it in `InfoResponse.protocol_version`
+/// and the host checks it at the start.
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// Generated from `proto/tfsandbox/v1/worker.proto`.
 pub mod v1 {
     tonic::include_proto!("tfsandbox.v1");

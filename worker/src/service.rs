@@ -117,6 +117,7 @@ impl Worker for WorkerService {
             loaded_models,
             posture: Some(crate::posture::observe()),
             abandoned_runs: self.abandoned.load(Ordering::SeqCst),
+            protocol_version: tfsandbox_proto::PROTOCOL_VERSION,
             gpus,
             gpu_registered,
         }))

@@ -28,6 +28,13 @@ pub enum Error {
         status: String,
         stderr: Vec<String>,
     },
+    #[error("sandbox {sandbox}: the worker (version '{worker_version}') speaks protocol {worker}, this host speaks {host}: use the worker built with this tfsandbox")]
+    ProtocolMismatch {
+        sandbox: String,
+        worker: u32,
+        worker_version: String,
+        host: u32,
+    },
     /// The worker refused or failed the call; its message names the model, signature and input.
     #[error("{} ({:?})", .status.message(), .status.code())]
     Worker { call: String, status: tonic::Status },

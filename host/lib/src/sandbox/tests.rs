@@ -36,6 +36,8 @@ enum Step {
     DieAfter(Duration),
     /// No worker: the start itself fails.
     Fail,
+    /// A worker that answers, but speaks protocol 0.
+    OldProtocol,
 }
 
 /// What the runtime saw, in virtual time.
@@ -167,6 +169,11 @@ impl WorkerService for Echo {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         Ok(Response::new(InfoResponse {
             abandoned_runs: matches!(self.step, Step::Hang).into(),
+            protocol_version: match self.step {
+                Step::OldProtocol => 0,
+                _ => tfsandbox_proto::PROTOCOL_VERSION,
+            },
+            worker_version: "0.0.1".into(),
             ..InfoResponse::default()
         }))
     }
@@ -388,4 +395,32 @@ async fn shutdown_stops_waiting_at_the_drain_timeout() {
     assert_eq!(kills[0] - began, Duration::from_secs(2));
     // The call left behind fails (its worker is gone), it does not hang.
     assert!(call.await.unwrap().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_of_another_protocol_version_is_refused_at_the_start() {
+    let (runtime, seen) = MemoryRuntime::scripted([Step::OldProtocol]);
+    match Sandbox::start_on(config(policy(5)), runtime).await {
+        Err(error @ Error::ProtocolMismatch { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("speaks protocol 0"), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "this host speaks {}",
+                    tfsandbox_proto::PROTOCOL_VERSION
+                )),
+                "{text}"
+            );
+            assert!(text.contains("'0.0.1'"), "{text}");
+        }
+        Err(other) => panic!("expected ProtocolMismatch, got {other}"),
+        Ok(_) => panic!("a worker of protocol 0 was taken"),
+    }
+    // Its supervisor kills it at once.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        seen.lock().unwrap().kills.len(),
+        1,
+        "the worker is not left running"
+    );
 }

@@ -150,7 +150,18 @@ impl Worker {
         let answered =
             tokio::time::timeout(config.start_timeout, worker.client.clone().info(request)).await;
         let failure = match answered {
-            Ok(Ok(_)) => return Ok(worker),
+            Ok(Ok(info)) => {
+                let info = info.into_inner();
+                if info.protocol_version == tfsandbox_proto::PROTOCOL_VERSION {
+                    return Ok(worker);
+                }
+                Error::ProtocolMismatch {
+                    sandbox: sandbox.to_string(),
+                    worker: info.protocol_version,
+                    worker_version: info.worker_version,
+                    host: tfsandbox_proto::PROTOCOL_VERSION,
+                }
+            }
             // A worker that died explains the failure better than the transport can.
             Ok(Err(status)) => match worker.exit_report("starting the worker").await {
                 Some(exited) => exited,
@@ -167,7 +178,7 @@ impl Worker {
                 after: config.start_timeout,
             },
         };
-        worker.kill("it did not answer at start");
+        worker.kill("it did not start as a worker of this host");
         Err(failure)
     }
 
