@@ -26,7 +26,7 @@ pub struct Attempt {
 pub struct ProbeRun {
     pub attempts: Vec<Attempt>,
     /// How the probe process ended ("exit status: 0", "signal: 31 (SIGSYS)").
-    pub status: String,
+    pub status: tfsandbox::WorkerExit,
 }
 
 /// The probe binary, built beside the worker.
@@ -67,6 +67,7 @@ pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
         sandbox_id: format!("escape-{}-{mode}", std::process::id()),
         worker_path: probe_path(),
         worker_log: "info".into(),
+        max_message_bytes: tfsandbox::Config::default().max_message_bytes,
     };
     let mut probe = runtime.start(&launch).await.expect("the probe starts");
     let targets = json!({
@@ -121,8 +122,8 @@ pub async fn all_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
     // A probe that did not finish its list was stopped by something no attempt reported.
     attempts.push(Attempt {
         attempt: "end the probe early".into(),
-        denied: run.status == "exit status: 0",
-        detail: run.status,
+        denied: run.status.code == Some(0),
+        detail: run.status.to_string(),
     });
     attempts.extend(fatal_attempts(runtime).await);
     attempts
@@ -137,16 +138,16 @@ pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
         Some(reported) => reported,
         None => Attempt {
             attempt: "x32 system call".into(),
-            denied: x32.status.contains("signal: 31"),
-            detail: x32.status,
+            denied: x32.status.signal == Some(libc::SIGSYS),
+            detail: x32.status.to_string(),
         },
     });
     let i386 = run_probe(&config(runtime), "i386").await;
-    let killed = i386.attempts.is_empty() && i386.status.contains("signal: 31");
+    let killed = i386.attempts.is_empty() && i386.status.signal == Some(libc::SIGSYS);
     attempts.push(Attempt {
         attempt: "i386 system call".into(),
         denied: killed,
-        detail: i386.status,
+        detail: i386.status.to_string(),
     });
 
     if runtime == RuntimeKind::Process {
@@ -155,11 +156,11 @@ pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
         let mut limited = config(runtime);
         limited.process.cpu_seconds = Some(1);
         let cpu = run_probe(&limited, "cpu").await;
-        let stopped = cpu.status.contains("signal: 24") || cpu.status.contains("signal: 9");
+        let stopped = matches!(cpu.status.signal, Some(libc::SIGXCPU | libc::SIGKILL));
         attempts.push(Attempt {
             attempt: "busy loop past the CPU limit".into(),
             denied: stopped,
-            detail: cpu.status,
+            detail: cpu.status.to_string(),
         });
     }
     attempts

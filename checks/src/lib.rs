@@ -248,6 +248,7 @@ pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
         sandbox_id: "raw".into(),
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
+        max_message_bytes: tfsandbox::Config::default().max_message_bytes,
     };
     let runtime = tfsandbox::runtime::for_config(&config)
         .await

@@ -144,6 +144,7 @@ fn launch() -> Launch {
         sandbox_id: "cuda-check".into(),
         worker_path: PathBuf::from("/nonexistent/tfsandbox-worker"),
         worker_log: "info".into(),
+        max_message_bytes: tfsandbox::Config::default().max_message_bytes,
     }
 }
 

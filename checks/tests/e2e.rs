@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tfsandbox::{LoadOptions, Predict, RuntimeKind, Tensor};
+use tfsandbox::{LoadOptions, Predict, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{
-    assert_tensor_matches, each_runtime, expected, fixture, sandbox, tensor_from_spec,
+    assert_tensor_matches, config, each_runtime, expected, fixture, sandbox, tensor_from_spec,
 };
 
 async fn every_fixture_signature_gives_what_tensorflow_gave(runtime: RuntimeKind) {
@@ -271,7 +271,16 @@ async fn large_tensors_both_ways_at_once_do_not_stall(runtime: RuntimeKind) {
     assert_eq!(info["loaded"], vec!["identity"]);
 }
 
+async fn the_message_limit_reaches_the_worker(runtime: RuntimeKind) {
+    let mut config = config(runtime);
+    config.max_message_bytes = 123_456_789;
+    let sandbox = Sandbox::start(config).await.unwrap();
+    assert_eq!(sandbox.info().await.unwrap().max_message_bytes, 123_456_789);
+    sandbox.shutdown().await;
+}
+
 each_runtime!(
+    the_message_limit_reaches_the_worker,
     every_fixture_signature_gives_what_tensorflow_gave,
     the_cli_prints_half_plus_two,
     variables_keep_their_state_between_calls,

@@ -67,12 +67,13 @@ async fn the_host_survives_a_worker_that_breaks_the_protocol(runtime: RuntimeKin
 }
 
 /// Starts a real worker through the runtime and writes `bytes` to its stdin as its host would.
-async fn feed_worker(runtime: RuntimeKind, bytes: &[u8]) -> (String, String) {
+async fn feed_worker(runtime: RuntimeKind, bytes: &[u8]) -> (tfsandbox::WorkerExit, String) {
     let config = config(runtime);
     let launch = Launch {
         sandbox_id: format!("hostile-host-{}", std::process::id()),
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
+        max_message_bytes: tfsandbox::Config::default().max_message_bytes,
     };
     let runtime = runtime::for_config(&config).await.unwrap();
     let mut worker = runtime.start(&launch).await.unwrap();
@@ -106,10 +107,7 @@ async fn a_worker_survives_a_host_that_breaks_the_protocol(runtime: RuntimeKind)
     let huge = [0u8, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff];
     for (what, bytes) in [("garbage", garbage.as_slice()), ("huge frame", &huge)] {
         let (status, stderr) = feed_worker(runtime, bytes).await;
-        assert!(
-            status.contains("exit status: 1"),
-            "{what}: {status}\n{stderr}"
-        );
+        assert_eq!(status.code, Some(1), "{what}: {status}\n{stderr}");
         assert!(stderr.contains("worker failed"), "{what}: {stderr}");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }

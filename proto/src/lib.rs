@@ -8,6 +8,15 @@ pub mod transport;
 /// and the host checks it at the start.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The environment the host gives the worker, the same on every runtime.
+pub mod worker_env {
+    /// Its log filter (tracing's `EnvFilter` syntax).
+    pub const LOG: &str = "TFSANDBOX_LOG";
+    /// The largest gRPC message it decodes or encodes, in bytes (the host's
+    /// `Config::max_message_bytes`).
+    pub const MAX_MESSAGE_BYTES: &str = "TFSANDBOX_MAX_MESSAGE_BYTES";
+}
+
 /// Generated from `proto/tfsandbox/v1/worker.proto`.
 pub mod v1 {
     tonic::include_proto!("tfsandbox.v1");

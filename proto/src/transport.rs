@@ -56,12 +56,19 @@ pub mod tuning {
 /// What can go wrong below gRPC.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// yamux's own error stays the source; its type is not part of this API.
     #[error("the multiplexed connection failed: {0}")]
-    Yamux(#[from] yamux::ConnectionError),
+    Multiplexer(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the multiplexed connection is closed")]
     Closed,
     #[error("could not set up the gRPC channel: {0}")]
     Channel(#[from] tonic::transport::Error),
+}
+
+impl TransportError {
+    fn multiplexer(error: yamux::ConnectionError) -> TransportError {
+        TransportError::Multiplexer(Box::new(error))
+    }
 }
 
 type OpenReply = oneshot::Sender<Result<yamux::Stream, TransportError>>;
@@ -229,7 +236,7 @@ where
                 match connection.poll_new_outbound(cx) {
                     Poll::Ready(result) => {
                         // A caller that gave up simply drops its stream.
-                        let _ = reply.send(result.map_err(TransportError::from));
+                        let _ = reply.send(result.map_err(TransportError::multiplexer));
                     }
                     Poll::Pending => {
                         waiting = Some(reply);
@@ -253,7 +260,9 @@ where
                     // Nobody takes inbound streams on this side: dropping one closes it.
                     let _ = inbound_tx.send(stream);
                 }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Err(TransportError::multiplexer(error)))
+                }
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
             }

@@ -57,9 +57,10 @@ fn main() -> ExitCode {
 async fn serve(fds: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> Result<(), String> {
     let pipes = stdio::into_async(fds).map_err(|e| format!("stdin/stdout must be pipes: {e}"))?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let service = WorkerServer::new(service::WorkerService::default())
-        .max_decoding_message_size(tuning::DEFAULT_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(tuning::DEFAULT_MAX_MESSAGE_BYTES);
+    let limit = max_message_bytes();
+    let service = WorkerServer::new(service::WorkerService::new(limit))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let router = Server::builder()
         .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
         .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
@@ -76,4 +77,17 @@ async fn serve(fds: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> Result<(), 
     transport::serve(pipes.input, pipes.output, router, shutdown.boxed())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The message limit the host gave (`TFSANDBOX_MAX_MESSAGE_BYTES`), else the default.
+fn max_message_bytes() -> usize {
+    let name = tfsandbox_proto::worker_env::MAX_MESSAGE_BYTES;
+    match std::env::var(name).map(|v| v.parse::<usize>()) {
+        Ok(Ok(limit)) => limit,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "{name} is not a number of bytes; using the default");
+            tuning::DEFAULT_MAX_MESSAGE_BYTES
+        }
+        Err(_) => tuning::DEFAULT_MAX_MESSAGE_BYTES,
+    }
 }

@@ -17,14 +17,23 @@ use tfsandbox_scan::OpPolicy;
 use crate::error::WorkerError;
 use crate::model::{Model, DEFAULT_TAG};
 
-#[derive(Default)]
 pub struct WorkerService {
     models: RwLock<HashMap<String, Arc<Model>>>,
     /// Runs still inside TensorFlow whose caller has gone.
     abandoned: Arc<AtomicU32>,
+    /// The message limit the server applies, reported by Info.
+    max_message_bytes: usize,
 }
 
 impl WorkerService {
+    pub fn new(max_message_bytes: usize) -> WorkerService {
+        WorkerService {
+            models: RwLock::default(),
+            abandoned: Arc::default(),
+            max_message_bytes,
+        }
+    }
+
     fn model(&self, id: &str) -> Result<Arc<Model>, WorkerError> {
         self.models
             .read()
@@ -118,6 +127,7 @@ impl Worker for WorkerService {
             posture: Some(crate::posture::observe()),
             abandoned_runs: self.abandoned.load(Ordering::SeqCst),
             protocol_version: tfsandbox_proto::PROTOCOL_VERSION,
+            max_message_bytes: self.max_message_bytes as u64,
             gpus,
             gpu_registered,
         }))

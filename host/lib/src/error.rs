@@ -25,7 +25,7 @@ pub enum Error {
     WorkerExited {
         sandbox: String,
         call: String,
-        status: String,
+        status: Box<crate::WorkerExit>,
         stderr: Vec<String>,
     },
     #[error("sandbox {sandbox}: the worker (version '{worker_version}') speaks protocol {worker}, this host speaks {host}: use the worker built with this tfsandbox")]
@@ -82,8 +82,16 @@ pub enum Error {
     Tensor(#[from] TensorError),
     #[error("sandbox {sandbox}: could not confine the worker: {message}")]
     Confinement { sandbox: String, message: String },
-    #[error("{action}: {message}")]
-    Engine { action: String, message: String },
+    /// The Docker engine refused or failed a request; its error is the source.
+    #[cfg(feature = "docker")]
+    #[error("{action}: {source}")]
+    Engine {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("choosing a uid for the sandbox: {0}")]
+    NoFreeUid(String),
     #[error(transparent)]
     Closure(#[from] crate::closure::ClosureError),
     #[cfg(feature = "docker")]

@@ -15,6 +15,7 @@
 pub mod closure;
 mod config;
 mod error;
+mod exit;
 pub mod gpu;
 #[cfg(feature = "docker")]
 pub mod image;
@@ -28,6 +29,7 @@ pub use config::{
     Config, DockerSettings, GvisorSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind,
 };
 pub use error::{Error, Result};
+pub use exit::WorkerExit;
 pub use gpu::{GpuSettings, Gpus};
 pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};

@@ -194,15 +194,14 @@ fn become_worker(plan: &Plan) -> Result<Never> {
         .collect::<Result<_>>()?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    // The worker's environment: its log filter and what was applied, nothing else.
-    let log = std::env::var("TFSANDBOX_LOG").unwrap_or_else(|_| "info".into());
-    let env: Vec<CString> = [
-        format!("TFSANDBOX_LOG={log}"),
-        format!("TFSANDBOX_LANDLOCK={landlock}"),
-    ]
-    .iter()
-    .map(|e| c_string(e.as_bytes()))
-    .collect::<Result<_>>()?;
+    // The worker's environment: what the host gave for it (every TFSANDBOX_ variable; the host
+    // starts the jailer with nothing else) and what was applied, nothing more.
+    let env: Vec<CString> = std::env::vars_os()
+        .filter(|(name, _)| name.as_encoded_bytes().starts_with(b"TFSANDBOX_"))
+        .map(|(name, value)| [name.as_encoded_bytes(), b"=", value.as_encoded_bytes()].concat())
+        .chain([format!("TFSANDBOX_LANDLOCK={landlock}").into_bytes()])
+        .map(|e| c_string(&e))
+        .collect::<Result<_>>()?;
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     // SAFETY: argv and envp are null-terminated arrays of valid C strings that outlive the call.

@@ -34,6 +34,7 @@ use super::{model_access, Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure;
 use crate::config::DockerSettings;
 use crate::error::{Error, Result};
+use crate::exit::WorkerExit;
 use crate::gpu::{GpuSettings, Gpus};
 use crate::image;
 use crate::procfs;
@@ -223,9 +224,8 @@ impl DockerRuntime {
                 leased.insert(uid);
                 UidLease(uid)
             })
-            .ok_or_else(|| Error::Engine {
-                action: "choosing a uid for the sandbox".into(),
-                message: format!("all {UID_COUNT} uids from {UID_BASE} are in use"),
+            .ok_or_else(|| {
+                Error::NoFreeUid(format!("all {UID_COUNT} uids from {UID_BASE} are in use"))
             })
     }
 
@@ -338,7 +338,13 @@ impl DockerRuntime {
             image: Some(image),
             // Numeric: the image's /etc/passwd does not name it, and nothing in it needs a name.
             user: Some(format!("{0}:{0}", identity.uid)),
-            env: Some(vec![format!("TFSANDBOX_LOG={}", launch.worker_log)]),
+            env: Some(
+                launch
+                    .worker_env()
+                    .into_iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect(),
+            ),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -433,10 +439,9 @@ impl Runtime for DockerRuntime {
                 let _ = self.docker.remove_container(&created.id, Some(options)).await;
                 taken?;
                 if attempts == 3 {
-                    return Err(Error::Engine {
-                        action: "choosing a uid for the sandbox".into(),
-                        message: format!("another host process took the uid first, {attempts} times"),
-                    });
+                    return Err(Error::NoFreeUid(format!(
+                        "another host process took the uid first, {attempts} times"
+                    )));
                 }
             };
             // Waiting starts before the container does (as `docker run --rm` does): once it is
@@ -521,7 +526,11 @@ async fn attach_and_start(docker: &Docker, id: &str) -> Result<Stdio> {
 
 /// Waits for the container to exit and be removed; resolves to how it ended.
 /// `held` is dropped once the container is gone.
-fn spawn_wait(docker: &Docker, id: &str, held: impl Send + 'static) -> oneshot::Receiver<String> {
+fn spawn_wait(
+    docker: &Docker,
+    id: &str,
+    held: impl Send + 'static,
+) -> oneshot::Receiver<WorkerExit> {
     let (tx, rx) = oneshot::channel();
     let docker = docker.clone();
     let id = id.to_string();
@@ -552,16 +561,11 @@ fn spawn_wait(docker: &Docker, id: &str, held: impl Send + 'static) -> oneshot::
             Some(Err(error)) => Err(error.to_string()),
             None => Err("the engine ended the wait without a status".into()),
         };
-        let mut status = match code {
-            Ok(code) if code > 128 => {
-                format!("signal: {} ({})", code - 128, signal_name(code - 128))
-            }
-            Ok(code) => format!("exit status: {code}"),
-            Err(error) => format!("unknown status: {error}"),
+        let status = match code {
+            Ok(code) => WorkerExit::from_shell_code(code),
+            Err(error) => WorkerExit::unknown(error),
         };
-        if oom {
-            status.push_str(", out of memory: killed at the container's memory limit");
-        }
+        let status = WorkerExit { oom, ..status };
         drop(held);
         let _ = tx.send(status);
     });
@@ -571,17 +575,17 @@ fn spawn_wait(docker: &Docker, id: &str, held: impl Send + 'static) -> oneshot::
 struct DockerControl {
     docker: Docker,
     id: String,
-    exit: Option<oneshot::Receiver<String>>,
+    exit: Option<oneshot::Receiver<WorkerExit>>,
 }
 
 impl WorkerControl for DockerControl {
-    fn wait(&mut self) -> BoxFuture<'_, String> {
+    fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
             match self.exit.as_mut() {
                 Some(exit) => exit
                     .await
-                    .unwrap_or_else(|_| "unknown status: the wait was lost".into()),
-                None => "unknown status".into(),
+                    .unwrap_or_else(|_| WorkerExit::unknown("the wait was lost")),
+                None => WorkerExit::default(),
             }
         }
         .boxed()
@@ -604,17 +608,6 @@ impl WorkerControl for DockerControl {
     }
 }
 
-fn signal_name(signal: i64) -> &'static str {
-    match signal {
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        15 => "SIGTERM",
-        31 => "SIGSYS",
-        _ => "signal",
-    }
-}
-
 fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {
     tfsandbox_jailer::seccomp::Policy::for_gpus(!gpus.is_none())
 }
@@ -622,7 +615,7 @@ fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {
 fn engine(action: &str, error: bollard::errors::Error) -> Error {
     Error::Engine {
         action: action.to_string(),
-        message: error.to_string(),
+        source: error,
     }
 }
 

@@ -30,6 +30,7 @@ use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::{Closure, Variant};
 use crate::config::GvisorSettings;
 use crate::error::{Error, Result};
+use crate::exit::WorkerExit;
 
 /// How long `runsc kill` / `runsc delete` may take before they are given up on.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,10 +163,14 @@ impl GvisorRuntime {
                     .map_err(oci)?,
             )
             .args(closure.entrypoint())
-            .env(vec![
-                format!("TFSANDBOX_LOG={}", launch.worker_log),
-                "PATH=/usr/bin".to_string(),
-            ])
+            .env(
+                launch
+                    .worker_env()
+                    .into_iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .chain(["PATH=/usr/bin".to_string()])
+                    .collect::<Vec<_>>(),
+            )
             .cwd("/")
             .capabilities(
                 LinuxCapabilitiesBuilder::default()
@@ -426,11 +431,11 @@ struct GvisorControl {
 }
 
 impl WorkerControl for GvisorControl {
-    fn wait(&mut self) -> BoxFuture<'_, String> {
+    fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
             let status = match self.child.wait().await {
-                Ok(status) => status.to_string(),
-                Err(error) => format!("unknown status: {error}"),
+                Ok(status) => WorkerExit::from_status(status),
+                Err(error) => WorkerExit::unknown(error),
             };
             reap(&self.settings, &self.state, &self.id).await;
             self.bundle.take();

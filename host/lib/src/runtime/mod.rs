@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{Config, RuntimeKind};
 use crate::error::{Error, Result};
+use crate::exit::WorkerExit;
 
 /// What a runtime needs to start one worker.
 #[derive(Debug, Clone)]
@@ -27,6 +28,22 @@ pub struct Launch {
     pub worker_path: PathBuf,
     /// Passed to the worker as its `TFSANDBOX_LOG` filter.
     pub worker_log: String,
+    /// The largest message either side sends (`Config::max_message_bytes`).
+    pub max_message_bytes: usize,
+}
+
+impl Launch {
+    /// The worker's environment, which every runtime hands it as it is.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        use tfsandbox_proto::worker_env;
+        vec![
+            (worker_env::LOG, self.worker_log.clone()),
+            (
+                worker_env::MAX_MESSAGE_BYTES,
+                self.max_message_bytes.to_string(),
+            ),
+        ]
+    }
 }
 
 /// A started worker: its stdio and the means to stop it.
@@ -124,9 +141,9 @@ pub trait Runtime: Send + Sync {
 }
 
 pub trait WorkerControl: Send + Sync {
-    /// Resolves once the worker has exited, with how it ended ("exit status: 1",
-    /// "signal: 9 (SIGKILL)"). Everything the runtime made for it is cleaned up by then.
-    fn wait(&mut self) -> BoxFuture<'_, String>;
+    /// Resolves once the worker has exited, with how it ended. Everything the runtime made for
+    /// it is cleaned up by then.
+    fn wait(&mut self) -> BoxFuture<'_, WorkerExit>;
     /// Stops the worker at once; `wait` then resolves.
     fn kill(&mut self) -> BoxFuture<'_, ()>;
     /// The host pid of the process the runtime started (the jailer, the engine's shim...), where

@@ -22,6 +22,7 @@ use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::Closure;
 use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
+use crate::exit::WorkerExit;
 use crate::gpu::{self, GpuSettings, Passthrough};
 
 /// How long the jailer may take to reach the handshake.
@@ -132,7 +133,8 @@ impl Runtime for ProcessRuntime {
                         .to_args(),
                 )
                 .env_clear()
-                .env("TFSANDBOX_LOG", &launch.worker_log)
+                // The jailer hands every TFSANDBOX_ variable on to the worker.
+                .envs(launch.worker_env())
                 .current_dir(workdir.path())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -303,11 +305,11 @@ struct ProcessControl {
 }
 
 impl WorkerControl for ProcessControl {
-    fn wait(&mut self) -> BoxFuture<'_, String> {
+    fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
             let status = match self.child.wait().await {
-                Ok(status) => status.to_string(),
-                Err(error) => format!("unknown status: {error}"),
+                Ok(status) => WorkerExit::from_status(status),
+                Err(error) => WorkerExit::unknown(error),
             };
             // Reaped: its working directory can go.
             self.workdir.take();

@@ -220,7 +220,7 @@ impl Sandbox {
         match state {
             State::Ready(worker) => {
                 worker.kill("the sandbox was shut down");
-                worker.wait().await
+                worker.wait().await.to_string()
             }
             State::Restarting { last_exit } => last_exit,
             State::Failed(reason) => reason,

@@ -39,7 +39,7 @@ pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceive
         }
         tracing::warn!(sandbox = %inner.id, status = %exited.status, "worker died; restarting it");
         // The last death, and what callers are told (it may add a start that failed since).
-        let mut death = exited.status;
+        let mut death = exited.status.to_string();
         let mut last_exit = death.clone();
         drop(inner);
         // One death, counted; `None` once the sandbox gave up.

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::RestartPolicy;
+use crate::exit::WorkerExit;
 use crate::runtime::{Launch, Worker as Started, WorkerControl};
 
 /// What one start of the in-memory runtime does.
@@ -102,11 +103,11 @@ impl Runtime for MemoryRuntime {
                     }
                 };
                 let status = tokio::select! {
-                    _ = serving => "exit status: 0",
-                    _ = kill_rx => "signal: 9 (SIGKILL)",
-                    _ = die => "exit status: 1",
+                    _ = serving => WorkerExit::code(0),
+                    _ = kill_rx => WorkerExit::signal(9),
+                    _ = die => WorkerExit::code(1),
                 };
-                let _ = exit_tx.send(Some(status.to_string()));
+                let _ = exit_tx.send(Some(status));
             });
             Ok(Started {
                 stdin: Box::new(host_write),
@@ -129,16 +130,16 @@ impl Runtime for MemoryRuntime {
 
 struct MemoryControl {
     kill: Option<tokio::sync::oneshot::Sender<()>>,
-    exit: watch::Receiver<Option<String>>,
+    exit: watch::Receiver<Option<WorkerExit>>,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl WorkerControl for MemoryControl {
-    fn wait(&mut self) -> BoxFuture<'_, String> {
+    fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
             match self.exit.wait_for(Option::is_some).await {
                 Ok(status) => status.clone().unwrap_or_default(),
-                Err(_) => "unknown status: the worker task is gone".into(),
+                Err(_) => WorkerExit::unknown("the worker task is gone"),
             }
         }
         .boxed()

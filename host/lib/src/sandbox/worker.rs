@@ -15,6 +15,7 @@ use tonic::Request;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::exit::WorkerExit;
 use crate::runtime::{Launch, Runtime};
 
 use super::log;
@@ -31,7 +32,7 @@ const STDERR_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// A worker's exit, as its supervisor reports it to the sandbox.
 pub(super) struct Exited {
     pub generation: u64,
-    pub status: String,
+    pub status: WorkerExit,
 }
 
 pub(super) struct Worker {
@@ -41,7 +42,7 @@ pub(super) struct Worker {
     pub client: WorkerClient<Channel>,
     pub host_pid: Option<u32>,
     /// How the worker ended, once it has.
-    exit: watch::Receiver<Option<String>>,
+    exit: watch::Receiver<Option<WorkerExit>>,
     kill: Killer,
     stderr_tail: log::Tail,
 }
@@ -60,6 +61,7 @@ impl Worker {
             sandbox_id: format!("{sandbox}-w{generation}"),
             worker_path: config.resolve_worker_path()?,
             worker_log: config.worker_log.clone(),
+            max_message_bytes: config.max_message_bytes,
         };
         let started = runtime.start(&launch).await?;
 
@@ -85,8 +87,7 @@ impl Worker {
                 status = control.wait() => status,
                 Some(reason) = kill_rx.recv() => {
                     control.kill().await;
-                    let status = control.wait().await;
-                    format!("{status}, killed by the host: {reason}")
+                    control.wait().await.killed_because(reason)
                 }
             };
             // Its last stderr lines belong to the report, if they come at once.
@@ -192,11 +193,11 @@ impl Worker {
     }
 
     /// Resolves with the exit status once the worker has exited.
-    pub async fn wait(&self) -> String {
+    pub async fn wait(&self) -> WorkerExit {
         let mut exit = self.exit.clone();
         let status = match exit.wait_for(Option::is_some).await {
             Ok(status) => status.clone().unwrap_or_default(),
-            Err(_) => "unknown".into(),
+            Err(_) => WorkerExit::unknown("its supervisor is gone"),
         };
         status
     }
@@ -215,7 +216,7 @@ impl Worker {
 }
 
 async fn exit_report(
-    exit: &watch::Receiver<Option<String>>,
+    exit: &watch::Receiver<Option<WorkerExit>>,
     stderr_tail: &Mutex<VecDeque<String>>,
     kill: &Killer,
     sandbox: &str,
@@ -241,7 +242,7 @@ async fn exit_report(
     Some(Error::WorkerExited {
         sandbox: sandbox.to_string(),
         call: what.to_string(),
-        status,
+        status: Box::new(status),
         stderr,
     })
 }
