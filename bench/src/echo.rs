@@ -9,7 +9,7 @@ use tfsandbox_proto::v1::{
     LoadModelResponse, PredictRequest, PredictResponse, UnloadModelRequest, UnloadModelResponse,
 };
 use tokio::net::unix::pipe;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 struct Echo;
@@ -49,14 +49,11 @@ impl Worker for Echo {
 
 fn router() -> tonic::transport::server::Router {
     let limit = transport::tuning::DEFAULT_MAX_MESSAGE_BYTES;
-    Server::builder()
-        .initial_stream_window_size(transport::tuning::H2_STREAM_WINDOW)
-        .initial_connection_window_size(transport::tuning::H2_CONNECTION_WINDOW)
-        .add_service(
-            WorkerServer::new(Echo)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
+    transport::server().add_service(
+        WorkerServer::new(Echo)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    )
 }
 
 fn client(channel: Channel) -> WorkerClient<Channel> {

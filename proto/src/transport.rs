@@ -305,6 +305,13 @@ impl AsyncWrite for GrpcIo {
     }
 }
 
+/// A gRPC server tuned for this transport: the HTTP/2 windows both sides use.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
+        .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
+}
+
 /// Serves `router` on every inbound stream until the peer closes the pipe.
 ///
 /// `shutdown` ends serving early (for a signal, say); either way in-flight calls are drained.

@@ -10,7 +10,6 @@ use tfsandbox_proto::transport::{self, tuning};
 use tfsandbox_proto::v1::worker_server::WorkerServer;
 use tfsandbox_worker::{service, stdio};
 use tokio::signal::unix::{signal, SignalKind};
-use tonic::transport::Server;
 
 fn main() -> ExitCode {
     // Before anything else can write to stdout.
@@ -61,10 +60,7 @@ async fn serve(fds: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> Result<(), 
     let service = WorkerServer::new(service::WorkerService::new(limit))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let router = Server::builder()
-        .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
-        .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
-        .add_service(service);
+    let router = transport::server().add_service(service);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         tensorflow = %tensorflow::version().unwrap_or_default(),

@@ -12,8 +12,7 @@ use rustix::io::{dup, fcntl_setfd, FdFlags};
 use rustix::stdio::{dup2_stdin, dup2_stdout, stderr, stdin, stdout};
 use tokio::net::unix::pipe;
 
-/// Pipe buffer size asked for: far fewer wake-ups per large tensor than the 64 KiB default.
-const PIPE_BYTES: usize = 1024 * 1024;
+use tfsandbox_proto::transport::tuning::PIPE_BYTES;
 
 pub struct ProtocolPipes {
     pub input: pipe::Receiver,

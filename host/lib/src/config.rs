@@ -244,6 +244,91 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses a config that cannot work, naming the field and why, before anything starts.
+    /// Only the settings of the runtime asked for are read.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        let positive = [
+            ("start_timeout", self.start_timeout),
+            ("call_timeout", self.call_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("restart.window", self.restart.window),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return bad(field, "must be more than zero".into());
+        }
+        if self.restart.initial_backoff > self.restart.max_backoff {
+            return bad(
+                "restart.initial_backoff",
+                format!(
+                    "{:?} is more than restart.max_backoff ({:?})",
+                    self.restart.initial_backoff, self.restart.max_backoff
+                ),
+            );
+        }
+        // Below this not even the worker's first answer (Info, with its posture) fits.
+        const MIN_MESSAGE_BYTES: usize = 4 << 10;
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return bad(
+                "max_message_bytes",
+                format!(
+                    "{} is less than {MIN_MESSAGE_BYTES}",
+                    self.max_message_bytes
+                ),
+            );
+        }
+        if self.limits.max_models == 0 {
+            return bad("limits.max_models", "must be at least 1".into());
+        }
+        // tokio's semaphore holds at most this many permits.
+        let max_calls = tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        if !(1..=max_calls).contains(&self.limits.max_concurrent_calls) {
+            return bad(
+                "limits.max_concurrent_calls",
+                format!("must be from 1 to {max_calls}"),
+            );
+        }
+        match self.runtime {
+            RuntimeKind::Process => {
+                let process = &self.process;
+                if process.address_space_bytes == 0 || process.nofile == 0 || process.nproc == 0 {
+                    return bad(
+                        "process",
+                        "address_space_bytes, nofile and nproc must be more than zero".into(),
+                    );
+                }
+            }
+            RuntimeKind::Docker => {
+                let docker = &self.docker;
+                if !(docker.cpus.is_finite() && docker.cpus > 0.0) {
+                    return bad(
+                        "docker.cpus",
+                        format!("{} is not a positive number", docker.cpus),
+                    );
+                }
+                if docker.memory_bytes <= 0 || docker.pids_limit <= 0 {
+                    return bad(
+                        "docker",
+                        "memory_bytes and pids_limit must be more than zero".into(),
+                    );
+                }
+            }
+            RuntimeKind::Gvisor => {
+                let gvisor = &self.gvisor;
+                if !(gvisor.cpus.is_finite() && gvisor.cpus > 0.0) {
+                    return bad(
+                        "gvisor.cpus",
+                        format!("{} is not a positive number", gvisor.cpus),
+                    );
+                }
+                if gvisor.memory_bytes <= 0 {
+                    return bad("gvisor.memory_bytes", "must be more than zero".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a model folder the sandbox may load from.
     pub fn with_model(mut self, dir: impl Into<PathBuf>) -> Self {
         self.models.push(dir.into());
@@ -305,5 +390,57 @@ impl Default for Config {
             gpu: GpuSettings::default(),
             op_policy: tfsandbox_scan::OpPolicy::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid_on_every_runtime() {
+        for runtime in RuntimeKind::ALL {
+            let config = Config {
+                runtime,
+                ..Config::default()
+            };
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_config_that_cannot_work_is_refused_naming_the_field() {
+        type Spoil = fn(&mut Config);
+        let cases: [(&str, Spoil); 6] = [
+            ("call_timeout", |c| c.call_timeout = Duration::ZERO),
+            ("restart.initial_backoff", |c| {
+                c.restart.initial_backoff = Duration::from_secs(10)
+            }),
+            ("max_message_bytes", |c| c.max_message_bytes = 10),
+            ("limits.max_concurrent_calls", |c| {
+                c.limits.max_concurrent_calls = 0
+            }),
+            ("docker.cpus", |c| {
+                c.runtime = RuntimeKind::Docker;
+                c.docker.cpus = f64::NAN
+            }),
+            ("gvisor.memory_bytes", |c| {
+                c.runtime = RuntimeKind::Gvisor;
+                c.gvisor.memory_bytes = 0
+            }),
+        ];
+        for (field, spoil) in cases {
+            let mut config = Config::default();
+            spoil(&mut config);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.starts_with(&format!("config: {field}: ")), "{error}");
+        }
+    }
+
+    #[test]
+    fn another_runtimes_settings_are_not_read() {
+        let mut config = Config::default();
+        config.docker.cpus = 0.0;
+        config.validate().unwrap();
     }
 }

@@ -97,6 +97,8 @@ pub enum Error {
     #[cfg(feature = "docker")]
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error("config: {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
     #[error("unknown runtime '{name}': one of process, docker, gvisor")]
     UnknownRuntime { name: String },
     #[error("the {runtime} runtime is not built into this tfsandbox (cargo feature '{runtime}')")]

@@ -81,6 +81,7 @@ struct Models {
 impl Sandbox {
     /// Starts a worker and waits until it answers.
     pub async fn start(config: Config) -> Result<Sandbox> {
+        config.validate()?;
         let runtime = runtime::for_config(&config).await?;
         Sandbox::start_on(config, runtime).await
     }

@@ -84,8 +84,7 @@ impl Runtime for MemoryRuntime {
             let (host_end, worker_end) = tokio::io::duplex(1 << 20);
             let (host_read, host_write) = tokio::io::split(host_end);
             let (worker_read, worker_write) = tokio::io::split(worker_end);
-            let router =
-                tonic::transport::Server::builder().add_service(WorkerServer::new(Echo { step }));
+            let router = transport::server().add_service(WorkerServer::new(Echo { step }));
             let serving = transport::serve(
                 worker_read,
                 worker_write,
