@@ -13,10 +13,11 @@ use tfsandbox::closure::{
     dlopen_manifest, is_driver_library, ElfInfo, DRIVER_LIBRARY_DIR, LIBRARY_DIR,
 };
 use tfsandbox::closure::{Closure, Variant};
-use tfsandbox::gpu::{self, Gpus, Passthrough};
 use tfsandbox::runtime::docker::{DockerRuntime, Identity, UID_BASE};
+use tfsandbox::runtime::gpu_passthrough::{self, Passthrough};
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
+use tfsandbox::Gpus;
 use tfsandbox::{DockerSettings, ProcessSettings, RuntimeKind};
 use tfsandbox_checks::{config, jailer_path, sandbox};
 use tfsandbox_jailer::plan::{Bind, Limit, Plan};
@@ -273,7 +274,7 @@ fn the_jailer_is_handed_exactly_the_nvidia_nodes_and_the_driver() {
             vec!["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia2"],
         ),
     ] {
-        let devices = gpu::device_nodes(&gpus, &dev, &[]).unwrap();
+        let devices = gpu_passthrough::device_nodes(&gpus, &dev, &[]).unwrap();
         let passthrough = Passthrough {
             devices,
             libraries: driver.clone(),

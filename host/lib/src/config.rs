@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tfsandbox_proto::transport::tuning;
 
+use crate::closure::{Closure, Variant};
+use crate::error::GpuError;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuSettings, Gpus};
 
 /// The kind of sandbox a worker runs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +55,89 @@ impl std::str::FromStr for RuntimeKind {
                 name: name.to_owned(),
             })
     }
+}
+
+/// The GPUs a sandbox may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Gpus {
+    /// None: the worker sees no GPU device and no driver library (the default).
+    #[default]
+    None,
+    /// Every GPU of the host.
+    All,
+    /// These GPUs: each an index (the device minor number, `/dev/nvidia<N>`) or a UUID
+    /// (`GPU-...`, as `nvidia-smi -L` prints it).
+    Devices(Vec<String>),
+}
+
+impl Gpus {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Gpus::None) || matches!(self, Gpus::Devices(d) if d.is_empty())
+    }
+}
+
+impl std::str::FromStr for Gpus {
+    type Err = GpuError;
+
+    /// `none`, `all`, or a comma-separated list of indices and UUIDs (`0,1`, `GPU-5c2e...`).
+    fn from_str(text: &str) -> Result<Gpus, GpuError> {
+        match text.trim() {
+            "" | "none" => Ok(Gpus::None),
+            "all" => Ok(Gpus::All),
+            list => {
+                let devices: Vec<String> = list.split(',').map(|d| d.trim().to_string()).collect();
+                for device in &devices {
+                    if !is_index(device) && !is_uuid(device) {
+                        return Err(GpuError::BadDevice(device.clone()));
+                    }
+                }
+                Ok(Gpus::Devices(devices))
+            }
+        }
+    }
+}
+
+/// GPU settings of a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct GpuSettings {
+    pub gpus: Gpus,
+    /// Where the CUDA build of libtensorflow and the nvidia libraries lie
+    /// (`scripts/setup-libtensorflow.sh --variant cuda` fills `.cache/libtensorflow-cuda/lib`).
+    /// Searched before anything else for the worker's closure; needed when GPUs are asked for.
+    /// Without GPUs, set it only to run on another libtensorflow than the worker's own RUNPATH
+    /// names (the CUDA build then computes on the CPU).
+    pub library_dirs: Vec<PathBuf>,
+}
+
+impl GpuSettings {
+    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
+    /// searched first either way.
+    pub fn closure(&self, worker: &std::path::Path) -> Result<Closure> {
+        let variant = if self.gpus.is_none() {
+            Variant::Cpu
+        } else if self.library_dirs.is_empty() {
+            return Err(GpuError::NoLibraryDirs.into());
+        } else {
+            Variant::Cuda
+        };
+        Ok(Closure::resolve_cached(
+            worker,
+            variant,
+            &self.library_dirs,
+        )?)
+    }
+}
+
+pub(crate) fn is_index(device: &str) -> bool {
+    !device.is_empty() && device.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_uuid(device: &str) -> bool {
+    device.starts_with("GPU-")
+        && device.len() > 4
+        && device[4..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// Limits and settings of the `process` runtime's sandbox.
@@ -396,6 +480,23 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_setting() {
+        assert_eq!("all".parse::<Gpus>().unwrap(), Gpus::All);
+        assert_eq!("none".parse::<Gpus>().unwrap(), Gpus::None);
+        assert_eq!(
+            "0, GPU-5c2e1f3a-0000-1111-2222-333344445555"
+                .parse::<Gpus>()
+                .unwrap(),
+            Gpus::Devices(vec![
+                "0".into(),
+                "GPU-5c2e1f3a-0000-1111-2222-333344445555".into()
+            ])
+        );
+        assert!("../etc".parse::<Gpus>().is_err());
+        assert!("0,".parse::<Gpus>().is_err());
+    }
 
     #[test]
     fn the_default_config_is_valid_on_every_runtime() {

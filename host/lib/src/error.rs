@@ -106,7 +106,7 @@ pub enum Error {
     #[error("the worker answered {call} without {field}")]
     Incomplete { call: String, field: &'static str },
     #[error(transparent)]
-    Gpu(#[from] crate::gpu::GpuError),
+    Gpu(#[from] GpuError),
     #[cfg(feature = "docker")]
     #[error(transparent)]
     ModelAccess(#[from] crate::runtime::model_access::AccessError),
@@ -131,3 +131,24 @@ fn stderr_tail(lines: &[String]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What stands in the way of GPUs for a sandbox: the setting, or what the host lacks.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("'{0}' names no GPU: give an index (0, 1, ...) or a UUID (GPU-...)")]
+    BadDevice(String),
+    #[error("GPUs were asked for, but {0} is missing: is the NVIDIA driver loaded (nvidia-modprobe -u -c=0 creates the nodes)?")]
+    MissingNode(String),
+    #[error(
+        "GPU {0} is not on this host (no /dev/nvidia<N> or /proc/driver/nvidia/gpus entry matches)"
+    )]
+    UnknownDevice(String),
+    #[error("GPUs were asked for, but the host has none (no /dev/nvidia<N>)")]
+    NoGpus,
+    #[error("GPUs were asked for, but the host's loader cache names no {0} (ldconfig -p); is the NVIDIA driver installed?")]
+    MissingDriverLibrary(String),
+    #[error("GPUs were asked for, but no CUDA library folder was given (GpuSettings::library_dirs; scripts/setup-libtensorflow.sh --variant cuda)")]
+    NoLibraryDirs,
+    #[error("reading {what}: {message}")]
+    Host { what: String, message: String },
+}

@@ -16,7 +16,6 @@ pub mod closure;
 mod config;
 mod error;
 mod exit;
-pub mod gpu;
 #[cfg(feature = "docker")]
 pub mod image;
 mod pool;
@@ -26,11 +25,11 @@ mod sandbox;
 pub mod tensor;
 
 pub use config::{
-    Config, DockerSettings, GvisorSettings, Limits, ProcessSettings, RestartPolicy, RuntimeKind,
+    Config, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits, ProcessSettings,
+    RestartPolicy, RuntimeKind,
 };
-pub use error::{Error, Result};
+pub use error::{Error, GpuError, Result};
 pub use exit::WorkerExit;
-pub use gpu::{GpuSettings, Gpus};
 pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};

@@ -33,9 +33,9 @@ use tokio_util::io::StreamReader;
 use super::{model_access, Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure;
 use crate::config::DockerSettings;
+use crate::config::{GpuSettings, Gpus};
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
-use crate::gpu::{GpuSettings, Gpus};
 use crate::image;
 use crate::procfs;
 

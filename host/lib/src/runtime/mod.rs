@@ -4,6 +4,7 @@
 
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod gpu_passthrough;
 #[cfg(feature = "gvisor")]
 pub mod gvisor;
 #[cfg(feature = "docker")]

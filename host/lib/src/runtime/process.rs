@@ -18,12 +18,13 @@ use tfsandbox_proto::transport::tuning;
 
 use tfsandbox_jailer::plan::{Bind, Limit, Plan, HANDSHAKE_ASK, HANDSHAKE_GO, NOBODY};
 
+use super::gpu_passthrough::{self, Passthrough};
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::Closure;
+use crate::config::GpuSettings;
 use crate::config::ProcessSettings;
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
-use crate::gpu::{self, GpuSettings, Passthrough};
 
 /// How long the jailer may take to reach the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,7 +123,7 @@ impl Runtime for ProcessRuntime {
                 source,
             };
             let closure = self.gpu.closure(&launch.worker_path)?;
-            let passthrough = gpu::host_passthrough(&self.gpu.gpus)?;
+            let passthrough = gpu_passthrough::host_passthrough(&self.gpu.gpus)?;
             let jailer = self.jailer_path(&launch.worker_path)?;
             // The new root is built on this folder inside the sandbox's own mount namespace; on
             // the host it stays empty and goes with the worker.

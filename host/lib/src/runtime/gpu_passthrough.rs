@@ -1,119 +1,15 @@
-//! GPUs for a sandbox: which ones, and what of the host each runtime must hand the worker.
-//!
-//! The docker runtime asks the engine for a device request (the NVIDIA container toolkit then
-//! mounts the device nodes and the driver's libraries). The process runtime does that itself: it
-//! passes the jailer exactly the `/dev/nvidia*` nodes the chosen GPUs need and the driver's
-//! libraries as the host's loader cache names them. Everything here that reads the host is split
-//! from a pure function that decides, so the decisions are tested without a GPU.
+//! The host's GPUs handed into a process sandbox: exactly the `/dev/nvidia*` nodes the chosen
+//! GPUs need and the driver's libraries as the host's loader cache names them. (The docker
+//! runtime asks the engine for a device request instead, and the NVIDIA container toolkit mounts
+//! the same.) Everything that reads the host is split from a pure function that decides, so the
+//! decisions are tested without a GPU.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::closure::{is_driver_library, DRIVER_LIBRARY_DIR};
-use crate::closure::{Closure, Variant};
-
-/// The GPUs a sandbox may use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Gpus {
-    /// None: the worker sees no GPU device and no driver library (the default).
-    #[default]
-    None,
-    /// Every GPU of the host.
-    All,
-    /// These GPUs: each an index (the device minor number, `/dev/nvidia<N>`) or a UUID
-    /// (`GPU-...`, as `nvidia-smi -L` prints it).
-    Devices(Vec<String>),
-}
-
-impl Gpus {
-    pub fn is_none(&self) -> bool {
-        matches!(self, Gpus::None) || matches!(self, Gpus::Devices(d) if d.is_empty())
-    }
-}
-
-impl std::str::FromStr for Gpus {
-    type Err = GpuError;
-
-    /// `none`, `all`, or a comma-separated list of indices and UUIDs (`0,1`, `GPU-5c2e...`).
-    fn from_str(text: &str) -> Result<Gpus, GpuError> {
-        match text.trim() {
-            "" | "none" => Ok(Gpus::None),
-            "all" => Ok(Gpus::All),
-            list => {
-                let devices: Vec<String> = list.split(',').map(|d| d.trim().to_string()).collect();
-                for device in &devices {
-                    if !is_index(device) && !is_uuid(device) {
-                        return Err(GpuError::BadDevice(device.clone()));
-                    }
-                }
-                Ok(Gpus::Devices(devices))
-            }
-        }
-    }
-}
-
-/// GPU settings of a sandbox.
-#[derive(Debug, Clone, Default)]
-pub struct GpuSettings {
-    pub gpus: Gpus,
-    /// Where the CUDA build of libtensorflow and the nvidia libraries lie
-    /// (`scripts/setup-libtensorflow.sh --variant cuda` fills `.cache/libtensorflow-cuda/lib`).
-    /// Searched before anything else for the worker's closure; needed when GPUs are asked for.
-    /// Without GPUs, set it only to run on another libtensorflow than the worker's own RUNPATH
-    /// names (the CUDA build then computes on the CPU).
-    pub library_dirs: Vec<PathBuf>,
-}
-
-impl GpuSettings {
-    /// The worker's closure: CUDA when GPUs are asked for; the library folders, if any, are
-    /// searched first either way.
-    pub fn closure(&self, worker: &Path) -> crate::error::Result<Closure> {
-        let variant = if self.gpus.is_none() {
-            Variant::Cpu
-        } else if self.library_dirs.is_empty() {
-            return Err(GpuError::NoLibraryDirs.into());
-        } else {
-            Variant::Cuda
-        };
-        Ok(Closure::resolve_cached(
-            worker,
-            variant,
-            &self.library_dirs,
-        )?)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GpuError {
-    #[error("'{0}' names no GPU: give an index (0, 1, ...) or a UUID (GPU-...)")]
-    BadDevice(String),
-    #[error("GPUs were asked for, but {0} is missing: is the NVIDIA driver loaded (nvidia-modprobe -u -c=0 creates the nodes)?")]
-    MissingNode(String),
-    #[error(
-        "GPU {0} is not on this host (no /dev/nvidia<N> or /proc/driver/nvidia/gpus entry matches)"
-    )]
-    UnknownDevice(String),
-    #[error("GPUs were asked for, but the host has none (no /dev/nvidia<N>)")]
-    NoGpus,
-    #[error("GPUs were asked for, but the host's loader cache names no {0} (ldconfig -p); is the NVIDIA driver installed?")]
-    MissingDriverLibrary(String),
-    #[error("GPUs were asked for, but no CUDA library folder was given (GpuSettings::library_dirs; scripts/setup-libtensorflow.sh --variant cuda)")]
-    NoLibraryDirs,
-    #[error("reading {what}: {message}")]
-    Host { what: String, message: String },
-}
-
-fn is_index(device: &str) -> bool {
-    !device.is_empty() && device.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_uuid(device: &str) -> bool {
-    device.starts_with("GPU-")
-        && device.len() > 4
-        && device[4..]
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-')
-}
+use crate::config::{is_index, Gpus};
+use crate::error::GpuError;
 
 /// The device nodes the worker needs for `gpus`, given the names present in `/dev` and the text
 /// of each `/proc/driver/nvidia/gpus/*/information` (which maps UUIDs to minor numbers).
@@ -285,23 +181,6 @@ mod tests {
 
     fn dev(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_the_setting() {
-        assert_eq!("all".parse::<Gpus>().unwrap(), Gpus::All);
-        assert_eq!("none".parse::<Gpus>().unwrap(), Gpus::None);
-        assert_eq!(
-            "0, GPU-5c2e1f3a-0000-1111-2222-333344445555"
-                .parse::<Gpus>()
-                .unwrap(),
-            Gpus::Devices(vec![
-                "0".into(),
-                "GPU-5c2e1f3a-0000-1111-2222-333344445555".into()
-            ])
-        );
-        assert!("../etc".parse::<Gpus>().is_err());
-        assert!("0,".parse::<Gpus>().is_err());
     }
 
     #[test]
