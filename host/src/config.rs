@@ -112,6 +112,9 @@ pub struct GvisorSettings {
     pub nofile: u64,
     /// RLIMIT_FSIZE, soft and hard.
     pub file_size_bytes: u64,
+    /// RLIMIT_AS of the worker inside gVisor, whose kernel overcommits any mapping the cgroup
+    /// would only bound once touched. TensorFlow reserves far more than it touches.
+    pub address_space_bytes: u64,
 }
 
 impl Default for GvisorSettings {
@@ -125,6 +128,7 @@ impl Default for GvisorSettings {
             tmp_bytes: 1 << 30,
             nofile: 1024,
             file_size_bytes: 1 << 30,
+            address_space_bytes: 8 << 30,
         }
     }
 }

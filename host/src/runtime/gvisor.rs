@@ -19,13 +19,14 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use tokio::process::{Child, Command};
 
 use tfsandbox_jailer::plan::NOBODY;
+use tfsandbox_jailer::seccomp::Policy;
 
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::GvisorSettings;
@@ -88,6 +89,13 @@ impl GvisorRuntime {
                 .build()
                 .map_err(oci)
         };
+        // Beside the root, in the bundle: what the masked /proc files show.
+        let empty = rootfs.with_file_name("empty");
+        std::fs::File::create(&empty).map_err(|e| Error::Confinement {
+            sandbox: launch.sandbox_id.clone(),
+            message: format!("making {}: {e}", empty.display()),
+        })?;
+        let empty = empty.as_path();
         let mut mounts = vec![
             MountBuilder::default()
                 .destination("/proc")
@@ -115,14 +123,38 @@ impl GvisorRuntime {
                 .build()
                 .map_err(oci)?,
         ];
+        // gVisor's own /dev would take writes (/dev/urandom); the worker needs no device.
+        mounts.push(
+            MountBuilder::default()
+                .destination("/dev")
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(
+                    ["ro", "nosuid", "nodev", "noexec", "size=4k"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()
+                .map_err(oci)?,
+        );
+        // gVisor's kernel shows its own values here, not the host's; empty as under docker.
+        // (This runsc ignores `maskedPaths`.)
+        for file in ["/proc/cmdline", "/proc/loadavg"] {
+            mounts.push(bind(file, empty)?);
+        }
         for entry in &closure.entries {
             mounts.push(bind(&entry.image_path, &entry.host_path)?);
         }
         for (host, name) in self.mounts.iter() {
             mounts.push(bind(&format!("/models/{name}"), host)?);
         }
-        // Mount points must exist in a read-only root: made here, empty, on the host.
+        // Mount points must exist in a read-only root: made here, empty, on the host (those in
+        // /proc and /dev are the kernel's).
         for mount in &mounts {
+            let destination = mount.destination();
+            if destination.starts_with("/proc/") || destination.starts_with("/dev/") {
+                continue;
+            }
             let inside = rootfs.join(
                 mount
                     .destination()
@@ -179,6 +211,7 @@ impl GvisorRuntime {
                 rlimit(PosixRlimitType::RlimitNofile, s.nofile)?,
                 rlimit(PosixRlimitType::RlimitFsize, s.file_size_bytes)?,
                 rlimit(PosixRlimitType::RlimitCore, 0)?,
+                rlimit(PosixRlimitType::RlimitAs, s.address_space_bytes)?,
             ])
             .no_new_privileges(true)
             .build()
@@ -216,8 +249,13 @@ impl GvisorRuntime {
             )
             .build()
             .map_err(oci)?;
+        let seccomp = seccomp_profile().map_err(|e| Error::Confinement {
+            sandbox: launch.sandbox_id.clone(),
+            message: format!("the seccomp policy as an OCI profile: {e}"),
+        })?;
         let linux = LinuxBuilder::default()
             .namespaces(namespaces)
+            .seccomp(seccomp)
             .resources(resources)
             .cgroups_path(PathBuf::from(format!("/tfsandbox/{id}")))
             .masked_paths(Vec::<String>::new())
@@ -247,6 +285,34 @@ impl GvisorRuntime {
     }
 }
 
+/// The jailer's one policy, as the docker runtime passes it, which gVisor's kernel applies to the
+/// worker's calls (runsc ignores it without `--oci-seccomp`). One change: this runsc (20221219)
+/// answers every SCMP_ACT_ERRNO with EPERM whatever `errnoRet` says, and glibc falls back from
+/// `clone3` to `clone` only on ENOSYS; so `clone3` is let through to gVisor's kernel, which does
+/// not implement it and answers ENOSYS itself (the escape suite checks that answer).
+fn seccomp_profile() -> serde_json::Result<LinuxSeccomp> {
+    let mut profile: LinuxSeccomp =
+        serde_json::from_str(&tfsandbox_jailer::seccomp::docker_profile_for(Policy::Cpu))?;
+    let rules = profile.syscalls().clone().map(|rules| {
+        rules
+            .into_iter()
+            .map(|mut rule| {
+                if rule
+                    .names()
+                    .iter()
+                    .all(|n| tfsandbox_jailer::ENOSYS_SYSCALLS.contains(&n.as_str()))
+                {
+                    rule.set_action(LinuxSeccompAction::ScmpActAllow);
+                    rule.set_errno_ret(None);
+                }
+                rule
+            })
+            .collect()
+    });
+    profile.set_syscalls(rules);
+    Ok(profile)
+}
+
 /// `runsc` with the settings' global flags and this state folder.
 fn runsc(settings: &GvisorSettings, state: &Path) -> Command {
     let mut command = Command::new(&settings.runsc_path);
@@ -254,6 +320,7 @@ fn runsc(settings: &GvisorSettings, state: &Path) -> Command {
         .arg(format!("--root={}", state.display()))
         .arg("--network=none")
         .arg(format!("--platform={}", settings.platform))
+        .arg("--oci-seccomp")
         .env_clear()
         .stdin(Stdio::null());
     command
