@@ -1,7 +1,7 @@
 //! The `gvisor` runtime: real workers under a real `runsc`, with real libtensorflow and fixtures.
 //!
-//! A suite of its own rather than a column of `each_runtime!`: each gvisor start costs seconds on
-//! the ptrace platform, and these few checks bound what it adds to CI.
+//! What only the gvisor runtime has: its cgroup bounds, runsc's own state and processes, left by
+//! no start, drop, kill or dead host. The shared suites run on gvisor through `each_runtime!`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -21,8 +21,8 @@ use super::ImageError;
 
 /// The user everything in the image runs as.
 pub const NOBODY: &str = "65534:65534";
-const PASSWD: &str = "nobody:x:65534:65534:nobody:/nonexistent:/nonexistent\n";
-const GROUP: &str = "nobody:x:65534:\n";
+pub const PASSWD: &str = "nobody:x:65534:65534:nobody:/nonexistent:/nonexistent\n";
+pub const GROUP: &str = "nobody:x:65534:\n";
 /// RFC 3339 for the epoch: images carry no build time.
 const CREATED: &str = "1970-01-01T00:00:00Z";
 

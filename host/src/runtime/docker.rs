@@ -603,7 +603,7 @@ impl WorkerControl for DockerControl {
     }
 }
 
-fn signal_name(signal: i64) -> &'static str {
+pub(super) fn signal_name(signal: i64) -> &'static str {
     match signal {
         6 => "SIGABRT",
         9 => "SIGKILL",

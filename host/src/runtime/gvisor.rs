@@ -31,6 +31,7 @@ use tfsandbox_jailer::seccomp::Policy;
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::config::GvisorSettings;
 use crate::error::{Error, Result};
+use crate::image::oci::{GROUP, PASSWD};
 use crate::image::{Closure, Variant};
 
 /// How long `runsc kill` / `runsc delete` may take before they are given up on.
@@ -96,6 +97,16 @@ impl GvisorRuntime {
             message: format!("making {}: {e}", empty.display()),
         })?;
         let empty = empty.as_path();
+        // The image's /etc files, beside the root too.
+        let mut etc = Vec::new();
+        for (name, text) in [("passwd", PASSWD), ("group", GROUP)] {
+            let file = rootfs.with_file_name(name);
+            std::fs::write(&file, text).map_err(|e| Error::Confinement {
+                sandbox: launch.sandbox_id.clone(),
+                message: format!("making {}: {e}", file.display()),
+            })?;
+            etc.push((format!("/etc/{name}"), file));
+        }
         let mut mounts = vec![
             MountBuilder::default()
                 .destination("/proc")
@@ -141,6 +152,9 @@ impl GvisorRuntime {
         // (This runsc ignores `maskedPaths`.)
         for file in ["/proc/cmdline", "/proc/loadavg"] {
             mounts.push(bind(file, empty)?);
+        }
+        for (inside, file) in &etc {
+            mounts.push(bind(inside, file)?);
         }
         for entry in &closure.entries {
             mounts.push(bind(&entry.image_path, &entry.host_path)?);
@@ -597,8 +611,16 @@ struct GvisorControl {
 impl WorkerControl for GvisorControl {
     fn wait(&mut self) -> BoxFuture<'_, String> {
         async move {
+            // runsc run ends as the worker did: 128 + N when signal N ended it.
             let status = match self.child.wait().await {
-                Ok(status) => status.to_string(),
+                Ok(status) => match status.code() {
+                    Some(code) if code > 128 => format!(
+                        "signal: {} ({})",
+                        code - 128,
+                        super::docker::signal_name(i64::from(code - 128))
+                    ),
+                    _ => status.to_string(),
+                },
                 Err(error) => format!("unknown status: {error}"),
             };
             reap(&self.settings, &self.folders.state, &self.id).await;
