@@ -75,6 +75,10 @@ pub struct DockerSettings {
     pub image: Option<String>,
     /// Show progress bars on stderr while the image is built and loaded.
     pub show_progress: bool,
+    /// The engine's OCI runtime for the container (`HostConfig.runtime`): `runsc` where the
+    /// engine has gVisor registered (`docker info` lists its runtimes); `None`: the engine's
+    /// default. One the engine lacks fails the runtime's start, naming what it has.
+    pub engine_runtime: Option<String>,
 }
 
 impl Default for DockerSettings {
@@ -88,6 +92,7 @@ impl Default for DockerSettings {
             nproc: 4096,
             image: None,
             show_progress: false,
+            engine_runtime: None,
         }
     }
 }

@@ -127,6 +127,22 @@ impl DockerRuntime {
             .ping()
             .await
             .map_err(|e| engine("reaching the Docker engine", e))?;
+        if let Some(wanted) = &settings.engine_runtime {
+            let info = docker
+                .info()
+                .await
+                .map_err(|e| engine("asking the Docker engine for its runtimes", e))?;
+            let known: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+            if !known.contains(wanted) {
+                return Err(Error::Engine {
+                    action: format!("choosing the engine runtime '{wanted}'"),
+                    message: format!(
+                        "the engine has no runtime of that name, only {}",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
         let runtime = DockerRuntime {
             docker,
             settings,
@@ -394,6 +410,7 @@ impl DockerRuntime {
                 init: Some(false),
                 mounts: Some(mounts),
                 device_requests: gpu::device_request(gpus).map(|request| vec![request]),
+                runtime: s.engine_runtime.clone(),
                 ..Default::default()
             }),
             ..Default::default()
