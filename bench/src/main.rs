@@ -50,6 +50,9 @@ struct Args {
     /// Leave the docker runtime out (its figures are then null).
     #[arg(long)]
     no_docker: bool,
+    /// Leave the gvisor runtime out (its figures are then null).
+    #[arg(long)]
+    no_gvisor: bool,
     /// Be the echo peer of the bare baseline on stdin/stdout (the bench starts itself so).
     #[arg(long, hide = true)]
     serve_echo: bool,
@@ -375,6 +378,23 @@ async fn main() -> Result<()> {
         }
     };
 
+    let gvisor = if args.no_gvisor {
+        None
+    } else {
+        progress("gvisor sandbox");
+        match measure_runtime(&plan, RuntimeKind::Gvisor, &fixtures, &inputs).await {
+            Ok(figures) => Some(figures),
+            // No runsc to start.
+            Err(error) => match error.downcast_ref::<Error>() {
+                Some(Error::Spawn { .. }) => {
+                    eprintln!("gvisor left out: {error}");
+                    None
+                }
+                _ => return Err(error),
+            },
+        }
+    };
+
     progress("concurrent callers");
     let mut concurrency = Vec::new();
     {
@@ -433,6 +453,12 @@ async fn main() -> Result<()> {
         "speedup_64_concurrent": one_calls(64).zip(one_calls(1)).map(|(a, b)| ratio(a, b)),
         "setup_ms_process": millis(process.start.saturating_sub(bare_start)),
         "setup_ms_docker": docker.as_ref().map(|d| millis(d.start.saturating_sub(bare_start))),
+        "rtt_us_gvisor": gvisor.as_ref().map(|g| micros(g.rtt.p50())),
+        "rtt_ratio_gvisor_vs_process": gvisor.as_ref().map(|g| ratio(micros(g.rtt.p50()), micros(process.rtt.p50()))),
+        "gib_s_gvisor_64mib": gvisor.as_ref().and_then(|g| at(&g.gib_s, 64)),
+        "gib_ratio_gvisor_vs_process_64mib": gvisor.as_ref().and_then(|g| at(&g.gib_s, 64)).zip(process_gib_s).map(|(g, p)| ratio(g, p)),
+        "start_ms_gvisor": gvisor.as_ref().map(|g| millis(g.start)),
+        "start_ratio_gvisor_vs_process": gvisor.as_ref().map(|g| ratio(millis(g.start), millis(process.start))),
         "image_minus_closure_bytes": built.archive_size as i64 - closure.total_size() as i64,
     });
     if args.json {
@@ -478,33 +504,41 @@ async fn main() -> Result<()> {
     if let Some(d) = &docker {
         rtt_row("docker sandbox", &d.rtt);
     }
+    if let Some(g) = &gvisor {
+        rtt_row("gvisor sandbox", &g.rtt);
+    }
     md.push_str(&format!(
-        "\nBare echo vs raw pipe: **{:.2}×** (goal ≤ 2×); process sandbox vs bare echo + in-process TensorFlow: **{:.2}×** (goal ≤ 1.2×); docker vs process: **{}** (goal ≤ 1.2×).\n\n",
+        "\nBare echo vs raw pipe: **{:.2}×** (goal ≤ 2×); process sandbox vs bare echo + in-process TensorFlow: **{:.2}×** (goal ≤ 1.2×); docker vs process: **{}** (goal ≤ 1.2×); gvisor vs process: **{}** (no goal: the cost of gVisor's kernel).\n\n",
         headline["rtt_ratio_bare_vs_raw_pipe"].as_f64().unwrap_or(f64::NAN),
         headline["rtt_ratio_process_vs_bare_plus_tf"].as_f64().unwrap_or(f64::NAN),
         fmt_ratio(&headline["rtt_ratio_docker_vs_process"]),
+        fmt_ratio(&headline["rtt_ratio_gvisor_vs_process"]),
     ));
 
     md.push_str("### 2. Large tensors (identity, uint8; GiB/s of bytes in + out)\n\n");
-    md.push_str("| MiB each way | bare echo (child process) | process | process vs bare | docker | docker vs bare |\n|---|---|---|---|---|---|\n");
+    md.push_str("| MiB each way | bare echo (child process) | process | process vs bare | docker | docker vs bare | gvisor | gvisor vs bare |\n|---|---|---|---|---|---|---|---|\n");
     for &mib in &plan.sizes_mib {
         let bare = at(&bare_gib_s, mib).unwrap_or(f64::NAN);
         let p = at(&process.gib_s, mib).unwrap_or(f64::NAN);
         let d = docker.as_ref().and_then(|d| at(&d.gib_s, mib));
+        let g = gvisor.as_ref().and_then(|g| at(&g.gib_s, mib));
         md.push_str(&format!(
-            "| {mib} | {bare:.2} | {p:.2} | {:.2}× | {} | {} |\n",
+            "| {mib} | {bare:.2} | {p:.2} | {:.2}× | {} | {} | {} | {} |\n",
             p / bare,
             d.map_or("n/a".into(), |d| format!("{d:.2}")),
             d.map_or("n/a".into(), |d| format!("{:.2}×", d / bare)),
+            g.map_or("n/a".into(), |g| format!("{g:.2}")),
+            g.map_or("n/a".into(), |g| format!("{:.2}×", g / bare)),
         ));
     }
     md.push_str(&format!(
         "\nRaw pipe pair to a child process, {largest_mib} MiB each way in {} KiB writes, no framing: **{:.2} GiB/s**. \
-         Process at 64 MiB vs raw pipe: **{}** (goal ≥ 0.5×); docker vs process: **{}** (goal ≥ 0.9×).\n\n",
+         Process at 64 MiB vs raw pipe: **{}** (goal ≥ 0.5×); docker vs process: **{}** (goal ≥ 0.9×); gvisor vs process: **{}**.\n\n",
         raw::WRITE_BYTES >> 10,
         raw.gib_s,
         fmt_ratio(&headline["gib_ratio_process_vs_raw_pipe_64mib"]),
         fmt_ratio(&headline["gib_ratio_docker_vs_process_64mib"]),
+        fmt_ratio(&headline["gib_ratio_gvisor_vs_process_64mib"]),
     ));
 
     md.push_str("### 3. Concurrent callers (process runtime, half_plus_two)\n\n");
@@ -528,18 +562,26 @@ async fn main() -> Result<()> {
         "| bare worker (no sandbox): exec, loading libtensorflow, first answer | {:.0} | — | — |\n",
         millis(bare_start)
     ));
-    let mut start_row = |name: &str, f: &RuntimeFigures, goal: &str| {
+    let mut start_row = |name: &str, f: &RuntimeFigures, goal: Option<&str>| {
         md.push_str(&format!(
-            "| {name} | {:.0} | **{:.0}** (goal ≤ {goal}) | {:.0} |\n",
+            "| {name} | {:.0} | **{:.0}**{} | {:.0} |\n",
             millis(f.start),
             millis(f.start.saturating_sub(bare_start)),
+            goal.map_or(String::new(), |g| format!(" (goal ≤ {g})")),
             millis(f.model_load)
         ));
     };
-    start_row("process sandbox", &process, "150");
+    start_row("process sandbox", &process, Some("150"));
     if let Some(d) = &docker {
-        start_row("docker sandbox", d, "400");
+        start_row("docker sandbox", d, Some("400"));
     }
+    if let Some(g) = &gvisor {
+        start_row("gvisor sandbox", g, None);
+    }
+    md.push_str(&format!(
+        "\ngvisor vs process, start to first answer: **{}**.\n",
+        fmt_ratio(&headline["start_ratio_gvisor_vs_process"])
+    ));
 
     md.push_str("\n### 5. Image\n\n| | bytes | vs closure |\n|---|---|---|\n");
     md.push_str(&format!(
@@ -562,7 +604,7 @@ async fn main() -> Result<()> {
 fn fmt_ratio(value: &Value) -> String {
     value
         .as_f64()
-        .map_or("n/a (no docker)".into(), |r| format!("{r:.2}×"))
+        .map_or("n/a (runtime left out)".into(), |r| format!("{r:.2}×"))
 }
 
 /// Replaces the bench section of `path` (created if missing), keeping everything around it.

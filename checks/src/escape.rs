@@ -144,10 +144,27 @@ pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
     });
     let i386 = run_probe(&config(runtime), "i386").await;
     let killed = i386.attempts.is_empty() && i386.status.signal == Some(libc::SIGSYS);
-    attempts.push(Attempt {
-        attempt: "i386 system call".into(),
-        denied: killed,
-        detail: i386.status.to_string(),
+    let returned = i386.attempts.into_iter().next().map(|a| a.detail);
+    attempts.push(match returned {
+        // The probe asked for i386 getpid with rdi = -1: EBADF means the call ran as the x86-64
+        // call of that number, writev(-1, ..), which is what gVisor's kernel does with int 0x80
+        // (the ptrace platform stops it before the host kernel runs it); a pid would mean it
+        // ran as i386 getpid.
+        Some(detail) if runtime == RuntimeKind::Gvisor && detail == "returned -9" => Attempt {
+            attempt: "i386 system call".into(),
+            denied: true,
+            detail: format!("contained: {detail}, run by gVisor's kernel as x86-64 writev(-1)"),
+        },
+        Some(detail) => Attempt {
+            attempt: "i386 system call".into(),
+            denied: false,
+            detail,
+        },
+        None => Attempt {
+            attempt: "i386 system call".into(),
+            denied: killed,
+            detail: i386.status.to_string(),
+        },
     });
 
     if runtime == RuntimeKind::Process {

@@ -124,12 +124,13 @@ pub fn jailer_path() -> PathBuf {
         .with_file_name("tfsandbox-jailer")
 }
 
-/// The container of a sandbox of the docker runtime.
+/// The container of a sandbox of the docker or gvisor runtime.
 pub fn container_name(sandbox: &Sandbox) -> String {
     format!("tfsandbox-{}-w{}", sandbox.id(), sandbox.generation())
 }
 
-/// Runs each named `async fn(RuntimeKind)` as one test per runtime: `process::name`, `docker::name`.
+/// Runs each named `async fn(RuntimeKind)` as one test per runtime: `process::name`,
+/// `docker::name`, `gvisor::name`.
 #[macro_export]
 macro_rules! each_runtime {
     ($($name:ident),* $(,)?) => {
@@ -143,6 +144,12 @@ macro_rules! each_runtime {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(tfsandbox::RuntimeKind::Docker).await
+            })*
+        }
+        mod gvisor {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(tfsandbox::RuntimeKind::Gvisor).await
             })*
         }
     };

@@ -589,3 +589,45 @@ async fn a_private_model_loads_and_its_acl_entries_go_with_the_sandbox() {
         assert_eq!(mode, want, "{}: mode not restored", path.display());
     }
 }
+
+#[tokio::test]
+async fn an_engine_runtime_the_engine_lacks_is_refused_naming_it() {
+    let mut config = config(RuntimeKind::Docker);
+    config.docker.engine_runtime = Some("tfsandbox-no-such-runtime".into());
+    let error = Sandbox::start(config).await.err().expect("the start fails");
+    let text = error.to_string();
+    assert!(text.contains("'tfsandbox-no-such-runtime'"), "{text}");
+    assert!(text.contains("runc"), "names the runtimes it has: {text}");
+}
+
+/// The docker runtime's container under gVisor, where the engine has runsc registered; the
+/// engine here is shared and is not reconfigured for it.
+#[tokio::test]
+async fn the_worker_runs_under_runsc_where_the_engine_has_it() {
+    let info = engine().info().await.expect("the engine's info");
+    let runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    if !runtimes.iter().any(|r| r == "runsc") {
+        println!(
+            "skipped: the engine has no runtime 'runsc' registered (it has {}); \
+             nothing is checked here",
+            runtimes.join(", ")
+        );
+        return;
+    }
+    let mut config = config(RuntimeKind::Docker);
+    config.docker.engine_runtime = Some("runsc".into());
+    let sandbox = Sandbox::start(config).await.expect("a sandbox under runsc");
+    let container = engine()
+        .inspect_container(&container_name(&sandbox), None)
+        .await
+        .unwrap();
+    let runtime = container.host_config.and_then(|h| h.runtime);
+    assert_eq!(runtime.as_deref(), Some("runsc"));
+    let half = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let out = half
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+    sandbox.shutdown().await;
+}

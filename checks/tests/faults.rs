@@ -107,8 +107,27 @@ async fn dropping_the_sandbox_leaves_no_worker_behind(runtime: RuntimeKind) {
             let gone = docker.inspect_container(&container, None).await.is_err();
             assert!(gone, "container {container} still exists");
         }
-        // This suite runs on process and docker only; gvisor's reaping has its own check.
-        RuntimeKind::Gvisor => panic!("not a runtime of this suite"),
+        // runsc run (the host's child) is reaped, and no runsc process of this host is left.
+        RuntimeKind::Gvisor => {
+            let proc = format!("/proc/{}", pids[0].expect("runsc run's pid"));
+            assert!(!std::path::Path::new(&proc).exists(), "{proc} still exists");
+            let root = tfsandbox::runtime::gvisor::root_argument(&Default::default());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let ours = || {
+                std::fs::read_dir("/proc")
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == root.as_bytes()))
+                    })
+                    .count()
+            };
+            while ours() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(ours(), 0, "runsc processes of {container} are left");
+        }
     }
 }
 

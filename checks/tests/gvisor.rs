@@ -1,12 +1,13 @@
 //! The `gvisor` runtime: real workers under a real `runsc`, with real libtensorflow and fixtures.
 //!
-//! A suite of its own rather than a column of `each_runtime!`: each gvisor start costs seconds on
-//! the ptrace platform, and these few checks bound what it adds to CI.
+//! What only the gvisor runtime has: its cgroup bounds, runsc's own state and processes, left by
+//! no start, drop, kill or dead host. The shared suites run on gvisor through `each_runtime!`.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tfsandbox::{GvisorSettings, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{Config, Error, GvisorSettings, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, container_name, fixture, kill_worker};
 
 fn x(values: &[f32]) -> [(&'static str, Tensor); 1] {
@@ -15,9 +16,57 @@ fn x(values: &[f32]) -> [(&'static str, Tensor); 1] {
 
 /// This host process's runsc state folder.
 fn state() -> PathBuf {
+    state_of(std::process::id())
+}
+
+/// The runsc state folder of host process `pid`.
+fn state_of(pid: u32) -> PathBuf {
     GvisorSettings::default()
         .state_dir
-        .join(format!("tfsandbox-runsc-{}", std::process::id()))
+        .join(format!("tfsandbox-runsc-{pid}"))
+}
+
+/// The bundles folder of host process `pid`.
+fn bundles_of(pid: u32) -> PathBuf {
+    GvisorSettings::default()
+        .state_dir
+        .join(format!("tfsandbox-bundles-{pid}"))
+}
+
+/// Processes whose command line names `state` as runsc's root: `runsc run`, its gofer, its
+/// sandbox, and any runsc command still at work on them.
+fn runsc_processes(state: &Path) -> Vec<u32> {
+    let root = format!("--root={}", state.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == root.as_bytes()))
+        })
+        .collect()
+}
+
+/// Waits up to `seconds` for `done`, then asserts it with `what`.
+async fn eventually(seconds: u64, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Nothing of this host process is left: no runsc process, state or bundle folder.
+async fn assert_nothing_left(what: &str) {
+    let pid = std::process::id();
+    eventually(20, &format!("{what}: runsc processes left"), || {
+        runsc_processes(&state()).is_empty()
+    })
+    .await;
+    eventually(20, &format!("{what}: state or bundle folder left"), || {
+        !state_of(pid).exists() && !bundles_of(pid).exists()
+    })
+    .await;
 }
 
 /// The containers runsc holds for this host process.
@@ -132,4 +181,127 @@ async fn a_memory_bomb_is_stopped_by_the_sandbox_memory_bound() {
         runsc_containers().is_empty(),
         "runsc still holds a container"
     );
+}
+
+#[tokio::test]
+async fn a_failed_start_leaves_no_sandbox_state_or_process() {
+    // runsc starts, the worker (a program that exits at once) ends before answering.
+    let exits = Config {
+        worker_path: Some("/bin/false".into()),
+        ..config(RuntimeKind::Gvisor)
+    };
+    let error = Sandbox::start(exits).await.err().expect("the start fails");
+    assert!(matches!(error, Error::WorkerExited { .. }), "{error}");
+    assert_nothing_left("a worker that exits at start").await;
+
+    // runsc itself cannot be started.
+    let mut missing = config(RuntimeKind::Gvisor);
+    missing.gvisor.runsc_path = "/nonexistent/runsc".into();
+    let error = Sandbox::start(missing)
+        .await
+        .err()
+        .expect("the start fails");
+    assert!(error.to_string().contains("/nonexistent/runsc"), "{error}");
+    assert_nothing_left("a missing runsc").await;
+
+    // A sandbox dropped without shutdown, as a host on its way out drops it.
+    let sandbox = Sandbox::start(config(RuntimeKind::Gvisor))
+        .await
+        .expect("a gvisor sandbox starts");
+    let id = container_name(&sandbox);
+    drop(sandbox);
+    assert_nothing_left("a dropped sandbox").await;
+    assert!(
+        !cgroup("memory", &id, "").exists(),
+        "the sandbox's cgroup is left"
+    );
+}
+
+/// A worker that never ends on its own: no reading, no writing, deaf to SIGPIPE and SIGTERM.
+const DEAF: &str = r#"
+#include <signal.h>
+#include <unistd.h>
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    for (;;) pause();
+}
+"#;
+
+/// A host SIGKILLed while starting a worker that would never end by itself takes its sandbox
+/// along at once (its `runsc run` has the host as parent-death signal, and runsc's attached
+/// sandbox dies with that); the state it had no chance to delete is deleted by the next host's
+/// gvisor runtime.
+#[tokio::test]
+async fn a_sigkilled_host_leaves_no_sandbox_running_and_the_next_host_reaps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deaf.c"), DEAF).unwrap();
+    let deaf = dir.path().join("deaf");
+    let built = Command::new("gcc")
+        .arg("-o")
+        .arg(&deaf)
+        .arg(dir.path().join("deaf.c"))
+        .status()
+        .expect("gcc runs");
+    assert!(built.success(), "gcc: {built}");
+    let cli = config(RuntimeKind::Gvisor)
+        .resolve_worker_path()
+        .expect("worker built")
+        .with_file_name("tfsandbox");
+    let mut host = Command::new(cli)
+        .args(["run", "--runtime", "gvisor", "--worker"])
+        .arg(&deaf)
+        .arg("--model")
+        .arg(fixture("half_plus_two"))
+        .args(["--input", "x=[[1.0]]"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tfsandbox run starts");
+    let pid = host.id();
+    let state = state_of(pid);
+    let has_sandbox = || {
+        std::fs::read_dir(&state).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".state"))
+        })
+    };
+    eventually(60, "the host never started its sandbox", has_sandbox).await;
+    // Running by now, or about to be.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let running = runsc_processes(&state);
+    assert!(running.len() >= 3, "runsc, gofer and sandbox: {running:?}");
+    host.kill().expect("SIGKILL the host");
+    host.wait().unwrap();
+    eventually(10, "the sandbox outlived its killed host", || {
+        runsc_processes(&state).is_empty()
+    })
+    .await;
+    assert!(
+        state.exists(),
+        "nothing was left to reap: the check proves nothing"
+    );
+
+    // The next host's runtime deletes it: state, bundles and cgroups.
+    let runtime = tfsandbox::runtime::for_config(&config(RuntimeKind::Gvisor))
+        .await
+        .expect("the gvisor runtime");
+    assert!(!state.exists(), "the dead host's state is left");
+    assert!(
+        !bundles_of(pid).exists(),
+        "the dead host's bundles are left"
+    );
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory/tfsandbox")
+        .map(|e| e.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(
+        !cgroups
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("tfsandbox-")
+                && n.to_string_lossy().contains(&format!("-{pid}-"))),
+        "the dead host's cgroup is left: {cgroups:?}"
+    );
+    drop(runtime);
+    assert_nothing_left("the reaping host").await;
 }

@@ -26,8 +26,8 @@ async fn start_against(runtime: RuntimeKind, mode: &str) -> String {
         start_timeout: Duration::from_secs(5),
         ..config(runtime)
     };
-    let before = Census::take(runtime).await.unwrap();
-    let started = tokio::time::timeout(Duration::from_secs(60), Sandbox::start(config))
+    let before = Census::take(&config).await.unwrap();
+    let started = tokio::time::timeout(Duration::from_secs(60), Sandbox::start(config.clone()))
         .await
         .unwrap_or_else(|_| panic!("{mode}: the start hangs"));
     let error = match started {
@@ -37,10 +37,11 @@ async fn start_against(runtime: RuntimeKind, mode: &str) -> String {
     // Nothing of the failed start stays behind.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let after = Census::take(runtime).await.unwrap();
+        let after = Census::take(&config).await.unwrap();
         let clean = after.processes.is_subset(&before.processes)
             && after.containers <= before.containers
-            && after.fds <= before.fds;
+            && after.fds <= before.fds
+            && after.runsc_state <= before.runsc_state;
         if clean {
             break;
         }

@@ -33,7 +33,10 @@ async fn a_short_soak_leaks_nothing(runtime: RuntimeKind) {
         "soak {name}: 16 cycles, leaked processes 0, containers 0, fds 0, host RSS growth "
     );
     assert!(last.starts_with(&expected), "{last}");
-    assert!(stdout.contains("temp dirs left 0"), "{stdout}");
+    assert!(
+        stdout.contains("temp dirs left 0, runsc state left 0"),
+        "{stdout}"
+    );
 }
 
 each_runtime!(a_short_soak_leaks_nothing);

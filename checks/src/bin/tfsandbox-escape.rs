@@ -1,4 +1,4 @@
-//! `tfsandbox-escape --runtime process|docker`: runs every escape attempt in that runtime's
+//! `tfsandbox-escape --runtime process|docker|gvisor`: runs every escape attempt in that runtime's
 //! sandbox and prints how each ended, then `escape <runtime>: N/M denied`. Exits 1 if any got out.
 
 use tfsandbox::RuntimeKind;
@@ -14,9 +14,10 @@ async fn main() -> std::process::ExitCode {
         .map(String::as_str)
     {
         Some("docker") => RuntimeKind::Docker,
+        Some("gvisor") => RuntimeKind::Gvisor,
         Some("process") | None => RuntimeKind::Process,
         Some(other) => {
-            eprintln!("unknown runtime '{other}': process or docker");
+            eprintln!("unknown runtime '{other}': process, docker or gvisor");
             return std::process::ExitCode::from(2);
         }
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tfsandbox::closure::WORKER_PATH;
 use tfsandbox::procfs;
-use tfsandbox::runtime::docker;
+use tfsandbox::runtime::{docker, gvisor};
 use tfsandbox::{Config, Result, RuntimeKind, Sandbox};
 
 /// How long leftovers may take to go after the last cycle (an engine removes containers late).
@@ -20,8 +20,11 @@ const WARM_UP: u64 = 10;
 pub struct Census {
     /// Processes under this one, and any tfsandbox worker or jailer anywhere.
     pub processes: BTreeSet<u32>,
-    /// This process's containers, in any state (0 for the process runtime).
+    /// This process's containers (docker) or runsc sandboxes (gvisor), in any state (0 for the
+    /// process runtime).
     pub containers: usize,
+    /// Entries of this process's runsc state and bundle folders, the folders included (gvisor).
+    pub runsc_state: usize,
     pub fds: usize,
     /// This process's sandbox folders (`tfsandbox-<pid>-*`) in the temp folder.
     pub temp_dirs: usize,
@@ -29,16 +32,18 @@ pub struct Census {
 }
 
 impl Census {
-    pub async fn take(runtime: RuntimeKind) -> Result<Census> {
-        let containers = match runtime {
-            RuntimeKind::Docker => docker::containers_of_this_process().await?,
-            RuntimeKind::Process | RuntimeKind::Gvisor => 0,
+    pub async fn take(config: &Config) -> Result<Census> {
+        let (containers, runsc_state) = match config.runtime {
+            RuntimeKind::Docker => (docker::containers_of_this_process().await?, 0),
+            RuntimeKind::Gvisor => gvisor::leftovers(&config.gvisor),
+            RuntimeKind::Process => (0, 0),
         };
         // Only this process's: other programs on the host make theirs.
         let own = format!("tfsandbox-{}-", std::process::id());
         Ok(Census {
-            processes: sandbox_processes(),
+            processes: sandbox_processes(&gvisor::root_argument(&config.gvisor)),
             containers,
+            runsc_state,
             fds: count_entries("/proc/self/fd".into(), |_| true),
             temp_dirs: count_entries(std::env::temp_dir(), |name| name.starts_with(&own)),
             rss_kib: live_rss_kib(),
@@ -55,6 +60,7 @@ pub struct Report {
     pub containers: usize,
     pub fds: usize,
     pub temp_dirs: usize,
+    pub runsc_state: usize,
     pub rss_growth_kib: i64,
     pub elapsed: Duration,
 }
@@ -83,7 +89,7 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
     for n in 0..WARM_UP.min(cycles) {
         cycle(config, n).await?;
     }
-    let before = Census::take(config.runtime).await?;
+    let before = Census::take(config).await?;
     for n in WARM_UP.min(cycles)..cycles {
         cycle(config, n).await?;
         progress(n + 1);
@@ -91,11 +97,12 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
     // Leftovers get a while to go; whatever is still there then is a leak.
     let settle = Instant::now() + SETTLE;
     let after = loop {
-        let after = Census::take(config.runtime).await?;
+        let after = Census::take(config).await?;
         let clean = after.processes.is_subset(&before.processes)
             && after.containers <= before.containers
             && after.fds <= before.fds
-            && after.temp_dirs <= before.temp_dirs;
+            && after.temp_dirs <= before.temp_dirs
+            && after.runsc_state <= before.runsc_state;
         if clean || Instant::now() > settle {
             break after;
         }
@@ -108,6 +115,7 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
         containers: after.containers.saturating_sub(before.containers),
         fds: after.fds.saturating_sub(before.fds),
         temp_dirs: after.temp_dirs.saturating_sub(before.temp_dirs),
+        runsc_state: after.runsc_state.saturating_sub(before.runsc_state),
         rss_growth_kib: after.rss_kib as i64 - before.rss_kib as i64,
         elapsed: started.elapsed(),
     })
@@ -138,9 +146,10 @@ async fn cycle(config: &Config, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Descendants of this process, and sandbox workers orphaned to init (a worker whose jailer
-/// died without taking it along would escape the first count).
-fn sandbox_processes() -> BTreeSet<u32> {
+/// Descendants of this process, sandbox workers orphaned to init (a worker whose jailer died
+/// without taking it along would escape the first count), and any runsc process (a sandbox
+/// outliving its `runsc run`) whose command line has `runsc_root`, this process's runsc state.
+fn sandbox_processes(runsc_root: &str) -> BTreeSet<u32> {
     let me = std::process::id();
     let mut parents = Vec::new();
     let mut ours = BTreeSet::new();
@@ -162,7 +171,10 @@ fn sandbox_processes() -> BTreeSet<u32> {
         let is_worker = cmdline
             .split(|&b| b == 0)
             .any(|arg| arg == WORKER_PATH.as_bytes());
-        if is_worker && ppid == 1 {
+        let is_our_runsc = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == runsc_root.as_bytes());
+        if (is_worker && ppid == 1) || is_our_runsc {
             ours.insert(pid);
         }
         parents.push((pid, ppid));

@@ -196,6 +196,10 @@ pub struct DockerSettings {
     /// Told how building and loading the image goes (the command draws progress bars).
     #[cfg(feature = "docker")]
     pub progress: Option<crate::image::Progress>,
+    /// The engine's OCI runtime for the container (`HostConfig.runtime`): `runsc` where the
+    /// engine has gVisor registered (`docker info` lists its runtimes); `None`: the engine's
+    /// default. One the engine lacks fails the runtime's start, naming what it has.
+    pub engine_runtime: Option<String>,
 }
 
 impl Default for DockerSettings {
@@ -210,6 +214,7 @@ impl Default for DockerSettings {
             image: None,
             #[cfg(feature = "docker")]
             progress: None,
+            engine_runtime: None,
         }
     }
 }
@@ -234,6 +239,9 @@ pub struct GvisorSettings {
     pub nofile: u64,
     /// RLIMIT_FSIZE, soft and hard.
     pub file_size_bytes: u64,
+    /// RLIMIT_AS of the worker inside gVisor, whose kernel overcommits any mapping the cgroup
+    /// would only bound once touched. TensorFlow reserves far more than it touches.
+    pub address_space_bytes: u64,
 }
 
 impl Default for GvisorSettings {
@@ -247,6 +255,7 @@ impl Default for GvisorSettings {
             tmp_bytes: 1 << 30,
             nofile: 1024,
             file_size_bytes: 1 << 30,
+            address_space_bytes: 8 << 30,
         }
     }
 }

@@ -90,6 +90,8 @@ pub enum Error {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("choosing the engine runtime '{wanted}': the engine has no runtime of that name, only {known}")]
+    NoEngineRuntime { wanted: String, known: String },
     #[error("choosing a uid for the sandbox: {0}")]
     NoFreeUid(String),
     #[error(transparent)]

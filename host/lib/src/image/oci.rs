@@ -21,8 +21,7 @@ use crate::closure::Closure;
 
 /// The user everything in the image runs as.
 pub const NOBODY: &str = "65534:65534";
-const PASSWD: &str = "nobody:x:65534:65534:nobody:/nonexistent:/nonexistent\n";
-const GROUP: &str = "nobody:x:65534:\n";
+pub use tfsandbox_jailer::plan::{GROUP, PASSWD};
 /// RFC 3339 for the epoch: images carry no build time.
 const CREATED: &str = "1970-01-01T00:00:00Z";
 

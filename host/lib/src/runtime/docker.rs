@@ -129,6 +129,19 @@ impl DockerRuntime {
             .ping()
             .await
             .map_err(|e| engine("reaching the Docker engine", e))?;
+        if let Some(wanted) = &settings.engine_runtime {
+            let info = docker
+                .info()
+                .await
+                .map_err(|e| engine("asking the Docker engine for its runtimes", e))?;
+            let known: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+            if !known.contains(wanted) {
+                return Err(Error::NoEngineRuntime {
+                    wanted: wanted.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
         let runtime = DockerRuntime {
             docker,
             settings,
@@ -401,6 +414,7 @@ impl DockerRuntime {
                 init: Some(false),
                 mounts: Some(mounts),
                 device_requests: device_request(gpus).map(|request| vec![request]),
+                runtime: s.engine_runtime.clone(),
                 ..Default::default()
             }),
             ..Default::default()

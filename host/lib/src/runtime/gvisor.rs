@@ -9,28 +9,31 @@
 //! goes (the host killed it, or `runsc kill`) the whole gVisor kernel goes with every process in
 //! it, so no orphan can outlive the worker as it could under a plain container's pid 1.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use tokio::process::{Child, Command};
 
 use tfsandbox_jailer::plan::NOBODY;
+use tfsandbox_jailer::seccomp::Policy;
 
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::{Closure, Variant};
 use crate::config::GvisorSettings;
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
+use tfsandbox_jailer::plan::{GROUP, PASSWD};
 
 /// How long `runsc kill` / `runsc delete` may take before they are given up on.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,11 +41,13 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where each host process keeps its runsc state, in a folder named by its pid.
 const STATE_PREFIX: &str = "tfsandbox-runsc-";
 
+/// Each host process's bundles lie in a folder named by its pid, beside the state.
+const BUNDLE_PREFIX: &str = "tfsandbox-bundles-";
+
 pub struct GvisorRuntime {
     settings: GvisorSettings,
     mounts: ModelMounts,
-    /// This host process's private `runsc --root`.
-    state: PathBuf,
+    folders: Arc<HostFolders>,
 }
 
 impl GvisorRuntime {
@@ -53,15 +58,10 @@ impl GvisorRuntime {
             source,
         })?;
         reap_orphans(&settings, &base);
-        let state = base.join(format!("{STATE_PREFIX}{}", std::process::id()));
-        std::fs::create_dir_all(&state).map_err(|source| Error::Spawn {
-            path: state.clone(),
-            source,
-        })?;
         Ok(GvisorRuntime {
+            folders: HostFolders::shared(&base)?,
             settings,
             mounts,
-            state,
         })
     }
 
@@ -91,6 +91,23 @@ impl GvisorRuntime {
                 .build()
                 .map_err(oci)
         };
+        // Beside the root, in the bundle: what the masked /proc files show.
+        let empty = rootfs.with_file_name("empty");
+        std::fs::File::create(&empty).map_err(|e| Error::Confinement {
+            sandbox: launch.sandbox_id.clone(),
+            message: format!("making {}: {e}", empty.display()),
+        })?;
+        let empty = empty.as_path();
+        // The image's /etc files, beside the root too.
+        let mut etc = Vec::new();
+        for (name, text) in [("passwd", PASSWD), ("group", GROUP)] {
+            let file = rootfs.with_file_name(name);
+            std::fs::write(&file, text).map_err(|e| Error::Confinement {
+                sandbox: launch.sandbox_id.clone(),
+                message: format!("making {}: {e}", file.display()),
+            })?;
+            etc.push((format!("/etc/{name}"), file));
+        }
         let mut mounts = vec![
             MountBuilder::default()
                 .destination("/proc")
@@ -118,14 +135,41 @@ impl GvisorRuntime {
                 .build()
                 .map_err(oci)?,
         ];
+        // gVisor's own /dev would take writes (/dev/urandom); the worker needs no device.
+        mounts.push(
+            MountBuilder::default()
+                .destination("/dev")
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(
+                    ["ro", "nosuid", "nodev", "noexec", "size=4k"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()
+                .map_err(oci)?,
+        );
+        // gVisor's kernel shows its own values here, not the host's; empty as under docker.
+        // (This runsc ignores `maskedPaths`.)
+        for file in ["/proc/cmdline", "/proc/loadavg"] {
+            mounts.push(bind(file, empty)?);
+        }
+        for (inside, file) in &etc {
+            mounts.push(bind(inside, file)?);
+        }
         for entry in &closure.entries {
             mounts.push(bind(&entry.image_path, &entry.host_path)?);
         }
         for (host, name) in self.mounts.iter() {
             mounts.push(bind(&format!("/models/{name}"), host)?);
         }
-        // Mount points must exist in a read-only root: made here, empty, on the host.
+        // Mount points must exist in a read-only root: made here, empty, on the host (those in
+        // /proc and /dev are the kernel's).
         for mount in &mounts {
+            let destination = mount.destination();
+            if destination.starts_with("/proc/") || destination.starts_with("/dev/") {
+                continue;
+            }
             let inside = rootfs.join(
                 mount
                     .destination()
@@ -186,6 +230,7 @@ impl GvisorRuntime {
                 rlimit(PosixRlimitType::RlimitNofile, s.nofile)?,
                 rlimit(PosixRlimitType::RlimitFsize, s.file_size_bytes)?,
                 rlimit(PosixRlimitType::RlimitCore, 0)?,
+                rlimit(PosixRlimitType::RlimitAs, s.address_space_bytes)?,
             ])
             .no_new_privileges(true)
             .build()
@@ -223,8 +268,13 @@ impl GvisorRuntime {
             )
             .build()
             .map_err(oci)?;
+        let seccomp = seccomp_profile().map_err(|e| Error::Confinement {
+            sandbox: launch.sandbox_id.clone(),
+            message: format!("the seccomp policy as an OCI profile: {e}"),
+        })?;
         let linux = LinuxBuilder::default()
             .namespaces(namespaces)
+            .seccomp(seccomp)
             .resources(resources)
             .cgroups_path(PathBuf::from(format!("/tfsandbox/{id}")))
             .masked_paths(Vec::<String>::new())
@@ -254,6 +304,34 @@ impl GvisorRuntime {
     }
 }
 
+/// The jailer's one policy, as the docker runtime passes it, which gVisor's kernel applies to the
+/// worker's calls (runsc ignores it without `--oci-seccomp`). One change: this runsc (20221219)
+/// answers every SCMP_ACT_ERRNO with EPERM whatever `errnoRet` says, and glibc falls back from
+/// `clone3` to `clone` only on ENOSYS; so `clone3` is let through to gVisor's kernel, which does
+/// not implement it and answers ENOSYS itself (the escape suite checks that answer).
+fn seccomp_profile() -> serde_json::Result<LinuxSeccomp> {
+    let mut profile: LinuxSeccomp =
+        serde_json::from_str(&tfsandbox_jailer::seccomp::docker_profile_for(Policy::Cpu))?;
+    let rules = profile.syscalls().clone().map(|rules| {
+        rules
+            .into_iter()
+            .map(|mut rule| {
+                if rule
+                    .names()
+                    .iter()
+                    .all(|n| tfsandbox_jailer::ENOSYS_SYSCALLS.contains(&n.as_str()))
+                {
+                    rule.set_action(LinuxSeccompAction::ScmpActAllow);
+                    rule.set_errno_ret(None);
+                }
+                rule
+            })
+            .collect()
+    });
+    profile.set_syscalls(rules);
+    Ok(profile)
+}
+
 /// `runsc` with the settings' global flags and this state folder.
 fn runsc(settings: &GvisorSettings, state: &Path) -> Command {
     let mut command = Command::new(&settings.runsc_path);
@@ -261,28 +339,69 @@ fn runsc(settings: &GvisorSettings, state: &Path) -> Command {
         .arg(format!("--root={}", state.display()))
         .arg("--network=none")
         .arg(format!("--platform={}", settings.platform))
+        .arg("--oci-seccomp")
         .env_clear()
         .stdin(Stdio::null());
     command
 }
 
-/// Kills and deletes container `id`, whatever its state; best effort, bounded in time.
+/// What kills and then deletes container `id`, whatever its state (its runsc state files and
+/// cgroups go with the delete).
+fn reap_verbs(id: &str) -> [[&str; 4]; 2] {
+    [["kill", "--all", id, "KILL"], ["delete", "--force", id, ""]]
+}
+
+/// Kills and deletes container `id`; best effort, bounded in time.
 async fn reap(settings: &GvisorSettings, state: &Path, id: &str) {
-    let mut kill = runsc(settings, state);
-    kill.args(["kill", "--all", id, "KILL"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _ = tokio::time::timeout(REAP_TIMEOUT, kill.status()).await;
-    let mut delete = runsc(settings, state);
-    delete
-        .args(["delete", "--force", id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Ok(Ok(status)) = tokio::time::timeout(REAP_TIMEOUT, delete.status()).await {
-        if !status.success() {
-            tracing::debug!(container = id, %status, "runsc delete --force failed");
+    for verb in reap_verbs(id) {
+        let mut command = runsc(settings, state);
+        command
+            .args(verb.iter().filter(|a| !a.is_empty()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Ok(Ok(status)) = tokio::time::timeout(REAP_TIMEOUT, command.status()).await {
+            if !status.success() {
+                tracing::debug!(container = id, %status, ?verb, "runsc failed");
+            }
         }
     }
+    remove_stale_lock(state, id);
+}
+
+/// Removes the lock file runsc leaves for container `id` when a command (runsc run's own clean-up,
+/// a second kill or delete) locks it after its state was deleted: seen in a soak, three of 250.
+fn remove_stale_lock(state: &Path, id: &str) {
+    let name = format!("{id}_sandbox:{id}");
+    if !state.join(format!("{name}.state")).exists() {
+        let _ = std::fs::remove_file(state.join(format!("{name}.lock")));
+    }
+}
+
+/// [`reap`] without a runtime to wait in: for a sandbox dropped unreaped (its task cancelled
+/// when the host's async runtime shut down) and for those a dead host left.
+fn reap_blocking(settings: &GvisorSettings, state: &Path, id: &str) {
+    for verb in reap_verbs(id) {
+        let child = std::process::Command::new(&settings.runsc_path)
+            .arg(format!("--root={}", state.display()))
+            .args(verb.iter().filter(|a| !a.is_empty()))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else { continue };
+        let deadline = Instant::now() + REAP_TIMEOUT;
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    remove_stale_lock(state, id);
 }
 
 /// Deletes the sandboxes that hosts which died before cleaning up left in `base`, then their
@@ -312,18 +431,7 @@ fn reap_orphans(settings: &GvisorSettings, base: &Path) {
             .output();
         if let Ok(listed) = listed {
             for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                for verb in [
-                    &["kill", "--all", id, "KILL"][..],
-                    &["delete", "--force", id][..],
-                ] {
-                    let _ = std::process::Command::new(&settings.runsc_path)
-                        .arg(format!("--root={}", state.display()))
-                        .args(verb)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                }
+                reap_blocking(settings, &state, id);
                 tracing::info!(
                     container = id,
                     "removed a gvisor sandbox an earlier host left behind"
@@ -335,8 +443,90 @@ fn reap_orphans(settings: &GvisorSettings, base: &Path) {
     }
 }
 
-/// Each host process's bundles lie in a folder named by its pid, beside the state.
-const BUNDLE_PREFIX: &str = "tfsandbox-bundles-";
+/// What this host process holds under `settings`' state folder: its runsc sandboxes (a state
+/// file each) and every entry of its state and bundle folders, the folders themselves included.
+/// For the soak's census.
+pub fn leftovers(settings: &GvisorSettings) -> (usize, usize) {
+    let pid = std::process::id();
+    let mut sandboxes = 0;
+    let mut entries = 0;
+    for prefix in [STATE_PREFIX, BUNDLE_PREFIX] {
+        let folder = settings.state_dir.join(format!("{prefix}{pid}"));
+        let Ok(list) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        entries += 1;
+        for entry in list.flatten() {
+            entries += 1;
+            if prefix == STATE_PREFIX && entry.file_name().to_string_lossy().ends_with(".state") {
+                sandboxes += 1;
+            }
+        }
+    }
+    (sandboxes, entries)
+}
+
+/// The `--root` argument of every runsc process this host started, to find them by.
+pub fn root_argument(settings: &GvisorSettings) -> String {
+    let state = settings
+        .state_dir
+        .join(format!("{STATE_PREFIX}{}", std::process::id()));
+    format!("--root={}", state.display())
+}
+
+/// This host process's private `runsc --root` and its bundles' folder, shared by every gvisor
+/// runtime and sandbox of the process (they are named by its pid) and removed with the last.
+struct HostFolders {
+    state: PathBuf,
+    bundles: PathBuf,
+}
+
+/// The live [`HostFolders`] of each state folder base; the lock also orders making them against
+/// removing them.
+static HOST_FOLDERS: Mutex<Option<HashMap<PathBuf, Weak<HostFolders>>>> = Mutex::new(None);
+
+impl HostFolders {
+    fn shared(base: &Path) -> Result<Arc<HostFolders>> {
+        let mut live = HOST_FOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        let live = live.get_or_insert_with(HashMap::new);
+        if let Some(folders) = live.get(base).and_then(Weak::upgrade) {
+            return Ok(folders);
+        }
+        let pid = std::process::id();
+        let folders = Arc::new(HostFolders {
+            state: base.join(format!("{STATE_PREFIX}{pid}")),
+            bundles: base.join(format!("{BUNDLE_PREFIX}{pid}")),
+        });
+        for folder in [&folders.state, &folders.bundles] {
+            std::fs::create_dir_all(folder).map_err(|source| Error::Spawn {
+                path: folder.clone(),
+                source,
+            })?;
+        }
+        live.insert(base.to_path_buf(), Arc::downgrade(&folders));
+        Ok(folders)
+    }
+}
+
+impl Drop for HostFolders {
+    fn drop(&mut self) {
+        let mut live = HOST_FOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        let base = self.state.parent().unwrap_or(Path::new("/"));
+        // A runtime made since the last one went has made (and uses) them again.
+        if let Some(live) = live.as_mut() {
+            if live.get(base).is_some_and(|f| f.strong_count() > 0) {
+                return;
+            }
+            live.remove(base);
+        }
+        let _ = std::fs::remove_dir_all(&self.bundles);
+        // Every sandbox was deleted before its control let go; a state file left means one was
+        // not, and is left for the next host's reaping rather than orphaned here.
+        if let Err(error) = std::fs::remove_dir(&self.state) {
+            tracing::warn!(state = %self.state.display(), %error, "runsc state left behind");
+        }
+    }
+}
 
 impl Runtime for GvisorRuntime {
     fn start<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, Result<Worker>> {
@@ -344,11 +534,7 @@ impl Runtime for GvisorRuntime {
             let closure = self.closure(&launch.worker_path)?;
             // The docker runtime's container name, so tools and checks name both the same way.
             let id = format!("tfsandbox-{}", launch.sandbox_id);
-            let bundles = self
-                .settings
-                .state_dir
-                .join(format!("{BUNDLE_PREFIX}{}", std::process::id()));
-            let bundle = bundles.join(&id);
+            let bundle = self.folders.bundles.join(&id);
             let made = |source| Error::Spawn {
                 path: bundle.clone(),
                 source,
@@ -361,7 +547,23 @@ impl Runtime for GvisorRuntime {
                     sandbox: launch.sandbox_id.clone(),
                     message: format!("writing config.json: {e}"),
                 })?;
-            let mut command = runsc(&self.settings, &self.state);
+            let mut command = runsc(&self.settings, &self.folders.state);
+            let host = rustix::process::getpid();
+            // SAFETY: only async-signal-safe system calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    // `runsc run` dies with the host (and its attached sandbox with it), even
+                    // SIGKILLed; the next host's runtime then deletes what is left in its state.
+                    // Tied to the spawning thread: tokio's worker threads live as long as it.
+                    rustix::process::set_parent_process_death_signal(Some(
+                        rustix::process::Signal::KILL,
+                    ))?;
+                    if rustix::process::getppid() != Some(host) {
+                        return Err(std::io::Error::other("the host is gone"));
+                    }
+                    Ok(())
+                });
+            }
             command
                 .arg("run")
                 .arg(format!("--bundle={}", bundle.display()))
@@ -387,9 +589,10 @@ impl Runtime for GvisorRuntime {
                 control: Box::new(GvisorControl {
                     child,
                     settings: self.settings.clone(),
-                    state: self.state.clone(),
                     id,
                     bundle: Some(bundle_guard),
+                    reaped: false,
+                    folders: self.folders.clone(),
                 }),
             })
         }
@@ -398,18 +601,6 @@ impl Runtime for GvisorRuntime {
 
     fn model_path(&self, host: &Path) -> Result<String> {
         self.mounts.inside(host)
-    }
-}
-
-impl Drop for GvisorRuntime {
-    fn drop(&mut self) {
-        // Empty once every sandbox is reaped; fails, as it should, while one is not.
-        let _ = std::fs::remove_dir(&self.state);
-        let _ = std::fs::remove_dir(
-            self.settings
-                .state_dir
-                .join(format!("{BUNDLE_PREFIX}{}", std::process::id())),
-        );
     }
 }
 
@@ -425,20 +616,28 @@ impl Drop for Bundle {
 struct GvisorControl {
     child: Child,
     settings: GvisorSettings,
-    state: PathBuf,
     id: String,
     bundle: Option<Bundle>,
+    /// Whether the sandbox was deleted after `runsc run` ended.
+    reaped: bool,
+    /// Last: the folders go after the bundle and the sandbox's state.
+    folders: Arc<HostFolders>,
 }
 
 impl WorkerControl for GvisorControl {
     fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
+            // runsc run ends as the worker did: 128 + N when signal N ended it.
             let status = match self.child.wait().await {
-                Ok(status) => WorkerExit::from_status(status),
+                Ok(status) => match status.code() {
+                    Some(code) => WorkerExit::from_shell_code(code.into()),
+                    None => WorkerExit::from_status(status),
+                },
                 Err(error) => WorkerExit::unknown(error),
             };
-            reap(&self.settings, &self.state, &self.id).await;
+            reap(&self.settings, &self.folders.state, &self.id).await;
             self.bundle.take();
+            self.reaped = true;
             status
         }
         .boxed()
@@ -446,7 +645,7 @@ impl WorkerControl for GvisorControl {
 
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         async move {
-            reap(&self.settings, &self.state, &self.id).await;
+            reap(&self.settings, &self.folders.state, &self.id).await;
             let _ = self.child.start_kill();
         }
         .boxed()
@@ -454,5 +653,14 @@ impl WorkerControl for GvisorControl {
 
     fn host_pid(&self) -> Option<u32> {
         self.child.id()
+    }
+}
+
+impl Drop for GvisorControl {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.start_kill();
+            reap_blocking(&self.settings, &self.folders.state, &self.id);
+        }
     }
 }
