@@ -333,7 +333,8 @@ fn hidden_host_state() {
     report("read the host's /proc/pressure", pressure);
     // What every runtime sets: the worker's own variables, and the engine's defaults.
     const OWN: &[&str] = &[
-        "TFSANDBOX_LOG",
+        tfsandbox_proto::worker_env::LOG,
+        tfsandbox_proto::worker_env::MAX_MESSAGE_BYTES,
         "TFSANDBOX_LANDLOCK",
         "PATH",
         "HOSTNAME",
