@@ -195,7 +195,7 @@ def basic(args):
     expect_error(
         lambda: stub.Classify(classify, timeout=60),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensorflow/serving/classify",
+        "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict",
     )
 
     print("errors")

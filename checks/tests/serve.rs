@@ -98,6 +98,9 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
         config_file.as_os_str(),
         "--grpc_socket_path".as_ref(),
         socket.as_os_str(),
+        // Both off by default, as in TensorFlow Serving; the client checks them.
+        "--enable_grpc_healthcheck_service".as_ref(),
+        "--enable_signature_method_name_check=true".as_ref(),
     ]);
     let [tcp, unix] = &listening[..] else {
         panic!("expected a TCP and a Unix listener: {listening:?}");
@@ -240,4 +243,66 @@ fn tls() {
         ],
     );
     stop(server);
+}
+
+/// What `tfsandbox serve` prints on stderr, and whether it succeeded, when started with `args`
+/// and no model is expected to load.
+fn serve_refuses(args: &[&str]) -> String {
+    let tfsandbox = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox");
+    let output = Command::new(&tfsandbox)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tfsandbox serve");
+    assert!(
+        !output.status.success(),
+        "tfsandbox serve {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// tensorflow_model_server's command lines: a bad config file gets TensorFlow Serving's text and
+/// the process ends; flags not done here are refused by name with their reason, before anything
+/// is loaded or bound.
+#[test]
+fn tensorflow_model_server_command_lines() {
+    let bad = repo_root().join("../shared/tfserving-testdata/bad_model_config.txt");
+    let stderr = serve_refuses(&[&format!("--model_config_file={}", bad.display())]);
+    assert!(
+        stderr.contains("Error parsing text-format tensorflow.serving.ModelServerConfig"),
+        "{stderr}"
+    );
+
+    let model = format!("--model_base_path={}", fixture("half_plus_two").display());
+    let stderr = serve_refuses(&[
+        &model,
+        "--port=0",
+        "--prefer_tflite_model=true",
+        "--enable_batching",
+        "--use_alts_credentials=true",
+    ]);
+    for expected in [
+        "--prefer_tflite_model: not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite",
+        "--enable_batching: not supported yet",
+        "--use_alts_credentials: not supported: ALTS",
+    ] {
+        assert!(stderr.contains(expected), "expected '{expected}' in: {stderr}");
+    }
+    let stderr = serve_refuses(&[
+        &model,
+        "--grpc_channel_arguments=grpc.so_reuseaddr=1,grpc.max_connection_age_ms=5",
+    ]);
+    assert!(
+        stderr.contains("grpc.max_connection_age_ms: not supported yet"),
+        "{stderr}"
+    );
+    let stderr = serve_refuses(&[&model, "--enable_batching=maybe"]);
+    assert!(
+        stderr.contains("'maybe' is not true, false, 1 or 0"),
+        "{stderr}"
+    );
 }

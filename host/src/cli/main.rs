@@ -1,5 +1,7 @@
 //! The `tfsandbox` command.
 
+mod serve_flags;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -143,6 +145,9 @@ enum Command {
     /// Serve models over TensorFlow Serving's gRPC API (PredictionService, ModelService), each
     /// model version in its own sandbox. Prints `listening on ADDRESS` lines once every model is
     /// loaded. Flags named like tensorflow_model_server's take the same values.
+    #[command(
+        after_help = "Every other flag of tensorflow_model_server is taken too (--flag=value or --flag value); one set to something not done here is refused, naming it and why. The README lists them."
+    )]
     Serve {
         /// The model's name in requests (ModelSpec.name).
         #[arg(long = "model_name", default_value = "default")]
@@ -151,7 +156,7 @@ enum Command {
         /// version is served, and new ones are picked up while serving.
         #[arg(
             long = "model_base_path",
-            required_unless_present = "model_config_file"
+            required_unless_present_any = ["model_config_file", "version"]
         )]
         model_base_path: Option<PathBuf>,
         /// TensorFlow Serving's text-format model config (model_config_list { config { name,
@@ -204,6 +209,9 @@ enum Command {
         idle_timeout: u64,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        // Boxed: the forty-odd flags would make every other command as large.
+        #[command(flatten)]
+        tf_serving: Box<serve_flags::TfServingFlags>,
     },
     /// List what a SavedModel's ops can do (files, network, ...), read from its graph and every
     /// function in its library without running anything; fails if --deny-ops denies any of it.
@@ -575,7 +583,17 @@ async fn run(command: Command) -> Result<()> {
             max_connections,
             idle_timeout,
             sandbox,
+            tf_serving,
         } => {
+            if tf_serving.version {
+                out!(
+                    "TensorFlow ModelServer: tfsandbox {}",
+                    env!("CARGO_PKG_VERSION")
+                );
+                return Ok(());
+            }
+            tf_serving.check()?;
+            let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
             let models = match (model_config_file, model_base_path) {
                 (Some(file), _) => serve::read_model_config(&file)?,
                 (None, Some(base_path)) => vec![serve::ModelConfig {
@@ -592,6 +610,17 @@ async fn run(command: Command) -> Result<()> {
             let mut config = sandbox_config(sandbox, None)?;
             config.docker.show_progress = false;
             config.op_policy = policy;
+            let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);
+            grpc.max_receive_message_bytes = channel
+                .max_receive_message_bytes
+                .unwrap_or(grpc.max_receive_message_bytes);
+            grpc.max_send_message_bytes = channel
+                .max_send_message_bytes
+                .unwrap_or(grpc.max_send_message_bytes);
+            grpc.reuse_address = channel.reuse_address.unwrap_or(grpc.reuse_address);
+            grpc.max_concurrent_streams = channel.max_concurrent_streams;
+            grpc.keepalive_time = channel.keepalive_time;
+            grpc.keepalive_timeout = channel.keepalive_timeout;
             let options = serve::ServeOptions {
                 models,
                 config,
@@ -608,8 +637,17 @@ async fn run(command: Command) -> Result<()> {
                 unix_socket_mode,
                 connections: serve::ConnectionLimits {
                     max_connections: serve::max_connections(max_connections)?,
-                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+                    idle_timeout: channel
+                        .max_connection_idle
+                        .unwrap_or(std::time::Duration::from_secs(idle_timeout.max(1))),
                 },
+                tags: tf_serving.tags(),
+                health: tf_serving.enable_grpc_healthcheck_service,
+                answers: serve::AnswerOptions {
+                    method_name_check: tf_serving.enable_signature_method_name_check,
+                    tensor_content: tf_serving.enable_serialization_as_tensor_content,
+                },
+                grpc,
             };
             let ready = |listening: &serve::Listening| {
                 // Tests and scripts read these lines to learn the port (e.g. with --port 0).

@@ -27,15 +27,18 @@ use tonic::transport::Server;
 pub use convert::{from_proto, to_proto, ConvertError};
 pub use listen::{max_connections, ConnectionLimits, LimitError, FD_RESERVE};
 pub use model_config::{parse as parse_model_config, ConfigFileError};
-pub use service::{status_of, RequestLimits, Serving};
+pub use service::{status_of, AnswerOptions, RequestLimits, Serving};
 pub use versions::{scan, LoadSettings, ModelConfig, ServedModel, State, VersionPolicy};
 
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
-    ConfigFile(#[from] ConfigFileError),
+    #[error("Invalid protobuf file: '{}'", .path.display())]
+    ConfigFile {
+        path: PathBuf,
+        source: ConfigFileError,
+    },
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -86,6 +89,39 @@ pub struct ServeOptions {
     pub unix_socket_mode: u32,
     /// Connections held at once (over every listener) and how long one may sit idle.
     pub connections: ConnectionLimits,
+    /// MetaGraph tags to load; empty: `serve`.
+    pub tags: Vec<String>,
+    /// Serve the standard gRPC health service (`--enable_grpc_healthcheck_service`).
+    pub health: bool,
+    pub answers: AnswerOptions,
+    pub grpc: GrpcSettings,
+}
+
+/// The gRPC server's settings from `--grpc_channel_arguments`.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    /// The largest message taken from a client, and sent to one.
+    pub max_receive_message_bytes: usize,
+    pub max_send_message_bytes: usize,
+    /// SO_REUSEADDR on the TCP listener.
+    pub reuse_address: bool,
+    pub max_concurrent_streams: Option<u32>,
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+}
+
+impl GrpcSettings {
+    /// The settings with both message limits at `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> GrpcSettings {
+        GrpcSettings {
+            max_receive_message_bytes: max_message_bytes,
+            max_send_message_bytes: max_message_bytes,
+            reuse_address: true,
+            max_concurrent_streams: None,
+            keepalive_time: None,
+            keepalive_timeout: None,
+        }
+    }
 }
 
 /// Where the server listens, once it does.
@@ -115,14 +151,17 @@ pub async fn serve(
         sandboxes: options.sandboxes_per_version.max(1),
         drain_timeout: options.config.drain_timeout,
         follow_symlinks: options.follow_version_symlinks,
+        tags: options.tags.clone(),
     };
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
-        Some(addr) => Some(bind_tcp(addr).map_err(|source| ServeError::Listen {
-            what: addr.to_string(),
-            source,
-        })?),
+        Some(addr) => Some(
+            bind_tcp(addr, options.grpc.reuse_address).map_err(|source| ServeError::Listen {
+                what: addr.to_string(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let unix = match &options.unix_socket {
@@ -212,8 +251,10 @@ async fn run(
             max_request_bytes: options.max_request_bytes,
             max_tensor_bytes: options.config.limits.max_tensor_bytes,
         },
+        options.answers,
     );
-    let max = options.config.max_message_bytes;
+    let grpc = &options.grpc;
+    let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<PredictionServiceServer<Serving>>()
@@ -235,18 +276,22 @@ async fn run(
 
     let router = || {
         Server::builder()
+            .max_concurrent_streams(grpc.max_concurrent_streams)
+            .http2_keepalive_interval(grpc.keepalive_time)
+            .http2_keepalive_timeout(grpc.keepalive_timeout)
             .layer(tower::layer::layer_fn(listen::count_calls))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                    .max_decoding_message_size(receive)
+                    .max_encoding_message_size(send),
             )
             .add_service(
                 ModelServiceServer::new(serving.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                    .max_decoding_message_size(receive)
+                    .max_encoding_message_size(send),
             )
-            .add_service(health_service.clone())
+            // As in TensorFlow Serving, health is only answered when asked for.
+            .add_optional_service(options.health.then(|| health_service.clone()))
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
     };
@@ -321,12 +366,12 @@ async fn run(
 /// tokio's `bind` asks for (the kernel caps it at net.core.somaxconn).
 const TCP_BACKLOG: u32 = 1024;
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn bind_tcp(addr: SocketAddr, reuse_address: bool) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    socket.set_reuseaddr(true)?;
+    socket.set_reuseaddr(reuse_address)?;
     socket.bind(addr)?;
     socket.listen(TCP_BACKLOG)
 }
@@ -363,5 +408,8 @@ pub fn read_model_config(path: &std::path::Path) -> Result<Vec<ModelConfig>, Ser
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(model_config::parse(&text)?)
+    model_config::parse(&text).map_err(|source| ServeError::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }

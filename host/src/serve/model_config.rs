@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use super::versions::{ModelConfig, VersionPolicy};
 
+/// Worded as TensorFlow Serving's (protobuf's) parser words it, which its tests look for.
 #[derive(Debug, thiserror::Error)]
-#[error("model config file: {0}")]
+#[error("Error parsing text-format tensorflow.serving.ModelServerConfig: {0}")]
 pub struct ConfigFileError(String);
 
 fn error<T>(message: impl Into<String>) -> Result<T, ConfigFileError> {

@@ -35,6 +35,18 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     limits: RequestLimits,
+    answers: AnswerOptions,
+}
+
+/// TensorFlow Serving's switches for how requests are checked and answers written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerOptions {
+    /// `--enable_signature_method_name_check`: Classify and Regress only on signatures whose
+    /// method_name says so. Off (the default), TF2 models' classify and regress signatures,
+    /// which keep the predict method name, are served.
+    pub method_name_check: bool,
+    /// `--enable_serialization_as_tensor_content`: Predict answers in `tensor_content`.
+    pub tensor_content: bool,
 }
 
 /// What one call may cost in memory, counted in real bytes (see `Tensor::byte_len`) before
@@ -48,8 +60,16 @@ pub struct RequestLimits {
 }
 
 impl Serving {
-    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>, limits: RequestLimits) -> Serving {
-        Serving { models, limits }
+    pub fn new(
+        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+        limits: RequestLimits,
+        answers: AnswerOptions,
+    ) -> Serving {
+        Serving {
+            models,
+            limits,
+            answers,
+        }
     }
 
     /// The version a request's ModelSpec names.
@@ -216,11 +236,21 @@ impl Serving {
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
         let examples = serialized_examples(input, self.limits.max_request_bytes)?;
-        run_examples_on(&version, spec, examples, method, timeout, self.limits).await
+        run_examples_on(
+            &version,
+            spec,
+            examples,
+            method,
+            timeout,
+            self.limits,
+            self.answers.method_name_check,
+        )
+        .await
     }
 }
 
-/// Runs `spec`'s signature of `version`, which must be a `method` signature, on `examples`.
+/// Runs `spec`'s signature of `version` on `examples`; with `check_method`, it must be a
+/// `method` signature.
 async fn run_examples_on(
     version: &Version,
     spec: Option<&ModelSpec>,
@@ -228,12 +258,18 @@ async fn run_examples_on(
     method: &str,
     timeout: Option<Duration>,
     limits: RequestLimits,
+    check_method: bool,
 ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
     let name = signature_name(spec);
     let signature = find_signature(version.pool.metadata(), &name)?;
-    if signature.method_name != method {
+    if check_method && signature.method_name != method {
+        let kind = if method == CLASSIFY_METHOD {
+            "classification"
+        } else {
+            "regression"
+        };
         return Err(Status::invalid_argument(format!(
-            "Expected {method} signature method_name, got: {}",
+            "Expected {kind} signature method_name to be {method}. Was: {}",
             signature.method_name
         )));
     }
@@ -463,7 +499,14 @@ impl PredictionService for Serving {
             model_spec: Some(answered_spec(model, &version, Some(name))),
             outputs: outputs
                 .into_iter()
-                .map(|(k, t)| (k, convert::to_proto(t)))
+                .map(|(k, t)| {
+                    let proto = if self.answers.tensor_content {
+                        convert::to_proto_content(t)
+                    } else {
+                        convert::to_proto(t)
+                    };
+                    (k, proto)
+                })
                 .collect(),
         }))
     }
@@ -617,6 +660,7 @@ async fn multi_inference(
             &task.method_name,
             timeout,
             serving.limits,
+            serving.answers.method_name_check,
         )
         .await?;
         let result = if task.method_name == CLASSIFY_METHOD {

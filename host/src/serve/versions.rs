@@ -95,6 +95,8 @@ pub struct LoadSettings {
     /// Load version folders that are symlinks. Off: such a folder is refused, since mounting it
     /// would mount whatever host folder it points to.
     pub follow_symlinks: bool,
+    /// MetaGraph tags to load; empty: `serve`.
+    pub tags: Vec<String>,
 }
 
 impl ServedModel {
@@ -267,7 +269,7 @@ async fn load(name: &str, dir: &Path, settings: &LoadSettings) -> Result<Pool, E
     let config = settings.config.clone().with_model(dir);
     let options = LoadOptions {
         id: Some(name.to_string()),
-        tags: Vec::new(),
+        tags: settings.tags.clone(),
     };
     Pool::start_with(config, dir, settings.sandboxes, options).await
 }
