@@ -245,6 +245,41 @@ fn tls() {
     stop(server);
 }
 
+/// The REST API (`--rest_api_port`) with plain HTTP requests: the requests and answers of
+/// TensorFlow Serving's own REST tests on its `saved_model_half_plus_two_cpu` (used in place from
+/// its testdata), and bad input getting its status and message while the server keeps serving.
+#[test]
+fn rest_api() {
+    let testdata = repo_root().join("../shared/tfserving-testdata");
+    // A free port for the REST API (0 there means none, as in TensorFlow Serving).
+    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (server, listening) = start_serve(&[
+        "--model_name=default".as_ref(),
+        format!(
+            "--model_base_path={}",
+            testdata.join("saved_model_half_plus_two_cpu").display()
+        )
+        .as_ref(),
+        format!("--rest_api_port={rest_port}").as_ref(),
+        "--rest_api_timeout_in_ms=60000".as_ref(),
+        // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.
+        "--max_request_bytes=1048576".as_ref(),
+    ]);
+    let rest = format!("http://127.0.0.1:{rest_port}");
+    assert!(listening.contains(&rest), "{listening:?}");
+    let status = Command::new("python3")
+        .arg(repo_root().join("checks/serve/rest_client.py"))
+        .arg(&rest)
+        .arg(testdata.join("half_plus_two_model_metadata.json"))
+        .status()
+        .expect("run checks/serve/rest_client.py");
+    assert!(status.success(), "rest_client.py failed: {status}");
+    stop(server);
+}
+
 /// What `tfsandbox serve` prints on stderr, and whether it succeeded, when started with `args`
 /// and no model is expected to load.
 fn serve_refuses(args: &[&str]) -> String {

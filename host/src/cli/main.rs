@@ -593,6 +593,11 @@ async fn run(command: Command) -> Result<()> {
                 return Ok(());
             }
             tf_serving.check()?;
+            if tf_serving.rest_api_port != 0 && tf_serving.rest_api_port == port {
+                bail!(
+                    "--rest_api_port must be different than the one specified in --port ({port})"
+                );
+            }
             let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
             let models = match (model_config_file, model_base_path) {
                 (Some(file), _) => serve::read_model_config(&file)?,
@@ -648,6 +653,14 @@ async fn run(command: Command) -> Result<()> {
                     tensor_content: tf_serving.enable_serialization_as_tensor_content,
                 },
                 grpc,
+                rest: (tf_serving.rest_api_port != 0).then(|| serve::RestOptions {
+                    addr: std::net::SocketAddr::new(address, tf_serving.rest_api_port),
+                    timeout: u64::try_from(tf_serving.rest_api_timeout_in_ms)
+                        .ok()
+                        .filter(|&ms| ms > 0)
+                        .map(std::time::Duration::from_millis),
+                    concurrency: tf_serving.rest_api_threads(),
+                }),
             };
             let ready = |listening: &serve::Listening| {
                 // Tests and scripts read these lines to learn the port (e.g. with --port 0).
@@ -657,6 +670,9 @@ async fn run(command: Command) -> Result<()> {
                 }
                 if let Some(path) = &listening.unix_socket {
                     let _ = writeln!(stdout, "listening on unix:{}", path.display());
+                }
+                if let Some(addr) = listening.rest {
+                    let _ = writeln!(stdout, "listening on http://{addr}");
                 }
                 let _ = stdout.flush();
             };

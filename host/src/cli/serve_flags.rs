@@ -50,7 +50,7 @@ pub struct TfServingFlags {
     /// Port of the HTTP/REST API; 0: none.
     #[arg(long = "rest_api_port", value_name = "PORT", default_value_t = 0)]
     pub rest_api_port: u16,
-    /// Threads of the REST API (ignored without --rest_api_port).
+    /// REST calls handled at once, as TensorFlow Serving's REST threads (default: 4 per CPU).
     #[arg(long = "rest_api_num_threads", value_name = "N")]
     pub rest_api_num_threads: Option<u32>,
     /// Timeout of a REST call, in milliseconds (ignored without --rest_api_port).
@@ -263,7 +263,11 @@ impl TfServingFlags {
                 refused.push(format!("--{flag}: {why}"));
             }
         };
-        refuse(self.rest_api_port != 0, "rest_api_port", NOT_YET);
+        refuse(
+            self.rest_api_enable_cors_support,
+            "rest_api_enable_cors_support",
+            NOT_YET,
+        );
         refuse(
             self.model_config_file_poll_wait_seconds != 0,
             "model_config_file_poll_wait_seconds",
@@ -393,6 +397,14 @@ impl TfServingFlags {
             }
         }
         Ok(())
+    }
+
+    /// `--rest_api_num_threads`; unset: four per CPU, TensorFlow Serving's default.
+    pub fn rest_api_threads(&self) -> usize {
+        match self.rest_api_num_threads {
+            Some(n) => n.max(1) as usize,
+            None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
+        }
     }
 
     /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.

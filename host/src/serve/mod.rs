@@ -8,6 +8,7 @@
 mod convert;
 mod listen;
 mod model_config;
+mod rest;
 mod service;
 mod tls;
 mod versions;
@@ -95,6 +96,18 @@ pub struct ServeOptions {
     pub health: bool,
     pub answers: AnswerOptions,
     pub grpc: GrpcSettings,
+    /// TensorFlow Serving's REST API, on its own port.
+    pub rest: Option<RestOptions>,
+}
+
+/// `--rest_api_port` and its settings.
+#[derive(Debug, Clone)]
+pub struct RestOptions {
+    pub addr: SocketAddr,
+    /// `--rest_api_timeout_in_ms`; `None`: none.
+    pub timeout: Option<Duration>,
+    /// `--rest_api_num_threads`: calls handled at once.
+    pub concurrency: usize,
 }
 
 /// The gRPC server's settings from `--grpc_channel_arguments`.
@@ -128,6 +141,7 @@ impl GrpcSettings {
 #[derive(Debug, Clone)]
 pub struct Listening {
     pub tcp: Option<SocketAddr>,
+    pub rest: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
 }
 
@@ -164,6 +178,16 @@ pub async fn serve(
         ),
         None => None,
     };
+    let rest =
+        match &options.rest {
+            Some(rest) => Some(bind_tcp(rest.addr, options.grpc.reuse_address).map_err(
+                |source| ServeError::Listen {
+                    what: format!("{} (REST)", rest.addr),
+                    source,
+                },
+            )?),
+            None => None,
+        };
     let unix = match &options.unix_socket {
         Some(path) => {
             // A socket file left by an earlier run would make bind fail.
@@ -192,8 +216,7 @@ pub async fn serve(
     let result = run(
         &options,
         &settings,
-        tcp,
-        unix,
+        Listeners { tcp, unix, rest },
         tls,
         models.clone(),
         ready,
@@ -207,12 +230,18 @@ pub async fn serve(
     result
 }
 
+/// The sockets bound before loading.
+struct Listeners {
+    tcp: Option<tokio::net::TcpListener>,
+    unix: Option<tokio::net::UnixListener>,
+    rest: Option<tokio::net::TcpListener>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     options: &ServeOptions,
     settings: &LoadSettings,
-    tcp: Option<tokio::net::TcpListener>,
-    unix: Option<tokio::net::UnixListener>,
+    listeners: Listeners,
     tls: Option<TlsAcceptor>,
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     ready: impl FnOnce(&Listening),
@@ -296,8 +325,10 @@ async fn run(
             .add_service(reflection_v1alpha.clone())
     };
 
+    let Listeners { tcp, unix, rest } = listeners;
     let listening = Listening {
         tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        rest: rest.as_ref().and_then(|l| l.local_addr().ok()),
         unix_socket: unix.as_ref().and(options.unix_socket.clone()),
     };
     // One shutdown signal for every listener.
@@ -350,8 +381,35 @@ async fn run(
         let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
     }
+    let rest_server = match (rest, &options.rest) {
+        (Some(listener), Some(settings)) => {
+            use axum::serve::ListenerExt;
+            let router = rest::Rest::new(
+                serving.clone(),
+                settings.timeout,
+                options.max_request_bytes,
+                settings.concurrency,
+            )
+            .router();
+            // TCP_NODELAY: an answer is not held back waiting for the client's delayed ACK.
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move { server.await }))
+        }
+        _ => None,
+    };
     ready(&listening);
     let results = futures::future::join_all(servers).await;
+    if let Some(server) = rest_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("REST server: {error}"),
+            Err(error) => tracing::warn!("REST server: {error}"),
+        }
+    }
     if let Some(poller) = poller {
         poller.abort();
     }

@@ -101,6 +101,19 @@ impl Serving {
     }
 }
 
+impl Serving {
+    /// The signature a ModelSpec names, on the version it resolves to: the REST API reads each
+    /// input's JSON by its dtype.
+    pub(super) fn signature_of(&self, spec: &ModelSpec) -> Result<Signature, Status> {
+        let version = self.resolve(Some(spec))?;
+        find_signature(version.pool.metadata(), &signature_name(Some(spec))).cloned()
+    }
+
+    pub(super) fn limits(&self) -> RequestLimits {
+        self.limits
+    }
+}
+
 /// The signature a request names (default `serving_default`), as TensorFlow Serving refuses a
 /// missing one.
 fn find_signature<'a>(metadata: &'a ModelMetadata, name: &str) -> Result<&'a Signature, Status> {
