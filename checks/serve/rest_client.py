@@ -73,6 +73,9 @@ def main():
     print("versions and the named input forms")
     expect(f"{model}/versions/123:predict", {"instances": [[1.0]]}, 200, {"predictions": [[2.5]]})
     expect(f"{model}/versions/123", None, 200)
+    # version_labels { key: 'stable' value: 123 } in the model config.
+    expect(f"{model}/labels/stable:predict", {"instances": [[1.0]]}, 200, {"predictions": [[2.5]]})
+    expect(f"{model}/labels/stable/metadata", None, 200)
     expect(f"{model}:predict", {"signature_name": "serving_default", "inputs": {"x": [[1.0], [2.0]]}}, 200,
            {"outputs": [[2.5], [3.0]]})
     expect(f"{model}:predict", {"instances": [{"x": [1.0]}, {"x": [2.0]}]}, 200, {"predictions": [[2.5], [3.0]]})
@@ -100,7 +103,9 @@ def main():
            error="Servable not found for request: Latest(nope)")
     expect(f"{model}/versions/7:predict", {"instances": [1.0]}, 404,
            error="Servable not found for request: Specific(default, 7)")
-    expect(f"{model}/labels/stable", None, 404, error="Unrecognized servable version label: stable")
+    expect(f"{model}/labels/canary", None, 400, error="Unrecognized servable version label: canary")
+    expect(f"{model}/labels/canary:predict", {"instances": [1.0]}, 400,
+           error="Unrecognized servable version label: canary")
     expect(f"{model}:explain", {"instances": [1.0]}, 400, error="Malformed request: POST /v1/models/default:explain")
     expect(f"{base}/v1/models", None, 400, error="Missing model name in request.")
     # A body past the bound is refused before it is read (the server runs with a small

@@ -256,13 +256,19 @@ fn rest_api() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let (server, listening) = start_serve(&[
-        "--model_name=default".as_ref(),
+    // With a version label, which REST's /labels/L asks for.
+    let base = tempfile::tempdir().unwrap();
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
         format!(
-            "--model_base_path={}",
+            "model_config_list {{ config {{ name: 'default' base_path: '{}' model_platform: 'tensorflow' version_labels {{ key: 'stable' value: 123 }} }} }}\n",
             testdata.join("saved_model_half_plus_two_cpu").display()
-        )
-        .as_ref(),
+        ),
+    )
+    .unwrap();
+    let (server, listening) = start_serve(&[
+        format!("--model_config_file={}", config_file.display()).as_ref(),
         format!("--rest_api_port={rest_port}").as_ref(),
         "--rest_api_timeout_in_ms=60000".as_ref(),
         // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.
@@ -333,6 +339,28 @@ fn tensorflow_model_server_command_lines() {
     ]);
     assert!(
         stderr.contains("grpc.max_connection_age_ms: not supported yet"),
+        "{stderr}"
+    );
+    // A label may only name a version that is served, as in TensorFlow Serving.
+    let base = tempfile::tempdir().unwrap();
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'm' base_path: '{}' version_labels {{ key: 'stable' value: 9 }} }} }}\n",
+            repo_root()
+                .join("../shared/tfserving-testdata/saved_model_half_plus_two_cpu")
+                .display()
+        ),
+    )
+    .unwrap();
+    let stderr = serve_refuses(&[
+        &format!("--model_config_file={}", config_file.display()),
+        "--port=0",
+        "--runtime=process",
+    ]);
+    assert!(
+        stderr.contains("Request to assign label to version 9 of model m, which is not currently available for inference"),
         "{stderr}"
     );
     let stderr = serve_refuses(&[&model, "--enable_batching=maybe"]);

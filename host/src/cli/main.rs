@@ -605,6 +605,7 @@ async fn run(command: Command) -> Result<()> {
                     name: model_name,
                     base_path,
                     policy: serve::VersionPolicy::default(),
+                    labels: Default::default(),
                 }],
                 (None, None) => bail!("give --model_base_path or --model_config_file"),
             };

@@ -58,6 +58,12 @@ pub enum ServeError {
     Reflection(String),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("Request to assign label to version {version} of model {model}, which is not currently available for inference (label '{label}')")]
+    Label {
+        label: String,
+        version: i64,
+        model: String,
+    },
     #[error("no version of model '{model}' could be loaded from {} (versions are numbered folders, e.g. {}/1/saved_model.pb)", .base.display(), .base.display())]
     NothingLoaded { model: String, base: PathBuf },
 }
@@ -255,6 +261,16 @@ async fn run(
                 model: model.config.name.clone(),
                 base: model.config.base_path.clone(),
             });
+        }
+        // As in TensorFlow Serving, a label may only name a version that is being served.
+        for (label, &version) in &model.config.labels {
+            if model.get(Some(version)).is_none() {
+                return Err(ServeError::Label {
+                    label: label.clone(),
+                    version,
+                    model: model.config.name.clone(),
+                });
+            }
         }
     }
 

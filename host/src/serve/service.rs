@@ -75,29 +75,38 @@ impl Serving {
     /// The version a request's ModelSpec names.
     fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<Version>, Status> {
         let spec = spec.ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
-        let version = match &spec.version_choice {
-            None => None,
-            Some(VersionChoice::Version(v)) => Some(*v),
-            // No labels are ever assigned here, so every label is unknown, as in TensorFlow
-            // Serving without `version_labels`.
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(Status::not_found(format!(
-                    "Unrecognized servable version label: {label}"
-                )))
-            }
-        };
-        self.models
-            .get(&spec.name)
-            .and_then(|model| model.get(version))
-            .ok_or_else(|| {
-                Status::not_found(match version {
-                    None => format!("Servable not found for request: Latest({})", spec.name),
-                    Some(v) => format!(
-                        "Servable not found for request: Specific({}, {v})",
-                        spec.name
-                    ),
-                })
+        let model = self.models.get(&spec.name);
+        let version = version_asked(model.map(Arc::as_ref), spec.version_choice.as_ref())?;
+        model.and_then(|model| model.get(version)).ok_or_else(|| {
+            Status::not_found(match version {
+                None => format!("Servable not found for request: Latest({})", spec.name),
+                Some(v) => format!(
+                    "Servable not found for request: Specific({}, {v})",
+                    spec.name
+                ),
             })
+        })
+    }
+}
+
+/// The version a ModelSpec asks for (`None`: the latest), a label read through the model's
+/// `version_labels`.
+fn version_asked(
+    model: Option<&ServedModel>,
+    choice: Option<&VersionChoice>,
+) -> Result<Option<i64>, Status> {
+    match choice {
+        None => Ok(None),
+        Some(VersionChoice::Version(v)) => Ok(Some(*v)),
+        Some(VersionChoice::VersionLabel(label)) => {
+            match model.and_then(|m| m.config.labels.get(label)) {
+                Some(&v) => Ok(Some(v)),
+                // TensorFlow Serving's word and code for a label it does not know.
+                None => Err(Status::invalid_argument(format!(
+                    "Unrecognized servable version label: {label}"
+                ))),
+            }
+        }
     }
 }
 
@@ -711,15 +720,10 @@ impl ModelService for Serving {
         let spec = request
             .model_spec
             .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
-        let wanted = match spec.version_choice {
-            None => None,
-            Some(VersionChoice::Version(v)) => Some(v),
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(Status::not_found(format!(
-                    "Unrecognized servable version label: {label}"
-                )))
-            }
-        };
+        let wanted = version_asked(
+            self.models.get(&spec.name).map(Arc::as_ref),
+            spec.version_choice.as_ref(),
+        )?;
         let model = self.models.get(&spec.name).ok_or_else(|| {
             Status::not_found(format!(
                 "Could not find any versions of model {}",

@@ -47,6 +47,8 @@ pub struct ModelConfig {
     /// Holds one folder per version, named by its number.
     pub base_path: PathBuf,
     pub policy: VersionPolicy,
+    /// `version_labels`: a name for a version, which `ModelSpec.version_label` may ask for.
+    pub labels: std::collections::BTreeMap<String, i64>,
 }
 
 /// Where a version is in its life, with TensorFlow Serving's numbers (`ModelVersionStatus.State`).
