@@ -5,6 +5,7 @@
 //! unchanged; each model version runs in its own sandbox pool ([`versions`]). The server also
 //! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS.
 
+mod authority;
 mod convert;
 mod listen;
 mod model_config;
@@ -393,7 +394,10 @@ async fn run(
             let listener = listener.clone();
             async move { Ok(listener.accept().await?.0) }
         };
-        let incoming = slots.incoming(accept, |stream| async move { Some(stream) });
+        // gRPC Python's and Java's authority there, the socket's path, is made one h2 takes.
+        let incoming = slots.incoming(accept, |stream| async move {
+            Some(authority::UnixAuthority::new(stream))
+        });
         let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
     }
