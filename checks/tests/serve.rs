@@ -335,10 +335,10 @@ fn tensorflow_model_server_command_lines() {
     }
     let stderr = serve_refuses(&[
         &model,
-        "--grpc_channel_arguments=grpc.so_reuseaddr=1,grpc.max_connection_age_ms=5",
+        "--grpc_channel_arguments=grpc.so_reuseaddr=1,grpc.http2.max_frame_size=5",
     ]);
     assert!(
-        stderr.contains("grpc.max_connection_age_ms: not supported yet"),
+        stderr.contains("grpc.http2.max_frame_size: not supported yet"),
         "{stderr}"
     );
     // A label may only name a version that is served, as in TensorFlow Serving.

@@ -627,6 +627,8 @@ async fn run(command: Command) -> Result<()> {
             grpc.max_concurrent_streams = channel.max_concurrent_streams;
             grpc.keepalive_time = channel.keepalive_time;
             grpc.keepalive_timeout = channel.keepalive_timeout;
+            grpc.max_connection_age = channel.max_connection_age;
+            grpc.max_connection_age_grace = channel.max_connection_age_grace;
             let options = serve::ServeOptions {
                 models,
                 config,

@@ -64,7 +64,9 @@ pub struct TfServingFlags {
     pub rest_api_enable_cors_support: bool,
     /// Comma-separated gRPC server arguments: grpc.max_receive_message_length,
     /// grpc.max_send_message_length, grpc.so_reuseaddr, grpc.max_concurrent_streams,
-    /// grpc.max_connection_idle_ms, grpc.keepalive_time_ms, grpc.keepalive_timeout_ms.
+    /// grpc.max_connection_idle_ms, grpc.max_connection_age_ms, grpc.max_connection_age_grace_ms,
+    /// grpc.keepalive_time_ms, grpc.keepalive_timeout_ms (client-only ones such as
+    /// grpc.lb_policy_name: a warning).
     #[arg(
         long = "grpc_channel_arguments",
         value_name = "K=V,...",
@@ -196,7 +198,13 @@ pub struct ChannelArguments {
     pub max_connection_idle: Option<Duration>,
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Option<Duration>,
 }
+
+/// Channel arguments that only a client acts on; on a server they change nothing, in TensorFlow
+/// Serving too, so they are taken with a warning.
+const CLIENT_ONLY_ARGUMENTS: &[&str] = &["grpc.lb_policy_name", "grpc.primary_user_agent"];
 
 /// gRPC's message-size arguments: -1 is unlimited, which TensorFlow Serving's server caps at
 /// INT32_MAX, as it does its own default.
@@ -247,6 +255,13 @@ pub fn parse_channel_arguments(text: &str) -> Result<ChannelArguments> {
             "grpc.max_connection_idle_ms" => args.max_connection_idle = Some(millis(key, int()?)?),
             "grpc.keepalive_time_ms" => args.keepalive_time = Some(millis(key, int()?)?),
             "grpc.keepalive_timeout_ms" => args.keepalive_timeout = Some(millis(key, int()?)?),
+            "grpc.max_connection_age_ms" => args.max_connection_age = Some(millis(key, int()?)?),
+            "grpc.max_connection_age_grace_ms" => {
+                args.max_connection_age_grace = Some(millis(key, int()?)?)
+            }
+            _ if CLIENT_ONLY_ARGUMENTS.contains(&key) => {
+                tracing::warn!("--grpc_channel_arguments: {key} has no effect on a server")
+            }
             _ => bail!("--grpc_channel_arguments: {key}: {NOT_YET}"),
         }
     }
@@ -506,11 +521,15 @@ mod tests {
             parse_channel_arguments("").unwrap(),
             ChannelArguments::default()
         );
-        let error = parse_channel_arguments("grpc.max_connection_age_ms=5")
+        let args =
+            parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb")
+                .unwrap();
+        assert_eq!(args.max_connection_age, Some(Duration::from_secs(2)));
+        let error = parse_channel_arguments("grpc.http2.max_frame_size=5")
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("grpc.max_connection_age_ms: not supported yet"),
+            error.contains("grpc.http2.max_frame_size: not supported yet"),
             "{error}"
         );
         assert!(parse_channel_arguments("grpc.max_receive_message_length=big").is_err());

@@ -128,6 +128,9 @@ pub struct GrpcSettings {
     pub max_concurrent_streams: Option<u32>,
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
+    /// Connections older than this are asked to go (GOAWAY), given the grace to finish calls.
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Option<Duration>,
 }
 
 impl GrpcSettings {
@@ -140,6 +143,8 @@ impl GrpcSettings {
             max_concurrent_streams: None,
             keepalive_time: None,
             keepalive_timeout: None,
+            max_connection_age: None,
+            max_connection_age_grace: None,
         }
     }
 }
@@ -321,7 +326,14 @@ async fn run(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let router = || {
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(age) = grpc.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = grpc.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        builder
             .max_concurrent_streams(grpc.max_concurrent_streams)
             .http2_keepalive_interval(grpc.keepalive_time)
             .http2_keepalive_timeout(grpc.keepalive_timeout)
