@@ -415,7 +415,6 @@ async fn run(
     }
     let rest_server = match (rest, &options.rest) {
         (Some(listener), Some(settings)) => {
-            use axum::serve::ListenerExt;
             let router = rest::Rest::new(
                 serving.clone(),
                 settings.timeout,
@@ -423,10 +422,22 @@ async fn run(
                 settings.concurrency,
             )
             .router();
-            // TCP_NODELAY: an answer is not held back waiting for the client's delayed ACK.
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
+            let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+                what: "the REST port".to_string(),
+                source,
+            })?;
+            let listener = Arc::new(listener);
+            let accept = move || {
+                let listener = listener.clone();
+                async move {
+                    let (stream, _) = listener.accept().await?;
+                    // An answer is not held back waiting for the client's delayed ACK.
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                }
+            };
+            let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
+            let listener = rest::SlotListener { incoming, addr };
             let server =
                 axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
             Some(tokio::spawn(async move { server.await }))

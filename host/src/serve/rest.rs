@@ -26,6 +26,7 @@ use tfsandbox_proto::tensorflow::{
 use tonic::{Code, Status};
 
 use super::convert;
+use super::listen::Connection;
 use super::service::Serving;
 use crate::tensor;
 use crate::wire::Signature;
@@ -63,6 +64,37 @@ impl Rest {
 
     pub fn router(self) -> axum::Router {
         axum::Router::new().fallback(handle).with_state(self)
+    }
+}
+
+/// The REST port's connections, taken through the same slots as gRPC's, so `--max_connections`
+/// and `--idle_timeout` bound REST clients too.
+pub struct SlotListener {
+    pub incoming:
+        tokio_stream::wrappers::ReceiverStream<std::io::Result<Connection<tokio::net::TcpStream>>>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for SlotListener {
+    type Io = Connection<tokio::net::TcpStream>;
+    /// The listener's own address: a connection's peer is not kept.
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(connection)) => return (connection, self.addr),
+                // Accept errors are waited out by the slots; the stream goes on.
+                Some(Err(error)) => tracing::debug!("REST accept: {error}"),
+                // Ends only when the server stops, which ends serving first.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
     }
 }
 
