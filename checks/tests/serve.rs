@@ -143,6 +143,11 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
 fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
+    start_serve_on(RuntimeKind::Process, args)
+}
+
+/// [`start_serve`] on `runtime`.
+fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
     let tfsandbox = config(RuntimeKind::Process)
         .resolve_worker_path()
         .expect("the worker is built")
@@ -156,7 +161,14 @@ fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
             "1",
         ])
         .args(args)
-        .args(["--runtime", "process"])
+        .args([
+            "--runtime",
+            match runtime {
+                RuntimeKind::Process => "process",
+                RuntimeKind::Docker => "docker",
+                RuntimeKind::Gvisor => "gvisor",
+            },
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start tfsandbox serve");
@@ -250,6 +262,16 @@ fn tls() {
 /// its testdata), and bad input getting its status and message while the server keeps serving.
 #[test]
 fn rest_api() {
+    rest_api_on(RuntimeKind::Process);
+}
+
+/// The same on the docker runtime: every version in its own container.
+#[test]
+fn rest_api_docker() {
+    rest_api_on(RuntimeKind::Docker);
+}
+
+fn rest_api_on(runtime: RuntimeKind) {
     let testdata = repo_root().join("../shared/tfserving-testdata");
     // A free port for the REST API (0 there means none, as in TensorFlow Serving).
     let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -267,13 +289,16 @@ fn rest_api() {
         ),
     )
     .unwrap();
-    let (server, listening) = start_serve(&[
-        format!("--model_config_file={}", config_file.display()).as_ref(),
-        format!("--rest_api_port={rest_port}").as_ref(),
-        "--rest_api_timeout_in_ms=60000".as_ref(),
-        // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.
-        "--max_request_bytes=1048576".as_ref(),
-    ]);
+    let (server, listening) = start_serve_on(
+        runtime,
+        &[
+            format!("--model_config_file={}", config_file.display()).as_ref(),
+            format!("--rest_api_port={rest_port}").as_ref(),
+            "--rest_api_timeout_in_ms=60000".as_ref(),
+            // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.
+            "--max_request_bytes=1048576".as_ref(),
+        ],
+    );
     let rest = format!("http://127.0.0.1:{rest_port}");
     assert!(listening.contains(&rest), "{listening:?}");
     let status = Command::new("python3")
