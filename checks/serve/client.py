@@ -248,6 +248,12 @@ def basic(args):
         'Serving signature key "nah" not found.',
     )
 
+    print("TensorFlow's profiler: refused at once, saying why")
+    profile = channel.unary_unary(
+        "/tensorflow.ProfilerService/Profile", request_serializer=None, response_deserializer=None
+    )
+    expect_error(lambda: profile(b"", timeout=10), grpc.StatusCode.UNIMPLEMENTED, "profiler is not supported")
+
     print("health and reflection")
     check = channel.unary_unary(
         "/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None

@@ -17,7 +17,7 @@ const TFLITE: &str =
     "not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite";
 const ALTS: &str = "not supported: ALTS needs Google Cloud's handshaker service, which the server does not reach (use --tls-cert and --tls-key)";
 const PROFILER: &str =
-    "not supported: TensorFlow's profiler runs inside the sandbox, where no profiler client reaches it";
+    "not supported: TensorFlow's profiler runs inside the sandbox, where no profiler client reaches it (its calls are answered UNIMPLEMENTED)";
 
 /// Flags accepted with a warning, each with why it cannot matter here (listed in the README).
 const NO_EFFECT: &[(&str, &str)] = &[

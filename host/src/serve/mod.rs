@@ -9,6 +9,7 @@ mod authority;
 mod convert;
 mod listen;
 mod model_config;
+mod profiler;
 mod rest;
 mod service;
 mod tls;
@@ -352,6 +353,7 @@ async fn run(
             .add_optional_service(options.health.then(|| health_service.clone()))
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
+            .add_service(profiler::NoProfiler)
     };
 
     let Listeners { tcp, unix, rest } = listeners;
