@@ -469,7 +469,12 @@ async fn predict(rest: &Rest, call: &Call, body: &[u8]) -> Result<Value, Status>
         .map(|(name, proto)| {
             let tensor = convert::from_proto(&name, proto, limit)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            Ok((name, tensor::to_json(&tensor)))
+            let mut json = tensor::to_json(&tensor);
+            // TensorFlow Serving writes every string of an output named `*_bytes` in base64.
+            if name.ends_with("_bytes") && tensor.dtype() == crate::tensor::DType::String {
+                all_b64(&mut json);
+            }
+            Ok((name, json))
         })
         .collect::<Result<_, Status>>()?;
     outputs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -508,6 +513,19 @@ async fn predict(rest: &Rest, call: &Call, body: &[u8]) -> Result<Value, Status>
         })
         .collect();
     Ok(json!({ "predictions": predictions }))
+}
+
+/// Every plain string in `value` as `{"b64": ...}` (binary ones are so already).
+fn all_b64(value: &mut Value) {
+    use base64::Engine;
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(all_b64),
+        Value::String(s) => {
+            *value =
+                json!({ "b64": base64::engine::general_purpose::STANDARD.encode(s.as_bytes()) })
+        }
+        _ => {}
+    }
 }
 
 /// A float as TensorFlow Serving writes it: at its own precision (0.1f32 is 0.1).
@@ -769,6 +787,13 @@ mod tests {
         assert_eq!(get("/v1/models/m/versions"), None);
         assert_eq!(get("/other"), None);
         assert_eq!(parse_path(&Method::PUT, "/v1/models/m"), None);
+    }
+
+    #[test]
+    fn bytes_outputs_in_base64() {
+        let mut value = json!([["hi", {"b64": "/wA="}]]);
+        all_b64(&mut value);
+        assert_eq!(value, json!([[{"b64": "aGk="}, {"b64": "/wA="}]]));
     }
 
     #[test]
