@@ -195,7 +195,7 @@ def basic(args):
     expect_error(
         lambda: stub.Classify(classify, timeout=60),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensorflow/serving/classify",
+        "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict",
     )
 
     print("errors")
@@ -248,6 +248,12 @@ def basic(args):
         'Serving signature key "nah" not found.',
     )
 
+    print("TensorFlow's profiler: refused at once, saying why")
+    profile = channel.unary_unary(
+        "/tensorflow.ProfilerService/Profile", request_serializer=None, response_deserializer=None
+    )
+    expect_error(lambda: profile(b"", timeout=10), grpc.StatusCode.UNIMPLEMENTED, "profiler is not supported")
+
     print("health and reflection")
     check = channel.unary_unary(
         "/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None
@@ -265,16 +271,15 @@ def basic(args):
         assert service in listing, listing
 
     if args.unix_socket:
-        print("Predict over the Unix socket")
-        # gRPC Python sends the socket path as :authority, which the server's HTTP/2 layer (h2)
-        # refuses as not a valid authority; "localhost" is what grpc-go sends on its own.
-        local = prediction_service_pb2_grpc.PredictionServiceStub(
-            grpc.insecure_channel(
-                f"unix:{args.unix_socket}", options=[("grpc.default_authority", "localhost")]
-            )
-        )
-        response = local.Predict(predict_request(MODEL, {"x": x_content([3.0])}), timeout=60)
-        assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.5]]
+        print("Predict over the Unix socket, with gRPC Python's default options")
+        # gRPC Python sends the socket path as :authority; the server must take it as TF
+        # Serving does. Several calls on one channel: later ones name the authority by its
+        # HPACK table index.
+        for target in [f"unix:{args.unix_socket}", f"unix://{os.path.abspath(args.unix_socket)}"]:
+            local = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+            for _ in range(3):
+                response = local.Predict(predict_request(MODEL, {"x": x_content([3.0])}), timeout=60)
+                assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.5]], target
     print("basic: all checks passed")
 
 

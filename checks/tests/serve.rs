@@ -98,6 +98,9 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
         config_file.as_os_str(),
         "--grpc_socket_path".as_ref(),
         socket.as_os_str(),
+        // Both off by default, as in TensorFlow Serving; the client checks them.
+        "--enable_grpc_healthcheck_service".as_ref(),
+        "--enable_signature_method_name_check=true".as_ref(),
     ]);
     let [tcp, unix] = &listening[..] else {
         panic!("expected a TCP and a Unix listener: {listening:?}");
@@ -140,6 +143,11 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
 fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
+    start_serve_on(RuntimeKind::Process, args)
+}
+
+/// [`start_serve`] on `runtime`.
+fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
     let tfsandbox = config(RuntimeKind::Process)
         .resolve_worker_path()
         .expect("the worker is built")
@@ -153,7 +161,14 @@ fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
             "1",
         ])
         .args(args)
-        .args(["--runtime", "process"])
+        .args([
+            "--runtime",
+            match runtime {
+                RuntimeKind::Process => "process",
+                RuntimeKind::Docker => "docker",
+                RuntimeKind::Gvisor => "gvisor",
+            },
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start tfsandbox serve");
@@ -240,4 +255,142 @@ fn tls() {
         ],
     );
     stop(server);
+}
+
+/// The REST API (`--rest_api_port`) with plain HTTP requests: the requests and answers of
+/// TensorFlow Serving's own REST tests on its `saved_model_half_plus_two_cpu` (used in place from
+/// its testdata), and bad input getting its status and message while the server keeps serving.
+#[test]
+fn rest_api() {
+    rest_api_on(RuntimeKind::Process);
+}
+
+/// The same on the docker runtime: every version in its own container.
+#[test]
+fn rest_api_docker() {
+    rest_api_on(RuntimeKind::Docker);
+}
+
+fn rest_api_on(runtime: RuntimeKind) {
+    let testdata = repo_root().join("../shared/tfserving-testdata");
+    // A free port for the REST API (0 there means none, as in TensorFlow Serving).
+    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // With a version label, which REST's /labels/L asks for.
+    let base = tempfile::tempdir().unwrap();
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'default' base_path: '{}' model_platform: 'tensorflow' version_labels {{ key: 'stable' value: 123 }} }} }}\n",
+            testdata.join("saved_model_half_plus_two_cpu").display()
+        ),
+    )
+    .unwrap();
+    let (server, listening) = start_serve_on(
+        runtime,
+        &[
+            format!("--model_config_file={}", config_file.display()).as_ref(),
+            format!("--rest_api_port={rest_port}").as_ref(),
+            "--rest_api_timeout_in_ms=60000".as_ref(),
+            // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.
+            "--max_request_bytes=1048576".as_ref(),
+        ],
+    );
+    let rest = format!("http://127.0.0.1:{rest_port}");
+    assert!(listening.contains(&rest), "{listening:?}");
+    let status = Command::new("python3")
+        .arg(repo_root().join("checks/serve/rest_client.py"))
+        .arg(&rest)
+        .arg(testdata.join("half_plus_two_model_metadata.json"))
+        .status()
+        .expect("run checks/serve/rest_client.py");
+    assert!(status.success(), "rest_client.py failed: {status}");
+    stop(server);
+}
+
+/// What `tfsandbox serve` prints on stderr, and whether it succeeded, when started with `args`
+/// and no model is expected to load.
+fn serve_refuses(args: &[&str]) -> String {
+    let tfsandbox = config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox");
+    let output = Command::new(&tfsandbox)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tfsandbox serve");
+    assert!(
+        !output.status.success(),
+        "tfsandbox serve {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// tensorflow_model_server's command lines: a bad config file gets TensorFlow Serving's text and
+/// the process ends; flags not done here are refused by name with their reason, before anything
+/// is loaded or bound.
+#[test]
+fn tensorflow_model_server_command_lines() {
+    let bad = repo_root().join("../shared/tfserving-testdata/bad_model_config.txt");
+    let stderr = serve_refuses(&[&format!("--model_config_file={}", bad.display())]);
+    assert!(
+        stderr.contains("Error parsing text-format tensorflow.serving.ModelServerConfig"),
+        "{stderr}"
+    );
+
+    let model = format!("--model_base_path={}", fixture("half_plus_two").display());
+    let stderr = serve_refuses(&[
+        &model,
+        "--port=0",
+        "--prefer_tflite_model=true",
+        "--enable_batching",
+        "--use_alts_credentials=true",
+    ]);
+    for expected in [
+        "--prefer_tflite_model: not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite",
+        "--enable_batching: not supported yet",
+        "--use_alts_credentials: not supported: ALTS",
+    ] {
+        assert!(stderr.contains(expected), "expected '{expected}' in: {stderr}");
+    }
+    let stderr = serve_refuses(&[
+        &model,
+        "--grpc_channel_arguments=grpc.so_reuseaddr=1,grpc.http2.max_frame_size=5",
+    ]);
+    assert!(
+        stderr.contains("grpc.http2.max_frame_size: not supported yet"),
+        "{stderr}"
+    );
+    // A label may only name a version that is served, as in TensorFlow Serving.
+    let base = tempfile::tempdir().unwrap();
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'm' base_path: '{}' version_labels {{ key: 'stable' value: 9 }} }} }}\n",
+            repo_root()
+                .join("../shared/tfserving-testdata/saved_model_half_plus_two_cpu")
+                .display()
+        ),
+    )
+    .unwrap();
+    let stderr = serve_refuses(&[
+        &format!("--model_config_file={}", config_file.display()),
+        "--port=0",
+        "--runtime=process",
+    ]);
+    assert!(
+        stderr.contains("Request to assign label to version 9 of model m, which is not currently available for inference"),
+        "{stderr}"
+    );
+    let stderr = serve_refuses(&[&model, "--enable_batching=maybe"]);
+    assert!(
+        stderr.contains("'maybe' is not true, false, 1 or 0"),
+        "{stderr}"
+    );
 }

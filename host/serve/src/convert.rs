@@ -306,6 +306,22 @@ pub fn to_proto(tensor: Tensor) -> TensorProto {
     proto
 }
 
+/// An answer's tensor in `tensor_content` (raw little-endian bytes), as TensorFlow's
+/// `Tensor::AsProtoTensorContent` writes it; strings have no raw form and stay in `string_val`.
+pub fn to_proto_content(tensor: Tensor) -> TensorProto {
+    if tensor.dtype() == DType::String {
+        return to_proto(tensor);
+    }
+    let dtype = tensor.dtype();
+    let wire = tensor.into_wire();
+    TensorProto {
+        dtype: tf_type_of(dtype) as i32,
+        tensor_shape: Some(shape_proto(&wire.shape, false)),
+        tensor_content: wire.content,
+        ..TensorProto::default()
+    }
+}
+
 fn from_le<T, const N: usize>(content: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
     content
         .chunks_exact(N)

@@ -5,10 +5,13 @@
 //! unchanged; each model version runs in its own sandbox pool ([`versions`]). The server also
 //! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS.
 
+mod authority;
 mod convert;
 mod listen;
 mod model_config;
+mod profiler;
 pub mod proto;
+mod rest;
 mod service;
 mod tls;
 mod versions;
@@ -28,6 +31,7 @@ use tonic::transport::Server;
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
 pub use model_config::ConfigFileError;
+pub use service::AnswerOptions;
 pub use versions::{ModelConfig, VersionPolicy};
 
 use service::{RequestLimits, Serving};
@@ -37,8 +41,11 @@ use tfsandbox::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
-    ConfigFile(#[from] ConfigFileError),
+    #[error("Invalid protobuf file: '{}'", .path.display())]
+    ConfigFile {
+        path: PathBuf,
+        source: ConfigFileError,
+    },
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -57,6 +64,12 @@ pub enum ServeError {
     Reflection(String),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("Request to assign label to version {version} of model {model}, which is not currently available for inference (label '{label}')")]
+    Label {
+        label: String,
+        version: i64,
+        model: String,
+    },
     #[error("no version of model '{model}' could be loaded from {} (versions are numbered folders, e.g. {}/1/saved_model.pb)", .base.display(), .base.display())]
     NothingLoaded { model: String, base: PathBuf },
 }
@@ -89,12 +102,63 @@ pub struct ServeOptions {
     pub unix_socket_mode: u32,
     /// Connections held at once (over every listener) and how long one may sit idle.
     pub connections: ConnectionLimits,
+    /// MetaGraph tags to load; empty: `serve`.
+    pub tags: Vec<String>,
+    /// Serve the standard gRPC health service (`--enable_grpc_healthcheck_service`).
+    pub health: bool,
+    pub answers: AnswerOptions,
+    pub grpc: GrpcSettings,
+    /// TensorFlow Serving's REST API, on its own port.
+    pub rest: Option<RestOptions>,
+}
+
+/// `--rest_api_port` and its settings.
+#[derive(Debug, Clone)]
+pub struct RestOptions {
+    pub addr: SocketAddr,
+    /// `--rest_api_timeout_in_ms`; `None`: none.
+    pub timeout: Option<Duration>,
+    /// `--rest_api_num_threads`: calls handled at once.
+    pub concurrency: usize,
+}
+
+/// The gRPC server's settings from `--grpc_channel_arguments`.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    /// The largest message taken from a client, and sent to one.
+    pub max_receive_message_bytes: usize,
+    pub max_send_message_bytes: usize,
+    /// SO_REUSEADDR on the TCP listener.
+    pub reuse_address: bool,
+    pub max_concurrent_streams: Option<u32>,
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+    /// Connections older than this are asked to go (GOAWAY), given the grace to finish calls.
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Option<Duration>,
+}
+
+impl GrpcSettings {
+    /// The settings with both message limits at `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> GrpcSettings {
+        GrpcSettings {
+            max_receive_message_bytes: max_message_bytes,
+            max_send_message_bytes: max_message_bytes,
+            reuse_address: true,
+            max_concurrent_streams: None,
+            keepalive_time: None,
+            keepalive_timeout: None,
+            max_connection_age: None,
+            max_connection_age_grace: None,
+        }
+    }
 }
 
 /// Where the server listens, once it does.
 #[derive(Debug, Clone)]
 pub struct Listening {
     pub tcp: Option<SocketAddr>,
+    pub rest: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
 }
 
@@ -118,16 +182,29 @@ pub async fn serve(
         sandboxes: options.sandboxes_per_version.max(1),
         drain_timeout: options.config.drain_timeout,
         follow_symlinks: options.follow_version_symlinks,
+        tags: options.tags.clone(),
     };
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
-        Some(addr) => Some(bind_tcp(addr).map_err(|source| ServeError::Listen {
-            what: addr.to_string(),
-            source,
-        })?),
+        Some(addr) => Some(
+            bind_tcp(addr, options.grpc.reuse_address).map_err(|source| ServeError::Listen {
+                what: addr.to_string(),
+                source,
+            })?,
+        ),
         None => None,
     };
+    let rest =
+        match &options.rest {
+            Some(rest) => Some(bind_tcp(rest.addr, options.grpc.reuse_address).map_err(
+                |source| ServeError::Listen {
+                    what: format!("{} (REST)", rest.addr),
+                    source,
+                },
+            )?),
+            None => None,
+        };
     let unix = match &options.unix_socket {
         Some(path) => {
             // A socket file left by an earlier run would make bind fail.
@@ -156,8 +233,7 @@ pub async fn serve(
     let result = run(
         &options,
         &settings,
-        tcp,
-        unix,
+        Listeners { tcp, unix, rest },
         tls,
         models.clone(),
         ready,
@@ -171,12 +247,18 @@ pub async fn serve(
     result
 }
 
+/// The sockets bound before loading.
+struct Listeners {
+    tcp: Option<tokio::net::TcpListener>,
+    unix: Option<tokio::net::UnixListener>,
+    rest: Option<tokio::net::TcpListener>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     options: &ServeOptions,
     settings: &LoadSettings,
-    tcp: Option<tokio::net::TcpListener>,
-    unix: Option<tokio::net::UnixListener>,
+    listeners: Listeners,
     tls: Option<TlsAcceptor>,
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     ready: impl FnOnce(&Listening),
@@ -190,6 +272,16 @@ async fn run(
                 model: model.config.name.clone(),
                 base: model.config.base_path.clone(),
             });
+        }
+        // As in TensorFlow Serving, a label may only name a version that is being served.
+        for (label, &version) in &model.config.labels {
+            if model.get(Some(version)).is_none() {
+                return Err(ServeError::Label {
+                    label: label.clone(),
+                    version,
+                    model: model.config.name.clone(),
+                });
+            }
         }
     }
 
@@ -215,8 +307,10 @@ async fn run(
             max_request_bytes: options.max_request_bytes,
             max_tensor_bytes: options.config.limits.max_tensor_bytes,
         },
+        options.answers,
     );
-    let max = options.config.max_message_bytes;
+    let grpc = &options.grpc;
+    let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<PredictionServiceServer<Serving>>()
@@ -235,25 +329,39 @@ async fn run(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let router = || {
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(age) = grpc.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = grpc.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        builder
+            .max_concurrent_streams(grpc.max_concurrent_streams)
+            .http2_keepalive_interval(grpc.keepalive_time)
+            .http2_keepalive_timeout(grpc.keepalive_timeout)
             .layer(tower::layer::layer_fn(listen::count_calls))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                    .max_decoding_message_size(receive)
+                    .max_encoding_message_size(send),
             )
             .add_service(
                 ModelServiceServer::new(serving.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                    .max_decoding_message_size(receive)
+                    .max_encoding_message_size(send),
             )
-            .add_service(health_service.clone())
+            // As in TensorFlow Serving, health is only answered when asked for.
+            .add_optional_service(options.health.then(|| health_service.clone()))
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
+            .add_service(profiler::NoProfiler)
     };
 
+    let Listeners { tcp, unix, rest } = listeners;
     let listening = Listening {
         tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        rest: rest.as_ref().and_then(|l| l.local_addr().ok()),
         unix_socket: unix.as_ref().and(options.unix_socket.clone()),
     };
     // One shutdown signal for every listener.
@@ -302,12 +410,53 @@ async fn run(
             let listener = listener.clone();
             async move { Ok(listener.accept().await?.0) }
         };
-        let incoming = slots.incoming(accept, |stream| async move { Some(stream) });
+        // gRPC Python's and Java's authority there, the socket's path, is made one h2 takes.
+        let incoming = slots.incoming(accept, |stream| async move {
+            Some(authority::UnixAuthority::new(stream))
+        });
         let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
     }
+    let rest_server = match (rest, &options.rest) {
+        (Some(listener), Some(settings)) => {
+            let router = rest::Rest::new(
+                serving.clone(),
+                settings.timeout,
+                options.max_request_bytes,
+                settings.concurrency,
+            )
+            .router();
+            let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+                what: "the REST port".to_string(),
+                source,
+            })?;
+            let listener = Arc::new(listener);
+            let accept = move || {
+                let listener = listener.clone();
+                async move {
+                    let (stream, _) = listener.accept().await?;
+                    // An answer is not held back waiting for the client's delayed ACK.
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                }
+            };
+            let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
+            let listener = rest::SlotListener { incoming, addr };
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move { server.await }))
+        }
+        _ => None,
+    };
     ready(&listening);
     let results = futures::future::join_all(servers).await;
+    if let Some(server) = rest_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("REST server: {error}"),
+            Err(error) => tracing::warn!("REST server: {error}"),
+        }
+    }
     if let Some(poller) = poller {
         poller.abort();
     }
@@ -322,12 +471,12 @@ async fn run(
 /// tokio's `bind` asks for (the kernel caps it at net.core.somaxconn).
 const TCP_BACKLOG: u32 = 1024;
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn bind_tcp(addr: SocketAddr, reuse_address: bool) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    socket.set_reuseaddr(true)?;
+    socket.set_reuseaddr(reuse_address)?;
     socket.bind(addr)?;
     socket.listen(TCP_BACKLOG)
 }
@@ -364,5 +513,8 @@ pub fn read_model_config(path: &std::path::Path) -> Result<Vec<ModelConfig>, Ser
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(model_config::parse(&text)?)
+    model_config::parse(&text).map_err(|source| ServeError::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -1,16 +1,17 @@
 //! TensorFlow Serving's model config file (`--model_config_file`): a text-format
 //! `ModelServerConfig` holding a `model_config_list`. The fields read are `name`, `base_path`,
-//! `model_platform` (only "tensorflow") and `model_version_policy` (`latest { num_versions }`,
-//! `all {}`, `specific { versions }`); any other field is refused, so a config that asks for
+//! `model_platform` (only "tensorflow"), `model_version_policy` (`latest { num_versions }`,
+//! `all {}`, `specific { versions }`) and `version_labels`; any other field is refused, so a config that asks for
 //! something not done here fails loudly instead of being half-followed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::versions::{ModelConfig, VersionPolicy};
 
+/// Worded as TensorFlow Serving's (protobuf's) parser words it, which its tests look for.
 #[derive(Debug, thiserror::Error)]
-#[error("model config file: {0}")]
+#[error("Error parsing text-format tensorflow.serving.ModelServerConfig: {0}")]
 pub struct ConfigFileError(String);
 
 fn error<T>(message: impl Into<String>) -> Result<T, ConfigFileError> {
@@ -173,6 +174,7 @@ fn model(fields: Vec<(String, Value)>) -> Result<ModelConfig, ConfigFileError> {
     let mut name = None;
     let mut base_path = None;
     let mut policy = VersionPolicy::default();
+    let mut labels = BTreeMap::new();
     for (field, value) in fields {
         match (field.as_str(), value) {
             ("name", Value::Scalar(s)) => name = Some(s),
@@ -184,6 +186,10 @@ fn model(fields: Vec<(String, Value)>) -> Result<ModelConfig, ConfigFileError> {
                 ))
             }
             ("model_version_policy", Value::Message(p)) => policy = version_policy(p)?,
+            ("version_labels", Value::Message(entry)) => {
+                let (label, version) = label_entry(entry)?;
+                labels.insert(label, version);
+            }
             (other, _) => return error(format!("config: unsupported field '{other}'")),
         }
     }
@@ -197,7 +203,28 @@ fn model(fields: Vec<(String, Value)>) -> Result<ModelConfig, ConfigFileError> {
         name,
         base_path,
         policy,
+        labels,
     })
+}
+
+/// One `version_labels { key: 'stable' value: 3 }` map entry.
+fn label_entry(fields: Vec<(String, Value)>) -> Result<(String, i64), ConfigFileError> {
+    let (mut key, mut value) = (None, None);
+    for (field, v) in fields {
+        match (field.as_str(), v) {
+            ("key", Value::Scalar(s)) => key = Some(s),
+            ("value", Value::Scalar(s)) => {
+                value = Some(s.parse::<i64>().map_err(|_| {
+                    ConfigFileError(format!("version_labels: '{s}' is not a version number"))
+                })?)
+            }
+            (other, _) => return error(format!("version_labels: unknown field '{other}'")),
+        }
+    }
+    match (key.filter(|k| !k.is_empty()), value) {
+        (Some(key), Some(value)) => Ok((key, value)),
+        _ => error("version_labels needs a key and a value"),
+    }
 }
 
 fn version_policy(fields: Vec<(String, Value)>) -> Result<VersionPolicy, ConfigFileError> {
@@ -269,13 +296,29 @@ mod tests {
     }
 
     #[test]
+    fn version_labels() {
+        let models = parse("model_config_list { config { name: 'a' base_path: '/a' version_labels { key: 'stable' value: 1 } version_labels { key: 'canary' value: 2 } } }").unwrap();
+        let labels: Vec<(&str, i64)> = models[0]
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(labels, [("canary", 2), ("stable", 1)]);
+    }
+
+    #[test]
     fn refuses_what_it_does_not_do() {
         assert!(parse("model_config_list { config { name: 'a' } }").is_err());
         assert!(parse(
             "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'pytorch' } }"
         )
         .is_err());
-        assert!(parse("model_config_list { config { name: 'a' base_path: '/a' version_labels { key: 'x' value: 1 } } }").is_err());
+        assert!(parse(
+            "model_config_list { config { name: 'a' base_path: '/a' logging_config { } } }"
+        )
+        .is_err());
+        assert!(parse("model_config_list { config { name: 'a' base_path: '/a' version_labels { key: 'x' value: 'one' } } }").is_err());
+        assert!(parse("model_config_list { config { name: 'a' base_path: '/a' version_labels { value: 1 } } }").is_err());
         assert!(parse("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' base_path: '/b' } }").is_err());
         assert!(parse("model_config_list { config { name: 'a'").is_err());
         assert!(parse("").is_err());

@@ -35,6 +35,18 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     limits: RequestLimits,
+    answers: AnswerOptions,
+}
+
+/// TensorFlow Serving's switches for how requests are checked and answers written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerOptions {
+    /// `--enable_signature_method_name_check`: Classify and Regress only on signatures whose
+    /// method_name says so. Off (the default), TF2 models' classify and regress signatures,
+    /// which keep the predict method name, are served.
+    pub method_name_check: bool,
+    /// `--enable_serialization_as_tensor_content`: Predict answers in `tensor_content`.
+    pub tensor_content: bool,
 }
 
 /// What one call may cost in memory, counted in real bytes (see `Tensor::byte_len`) before
@@ -48,36 +60,66 @@ pub struct RequestLimits {
 }
 
 impl Serving {
-    pub fn new(models: Arc<BTreeMap<String, Arc<ServedModel>>>, limits: RequestLimits) -> Serving {
-        Serving { models, limits }
+    pub fn new(
+        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+        limits: RequestLimits,
+        answers: AnswerOptions,
+    ) -> Serving {
+        Serving {
+            models,
+            limits,
+            answers,
+        }
     }
 
     /// The version a request's ModelSpec names.
     fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<Version>, Status> {
         let spec = spec.ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
-        let version = match &spec.version_choice {
-            None => None,
-            Some(VersionChoice::Version(v)) => Some(*v),
-            // No labels are ever assigned here, so every label is unknown, as in TensorFlow
-            // Serving without `version_labels`.
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(Status::not_found(format!(
-                    "Unrecognized servable version label: {label}"
-                )))
-            }
-        };
-        self.models
-            .get(&spec.name)
-            .and_then(|model| model.get(version))
-            .ok_or_else(|| {
-                Status::not_found(match version {
-                    None => format!("Servable not found for request: Latest({})", spec.name),
-                    Some(v) => format!(
-                        "Servable not found for request: Specific({}, {v})",
-                        spec.name
-                    ),
-                })
+        let model = self.models.get(&spec.name);
+        let version = version_asked(model.map(Arc::as_ref), spec.version_choice.as_ref())?;
+        model.and_then(|model| model.get(version)).ok_or_else(|| {
+            Status::not_found(match version {
+                None => format!("Servable not found for request: Latest({})", spec.name),
+                Some(v) => format!(
+                    "Servable not found for request: Specific({}, {v})",
+                    spec.name
+                ),
             })
+        })
+    }
+}
+
+/// The version a ModelSpec asks for (`None`: the latest), a label read through the model's
+/// `version_labels`.
+fn version_asked(
+    model: Option<&ServedModel>,
+    choice: Option<&VersionChoice>,
+) -> Result<Option<i64>, Status> {
+    match choice {
+        None => Ok(None),
+        Some(VersionChoice::Version(v)) => Ok(Some(*v)),
+        Some(VersionChoice::VersionLabel(label)) => {
+            match model.and_then(|m| m.config.labels.get(label)) {
+                Some(&v) => Ok(Some(v)),
+                // TensorFlow Serving's word and code for a label it does not know.
+                None => Err(Status::invalid_argument(format!(
+                    "Unrecognized servable version label: {label}"
+                ))),
+            }
+        }
+    }
+}
+
+impl Serving {
+    /// The signature a ModelSpec names, on the version it resolves to: the REST API reads each
+    /// input's JSON by its dtype.
+    pub(super) fn signature_of(&self, spec: &ModelSpec) -> Result<Signature, Status> {
+        let version = self.resolve(Some(spec))?;
+        find_signature(version.pool.metadata(), &signature_name(Some(spec))).cloned()
+    }
+
+    pub(super) fn limits(&self) -> RequestLimits {
+        self.limits
     }
 }
 
@@ -210,11 +252,21 @@ impl Serving {
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
         let version = self.resolve(spec)?;
         let examples = serialized_examples(input, self.limits.max_request_bytes)?;
-        run_examples_on(&version, spec, examples, method, timeout, self.limits).await
+        run_examples_on(
+            &version,
+            spec,
+            examples,
+            method,
+            timeout,
+            self.limits,
+            self.answers.method_name_check,
+        )
+        .await
     }
 }
 
-/// Runs `spec`'s signature of `version`, which must be a `method` signature, on `examples`.
+/// Runs `spec`'s signature of `version` on `examples`; with `check_method`, it must be a
+/// `method` signature.
 async fn run_examples_on(
     version: &Version,
     spec: Option<&ModelSpec>,
@@ -222,12 +274,18 @@ async fn run_examples_on(
     method: &str,
     timeout: Option<Duration>,
     limits: RequestLimits,
+    check_method: bool,
 ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
     let name = signature_name(spec);
     let signature = find_signature(version.pool.metadata(), &name)?;
-    if signature.method_name != method {
+    if check_method && signature.method_name != method {
+        let kind = if method == CLASSIFY_METHOD {
+            "classification"
+        } else {
+            "regression"
+        };
         return Err(Status::invalid_argument(format!(
-            "Expected {method} signature method_name, got: {}",
+            "Expected {kind} signature method_name to be {method}. Was: {}",
             signature.method_name
         )));
     }
@@ -457,7 +515,14 @@ impl PredictionService for Serving {
             model_spec: Some(answered_spec(model, &version, Some(name))),
             outputs: outputs
                 .into_iter()
-                .map(|(k, t)| (k, convert::to_proto(t)))
+                .map(|(k, t)| {
+                    let proto = if self.answers.tensor_content {
+                        convert::to_proto_content(t)
+                    } else {
+                        convert::to_proto(t)
+                    };
+                    (k, proto)
+                })
                 .collect(),
         }))
     }
@@ -611,6 +676,7 @@ async fn multi_inference(
             &task.method_name,
             timeout,
             serving.limits,
+            serving.answers.method_name_check,
         )
         .await?;
         let result = if task.method_name == CLASSIFY_METHOD {
@@ -648,15 +714,10 @@ impl ModelService for Serving {
         let spec = request
             .model_spec
             .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
-        let wanted = match spec.version_choice {
-            None => None,
-            Some(VersionChoice::Version(v)) => Some(v),
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(Status::not_found(format!(
-                    "Unrecognized servable version label: {label}"
-                )))
-            }
-        };
+        let wanted = version_asked(
+            self.models.get(&spec.name).map(Arc::as_ref),
+            spec.version_choice.as_ref(),
+        )?;
         let model = self.models.get(&spec.name).ok_or_else(|| {
             Status::not_found(format!(
                 "Could not find any versions of model {}",

@@ -47,6 +47,8 @@ pub struct ModelConfig {
     /// Holds one folder per version, named by its number.
     pub base_path: PathBuf,
     pub policy: VersionPolicy,
+    /// `version_labels`: a name for a version, which `ModelSpec.version_label` may ask for.
+    pub labels: std::collections::BTreeMap<String, i64>,
 }
 
 /// Where a version is in its life, with TensorFlow Serving's numbers (`ModelVersionStatus.State`).
@@ -95,6 +97,8 @@ pub struct LoadSettings {
     /// Load version folders that are symlinks. Off: such a folder is refused, since mounting it
     /// would mount whatever host folder it points to.
     pub follow_symlinks: bool,
+    /// MetaGraph tags to load; empty: `serve`.
+    pub tags: Vec<String>,
 }
 
 impl ServedModel {
@@ -267,7 +271,7 @@ async fn load(name: &str, dir: &Path, settings: &LoadSettings) -> Result<Pool, E
     let config = settings.config.clone().with_model(dir);
     let options = LoadOptions {
         id: Some(name.to_string()),
-        tags: Vec::new(),
+        tags: settings.tags.clone(),
     };
     Pool::start_with(config, dir, settings.sandboxes, options).await
 }

@@ -7,6 +7,7 @@ pub mod run;
 pub mod sandbox;
 pub mod scan;
 pub mod serve;
+mod serve_flags;
 pub mod soak;
 
 /// Waits for SIGTERM or SIGINT and names it.

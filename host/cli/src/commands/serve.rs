@@ -9,8 +9,13 @@ use tfsandbox_serve as serve;
 
 use super::interrupted;
 use super::sandbox::{sandbox_config, SandboxArgs};
+use super::serve_flags;
+use crate::out;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Every other flag of tensorflow_model_server is taken too (--flag=value or --flag value); one set to something not done here is refused, naming it and why. The README lists them."
+)]
 pub struct ServeArgs {
     /// The model's name in requests (ModelSpec.name).
     #[arg(long = "model_name", default_value = "default")]
@@ -19,7 +24,7 @@ pub struct ServeArgs {
     /// version is served, and new ones are picked up while serving.
     #[arg(
         long = "model_base_path",
-        required_unless_present = "model_config_file"
+        required_unless_present_any = ["model_config_file", "version"]
     )]
     model_base_path: Option<PathBuf>,
     /// TensorFlow Serving's text-format model config (model_config_list { config { name,
@@ -72,6 +77,9 @@ pub struct ServeArgs {
     idle_timeout: u64,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    // Boxed: the forty-odd flags would make every other command as large.
+    #[command(flatten)]
+    tf_serving: Box<serve_flags::TfServingFlags>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -92,13 +100,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_connections,
         idle_timeout,
         sandbox,
+        tf_serving,
     } = args;
+    if tf_serving.version {
+        out!(
+            "TensorFlow ModelServer: tfsandbox {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Ok(());
+    }
+    tf_serving.check()?;
+    if tf_serving.rest_api_port != 0 && tf_serving.rest_api_port == port {
+        bail!("--rest_api_port must be different than the one specified in --port ({port})");
+    }
+    let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
         (None, Some(base_path)) => vec![serve::ModelConfig {
             name: model_name,
             base_path,
             policy: serve::VersionPolicy::default(),
+            labels: Default::default(),
         }],
         (None, None) => bail!("give --model_base_path or --model_config_file"),
     };
@@ -109,6 +131,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut config = sandbox_config(sandbox, None)?;
     config.docker.progress = None;
     config.op_policy = policy;
+    let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);
+    grpc.max_receive_message_bytes = channel
+        .max_receive_message_bytes
+        .unwrap_or(grpc.max_receive_message_bytes);
+    grpc.max_send_message_bytes = channel
+        .max_send_message_bytes
+        .unwrap_or(grpc.max_send_message_bytes);
+    grpc.reuse_address = channel.reuse_address.unwrap_or(grpc.reuse_address);
+    grpc.max_concurrent_streams = channel.max_concurrent_streams;
+    grpc.keepalive_time = channel.keepalive_time;
+    grpc.keepalive_timeout = channel.keepalive_timeout;
+    grpc.max_connection_age = channel.max_connection_age;
+    grpc.max_connection_age_grace = channel.max_connection_age_grace;
     let options = serve::ServeOptions {
         models,
         config,
@@ -125,8 +160,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         unix_socket_mode,
         connections: serve::ConnectionLimits {
             max_connections: serve::max_connections(max_connections)?,
-            idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+            idle_timeout: channel
+                .max_connection_idle
+                .unwrap_or(std::time::Duration::from_secs(idle_timeout.max(1))),
         },
+        tags: tf_serving.tags(),
+        health: tf_serving.enable_grpc_healthcheck_service,
+        answers: serve::AnswerOptions {
+            method_name_check: tf_serving.enable_signature_method_name_check,
+            tensor_content: tf_serving.enable_serialization_as_tensor_content,
+        },
+        grpc,
+        rest: (tf_serving.rest_api_port != 0).then(|| serve::RestOptions {
+            addr: std::net::SocketAddr::new(address, tf_serving.rest_api_port),
+            timeout: u64::try_from(tf_serving.rest_api_timeout_in_ms)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .map(std::time::Duration::from_millis),
+            concurrency: tf_serving.rest_api_threads(),
+        }),
     };
     let ready = |listening: &serve::Listening| {
         // Tests and scripts read these lines to learn the port (e.g. with --port 0).
@@ -136,6 +188,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         if let Some(path) = &listening.unix_socket {
             let _ = writeln!(stdout, "listening on unix:{}", path.display());
+        }
+        if let Some(addr) = listening.rest {
+            let _ = writeln!(stdout, "listening on http://{addr}");
         }
         let _ = stdout.flush();
     };

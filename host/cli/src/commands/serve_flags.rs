@@ -1,0 +1,538 @@
+//! The flags of tensorflow_model_server (its `main.cc`) that `tfsandbox serve` takes besides the
+//! ones it shares with its own (`--port`, `--grpc_socket_path`, `--model_name`,
+//! `--model_base_path`, `--model_config_file`, `--file_system_poll_wait_seconds`).
+//!
+//! Each flag is honoured as TensorFlow Serving honours it, or refused with its reason when set to
+//! anything but what tfsandbox does, so a command line written for TensorFlow Serving never runs
+//! half-followed. Only flags that cannot change an answer, a limit or resource use here are
+//! accepted with a warning ([`NO_EFFECT`]).
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+/// Why a flag is refused; the refusal names the flag first.
+const NOT_YET: &str = "not supported yet by tfsandbox serve";
+const TFLITE: &str =
+    "not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite";
+const ALTS: &str = "not supported: ALTS needs Google Cloud's handshaker service, which the server does not reach (use --tls-cert and --tls-key)";
+const PROFILER: &str =
+    "not supported: TensorFlow's profiler runs inside the sandbox, where no profiler client reaches it (its calls are answered UNIMPLEMENTED)";
+
+/// Flags accepted with a warning, each with why it cannot matter here (listed in the README).
+const NO_EFFECT: &[(&str, &str)] = &[
+    (
+        "flush_filesystem_caches",
+        "the model files are read inside the sandbox, and the server holds none of them",
+    ),
+    (
+        "remove_unused_fields_from_bundle_metagraph",
+        "the server never holds a MetaGraphDef; the worker's TensorFlow keeps what it loads",
+    ),
+    ("skip_initialize_tpu", "no TPU is ever initialized"),
+];
+
+/// `true`, `false`, `1`, `0`, as TensorFlow's flag parser takes them (`--flag` alone is `true`).
+fn tf_bool(text: &str) -> std::result::Result<bool, String> {
+    match text {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("'{text}' is not true, false, 1 or 0")),
+    }
+}
+
+/// tensorflow_model_server's flags, with its defaults. Those that are only ever refused (set to
+/// anything but what is done here) are hidden from `--help` to keep it readable; the README lists
+/// them.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "TensorFlow Serving flags")]
+pub struct TfServingFlags {
+    /// Port of the HTTP/REST API; 0: none.
+    #[arg(long = "rest_api_port", value_name = "PORT", default_value_t = 0)]
+    pub rest_api_port: u16,
+    /// REST calls handled at once, as TensorFlow Serving's REST threads (default: 4 per CPU).
+    #[arg(long = "rest_api_num_threads", value_name = "N")]
+    pub rest_api_num_threads: Option<u32>,
+    /// Timeout of a REST call, in milliseconds (ignored without --rest_api_port).
+    #[arg(
+        long = "rest_api_timeout_in_ms",
+        value_name = "MS",
+        default_value_t = 30000
+    )]
+    pub rest_api_timeout_in_ms: i64,
+    #[arg(long = "rest_api_enable_cors_support", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub rest_api_enable_cors_support: bool,
+    /// Comma-separated gRPC server arguments: grpc.max_receive_message_length,
+    /// grpc.max_send_message_length, grpc.so_reuseaddr, grpc.max_concurrent_streams,
+    /// grpc.max_connection_idle_ms, grpc.max_connection_age_ms, grpc.max_connection_age_grace_ms,
+    /// grpc.keepalive_time_ms, grpc.keepalive_timeout_ms (client-only ones such as
+    /// grpc.lb_policy_name: a warning).
+    #[arg(
+        long = "grpc_channel_arguments",
+        value_name = "K=V,...",
+        default_value = ""
+    )]
+    pub grpc_channel_arguments: String,
+    /// Comma-separated MetaGraph tags to load (default: serve).
+    #[arg(long = "saved_model_tags", value_name = "TAG,...", default_value = "")]
+    pub saved_model_tags: String,
+    /// Serve the standard gRPC health service (grpc.health.v1).
+    #[arg(long = "enable_grpc_healthcheck_service", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub enable_grpc_healthcheck_service: bool,
+    /// Answer Predict in tensor_content instead of the typed fields.
+    #[arg(long = "enable_serialization_as_tensor_content", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub enable_serialization_as_tensor_content: bool,
+    /// Refuse Classify and Regress on signatures whose method_name is not classify or regress
+    /// (off: TF2 models' classify and regress signatures, named predict, are served).
+    #[arg(long = "enable_signature_method_name_check", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub enable_signature_method_name_check: bool,
+    /// Print the version and exit.
+    #[arg(long = "version", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub version: bool,
+    /// Retries of a version that failed to load (only 0, no retry, is done yet).
+    #[arg(long = "max_num_load_retries", value_name = "N")]
+    pub max_num_load_retries: Option<i32>,
+    #[arg(long = "load_retry_interval_micros", hide = true)]
+    pub load_retry_interval_micros: Option<i64>,
+    #[arg(
+        long = "model_config_file_poll_wait_seconds",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub model_config_file_poll_wait_seconds: i32,
+    #[arg(long = "enable_batching", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub enable_batching: bool,
+    #[arg(long = "batching_parameters_file", hide = true, default_value = "")]
+    pub batching_parameters_file: String,
+    #[arg(long = "enable_per_model_batching_parameters", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub enable_per_model_batching_parameters: bool,
+    #[arg(long = "allow_version_labels_for_unavailable_models", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub allow_version_labels_for_unavailable_models: bool,
+    #[arg(long = "num_load_threads", hide = true, default_value_t = 0)]
+    pub num_load_threads: i32,
+    #[arg(long = "num_unload_threads", hide = true, default_value_t = 0)]
+    pub num_unload_threads: i32,
+    #[arg(long = "flush_filesystem_caches", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    pub flush_filesystem_caches: Option<bool>,
+    #[arg(
+        long = "tensorflow_session_parallelism",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub tensorflow_session_parallelism: i64,
+    #[arg(
+        long = "tensorflow_session_config_file",
+        hide = true,
+        default_value = ""
+    )]
+    pub tensorflow_session_config_file: String,
+    #[arg(
+        long = "tensorflow_intra_op_parallelism",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub tensorflow_intra_op_parallelism: i64,
+    #[arg(
+        long = "tensorflow_inter_op_parallelism",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub tensorflow_inter_op_parallelism: i64,
+    #[arg(long = "use_alts_credentials", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub use_alts_credentials: bool,
+    #[arg(long = "ssl_config_file", hide = true, default_value = "")]
+    pub ssl_config_file: String,
+    #[arg(long = "platform_config_file", hide = true, default_value = "")]
+    pub platform_config_file: String,
+    #[arg(
+        long = "per_process_gpu_memory_fraction",
+        hide = true,
+        default_value_t = 0.0
+    )]
+    pub per_process_gpu_memory_fraction: f32,
+    #[arg(long = "grpc_max_threads", hide = true)]
+    pub grpc_max_threads: Option<i32>,
+    #[arg(long = "enable_model_warmup", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    pub enable_model_warmup: Option<bool>,
+    #[arg(
+        long = "num_request_iterations_for_warmup",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub num_request_iterations_for_warmup: i32,
+    #[arg(long = "monitoring_config_file", hide = true, default_value = "")]
+    pub monitoring_config_file: String,
+    #[arg(long = "remove_unused_fields_from_bundle_metagraph", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    pub remove_unused_fields_from_bundle_metagraph: Option<bool>,
+    #[arg(long = "prefer_tflite_model", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub prefer_tflite_model: bool,
+    #[arg(long = "num_tflite_pools", hide = true)]
+    pub num_tflite_pools: Option<i32>,
+    #[arg(long = "num_tflite_interpreters_per_pool", hide = true)]
+    pub num_tflite_interpreters_per_pool: Option<i32>,
+    #[arg(long = "xla_cpu_compilation_enabled", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub xla_cpu_compilation_enabled: bool,
+    #[arg(long = "xla_gpu_compilation_enabled", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    pub xla_gpu_compilation_enabled: bool,
+    #[arg(long = "enable_profiler", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    pub enable_profiler: Option<bool>,
+    #[arg(
+        long = "thread_pool_factory_config_file",
+        hide = true,
+        default_value = ""
+    )]
+    pub thread_pool_factory_config_file: String,
+    #[arg(long = "mixed_precision", hide = true, default_value = "")]
+    pub mixed_precision: String,
+    #[arg(long = "skip_initialize_tpu", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    pub skip_initialize_tpu: Option<bool>,
+}
+
+/// What `--grpc_channel_arguments` asks of the gRPC server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelArguments {
+    pub max_receive_message_bytes: Option<usize>,
+    pub max_send_message_bytes: Option<usize>,
+    pub reuse_address: Option<bool>,
+    pub max_concurrent_streams: Option<u32>,
+    pub max_connection_idle: Option<Duration>,
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Option<Duration>,
+}
+
+/// Channel arguments that only a client acts on; on a server they change nothing, in TensorFlow
+/// Serving too, so they are taken with a warning.
+const CLIENT_ONLY_ARGUMENTS: &[&str] = &["grpc.lb_policy_name", "grpc.primary_user_agent"];
+
+/// gRPC's message-size arguments: -1 is unlimited, which TensorFlow Serving's server caps at
+/// INT32_MAX, as it does its own default.
+fn message_size(key: &str, value: i64) -> Result<usize> {
+    match value {
+        -1 => Ok(i32::MAX as usize),
+        0.. => Ok(usize::try_from(value)?),
+        _ => bail!("--grpc_channel_arguments: {key}={value}: give a size in bytes or -1"),
+    }
+}
+
+fn millis(key: &str, value: i64) -> Result<Duration> {
+    match u64::try_from(value) {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => {
+            bail!("--grpc_channel_arguments: {key}={value}: give a positive number of milliseconds")
+        }
+    }
+}
+
+/// Parses `key=value,key=value`, as TensorFlow Serving does; a later key wins. A key not done
+/// here is refused by name.
+pub fn parse_channel_arguments(text: &str) -> Result<ChannelArguments> {
+    let mut args = ChannelArguments::default();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--grpc_channel_arguments: '{pair}' is not KEY=VALUE");
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let int = || -> Result<i64> {
+            value.parse().map_err(|_| {
+                anyhow::anyhow!("--grpc_channel_arguments: {key}={value}: not an integer")
+            })
+        };
+        match key {
+            "grpc.max_receive_message_length" => {
+                args.max_receive_message_bytes = Some(message_size(key, int()?)?)
+            }
+            "grpc.max_send_message_length" => {
+                args.max_send_message_bytes = Some(message_size(key, int()?)?)
+            }
+            "grpc.so_reuseaddr" => args.reuse_address = Some(int()? != 0),
+            "grpc.max_concurrent_streams" => {
+                args.max_concurrent_streams = Some(u32::try_from(int()?).map_err(|_| {
+                    anyhow::anyhow!("--grpc_channel_arguments: {key}={value}: out of range")
+                })?)
+            }
+            "grpc.max_connection_idle_ms" => args.max_connection_idle = Some(millis(key, int()?)?),
+            "grpc.keepalive_time_ms" => args.keepalive_time = Some(millis(key, int()?)?),
+            "grpc.keepalive_timeout_ms" => args.keepalive_timeout = Some(millis(key, int()?)?),
+            "grpc.max_connection_age_ms" => args.max_connection_age = Some(millis(key, int()?)?),
+            "grpc.max_connection_age_grace_ms" => {
+                args.max_connection_age_grace = Some(millis(key, int()?)?)
+            }
+            _ if CLIENT_ONLY_ARGUMENTS.contains(&key) => {
+                tracing::warn!("--grpc_channel_arguments: {key} has no effect on a server")
+            }
+            _ => bail!("--grpc_channel_arguments: {key}: {NOT_YET}"),
+        }
+    }
+    Ok(args)
+}
+
+impl TfServingFlags {
+    /// Refuses every flag set to something not done here, naming each with its reason; warns of
+    /// the flags that cannot matter here.
+    pub fn check(&self) -> Result<()> {
+        let mut refused: Vec<String> = Vec::new();
+        let mut refuse = |given: bool, flag: &str, why: &str| {
+            if given {
+                refused.push(format!("--{flag}: {why}"));
+            }
+        };
+        refuse(
+            self.rest_api_enable_cors_support,
+            "rest_api_enable_cors_support",
+            NOT_YET,
+        );
+        refuse(
+            self.model_config_file_poll_wait_seconds != 0,
+            "model_config_file_poll_wait_seconds",
+            NOT_YET,
+        );
+        refuse(self.enable_batching, "enable_batching", NOT_YET);
+        refuse(
+            !self.batching_parameters_file.is_empty(),
+            "batching_parameters_file",
+            NOT_YET,
+        );
+        refuse(
+            self.enable_per_model_batching_parameters,
+            "enable_per_model_batching_parameters",
+            NOT_YET,
+        );
+        refuse(
+            self.allow_version_labels_for_unavailable_models,
+            "allow_version_labels_for_unavailable_models",
+            NOT_YET,
+        );
+        // A failed version is not retried (yet): only the setting that says so is taken.
+        refuse(
+            self.max_num_load_retries.is_some_and(|n| n != 0),
+            "max_num_load_retries",
+            "not supported yet by tfsandbox serve (a version that fails to load is not retried: only 0 is taken)",
+        );
+        refuse(
+            self.load_retry_interval_micros.is_some() && self.max_num_load_retries != Some(0),
+            "load_retry_interval_micros",
+            "not supported yet by tfsandbox serve (loads are not retried; it is taken only with --max_num_load_retries=0)",
+        );
+        refuse(self.num_load_threads != 0, "num_load_threads", NOT_YET);
+        refuse(self.num_unload_threads != 0, "num_unload_threads", NOT_YET);
+        refuse(
+            self.tensorflow_session_parallelism != 0,
+            "tensorflow_session_parallelism",
+            NOT_YET,
+        );
+        refuse(
+            !self.tensorflow_session_config_file.is_empty(),
+            "tensorflow_session_config_file",
+            NOT_YET,
+        );
+        refuse(
+            self.tensorflow_intra_op_parallelism != 0,
+            "tensorflow_intra_op_parallelism",
+            NOT_YET,
+        );
+        refuse(
+            self.tensorflow_inter_op_parallelism != 0,
+            "tensorflow_inter_op_parallelism",
+            NOT_YET,
+        );
+        refuse(self.use_alts_credentials, "use_alts_credentials", ALTS);
+        refuse(
+            !self.ssl_config_file.is_empty(),
+            "ssl_config_file",
+            "not supported yet by tfsandbox serve (use --tls-cert and --tls-key)",
+        );
+        refuse(
+            !self.platform_config_file.is_empty(),
+            "platform_config_file",
+            NOT_YET,
+        );
+        refuse(
+            self.per_process_gpu_memory_fraction != 0.0,
+            "per_process_gpu_memory_fraction",
+            NOT_YET,
+        );
+        refuse(self.grpc_max_threads.is_some(), "grpc_max_threads", NOT_YET);
+        refuse(
+            self.enable_model_warmup == Some(true),
+            "enable_model_warmup",
+            "not supported yet by tfsandbox serve (no warmup requests are replayed; --enable_model_warmup=false is taken)",
+        );
+        refuse(
+            self.num_request_iterations_for_warmup != 0,
+            "num_request_iterations_for_warmup",
+            NOT_YET,
+        );
+        refuse(
+            !self.monitoring_config_file.is_empty(),
+            "monitoring_config_file",
+            NOT_YET,
+        );
+        refuse(self.prefer_tflite_model, "prefer_tflite_model", TFLITE);
+        refuse(self.num_tflite_pools.is_some(), "num_tflite_pools", TFLITE);
+        refuse(
+            self.num_tflite_interpreters_per_pool.is_some(),
+            "num_tflite_interpreters_per_pool",
+            TFLITE,
+        );
+        refuse(
+            self.xla_cpu_compilation_enabled,
+            "xla_cpu_compilation_enabled",
+            NOT_YET,
+        );
+        refuse(
+            self.xla_gpu_compilation_enabled,
+            "xla_gpu_compilation_enabled",
+            NOT_YET,
+        );
+        refuse(
+            self.enable_profiler == Some(true),
+            "enable_profiler",
+            PROFILER,
+        );
+        refuse(
+            !self.thread_pool_factory_config_file.is_empty(),
+            "thread_pool_factory_config_file",
+            NOT_YET,
+        );
+        refuse(!self.mixed_precision.is_empty(), "mixed_precision", NOT_YET);
+        if !refused.is_empty() {
+            bail!("{}", refused.join("\n"));
+        }
+
+        let given = [
+            self.flush_filesystem_caches.is_some(),
+            self.remove_unused_fields_from_bundle_metagraph.is_some(),
+            self.skip_initialize_tpu.is_some(),
+        ];
+        for (&(flag, why), given) in NO_EFFECT.iter().zip(given) {
+            if given {
+                tracing::warn!("--{flag} has no effect here: {why}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `--rest_api_num_threads`; unset: four per CPU, TensorFlow Serving's default.
+    pub fn rest_api_threads(&self) -> usize {
+        match self.rest_api_num_threads {
+            Some(n) => n.max(1) as usize,
+            None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.
+    pub fn tags(&self) -> Vec<String> {
+        self.saved_model_tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: TfServingFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<TfServingFlags, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.flags)
+    }
+
+    #[test]
+    fn defaults_are_taken() {
+        let flags = parse(&[]).unwrap();
+        flags.check().unwrap();
+        assert_eq!(flags.rest_api_timeout_in_ms, 30000);
+        assert!(!flags.enable_grpc_healthcheck_service);
+        assert!(flags.tags().is_empty());
+    }
+
+    #[test]
+    fn both_forms_and_bare_booleans() {
+        let flags = parse(&[
+            "--saved_model_tags=serve,gpu",
+            "--rest_api_timeout_in_ms",
+            "5000",
+            "--enable_grpc_healthcheck_service",
+            "--enable_serialization_as_tensor_content=1",
+            "--enable_signature_method_name_check=false",
+        ])
+        .unwrap();
+        assert_eq!(flags.tags(), ["serve", "gpu"]);
+        assert_eq!(flags.rest_api_timeout_in_ms, 5000);
+        assert!(flags.enable_grpc_healthcheck_service);
+        assert!(flags.enable_serialization_as_tensor_content);
+        assert!(!flags.enable_signature_method_name_check);
+        assert!(parse(&["--enable_batching=yes"]).is_err());
+    }
+
+    #[test]
+    fn refusals_name_every_flag_and_why() {
+        let flags = parse(&[
+            "--prefer_tflite_model=true",
+            "--use_alts_credentials",
+            "--enable_batching",
+            "--max_num_load_retries=0",
+            "--load_retry_interval_micros=5",
+        ])
+        .unwrap();
+        let message = flags.check().unwrap_err().to_string();
+        assert!(message.contains("--prefer_tflite_model: not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite"), "{message}");
+        assert!(
+            message.contains("--use_alts_credentials: not supported: ALTS"),
+            "{message}"
+        );
+        assert!(
+            message.contains("--enable_batching: not supported yet"),
+            "{message}"
+        );
+        assert!(!message.contains("load_retr"), "{message}");
+        assert!(parse(&["--enable_model_warmup=false"])
+            .unwrap()
+            .check()
+            .is_ok());
+        assert!(parse(&["--enable_model_warmup"]).unwrap().check().is_err());
+        assert!(parse(&["--flush_filesystem_caches=false"])
+            .unwrap()
+            .check()
+            .is_ok());
+    }
+
+    #[test]
+    fn channel_arguments() {
+        let args = parse_channel_arguments(
+            "grpc.max_receive_message_length=1024, grpc.so_reuseaddr=1,grpc.max_send_message_length=-1",
+        )
+        .unwrap();
+        assert_eq!(args.max_receive_message_bytes, Some(1024));
+        assert_eq!(args.max_send_message_bytes, Some(i32::MAX as usize));
+        assert_eq!(args.reuse_address, Some(true));
+        assert_eq!(
+            parse_channel_arguments("").unwrap(),
+            ChannelArguments::default()
+        );
+        let args =
+            parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb")
+                .unwrap();
+        assert_eq!(args.max_connection_age, Some(Duration::from_secs(2)));
+        let error = parse_channel_arguments("grpc.http2.max_frame_size=5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("grpc.http2.max_frame_size: not supported yet"),
+            "{error}"
+        );
+        assert!(parse_channel_arguments("grpc.max_receive_message_length=big").is_err());
+        assert!(parse_channel_arguments("novalue").is_err());
+    }
+}
