@@ -36,11 +36,12 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     /// Memory the worker may use, in bytes (suffixes K, M, G): the container's memory limit with
-    /// docker, the address space (RLIMIT_AS) with the process runtime.
+    /// docker, the sandbox's cgroup with gvisor, the address space (RLIMIT_AS) with the process
+    /// runtime.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub memory: Option<u64>,
-    /// CPUs the worker may use (fractions allowed); docker runtime only: the process runtime has
-    /// no CPU quota, and refuses the flag rather than run unbounded.
+    /// CPUs the worker may use (fractions allowed); docker and gvisor only: the process runtime
+    /// has no CPU quota, and refuses the flag rather than run unbounded.
     #[arg(long)]
     pub cpus: Option<f64>,
     /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
@@ -88,15 +89,17 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
         config.process.address_space_bytes = bytes;
         config.docker.memory_bytes =
             i64::try_from(bytes).context("--memory is too large for the engine")?;
+        config.gvisor.memory_bytes = config.docker.memory_bytes;
     }
     if let Some(cpus) = args.cpus {
-        if args.runtime != RuntimeKind::Docker {
-            bail!("--cpus needs --runtime docker: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
+        if args.runtime == RuntimeKind::Process {
+            bail!("--cpus needs --runtime docker or gvisor: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
         }
         if cpus.is_nan() || cpus <= 0.0 {
             bail!("--cpus {cpus}: give a positive number");
         }
         config.docker.cpus = cpus;
+        config.gvisor.cpus = cpus;
     }
     if !args.gpus.is_none() {
         config = config.with_gpus(args.gpus, args.cuda_library_dir);
