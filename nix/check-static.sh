@@ -27,7 +27,7 @@ fail() {
 echo "== 1. every .nix file parses"
 for required in flake.nix flake.lock nix/default.nix nix/source.nix nix/worker.nix nix/image.nix \
   nix/libtensorflow.nix nix/libtensorflow-pin.nix nix/checks.nix nix/image-config.nix \
-  nix/dlopen.nix nix/nextest.nix nix/tests/static.nix; do
+  nix/dlopen.nix nix/nextest.nix nix/vm.nix nix/tests/static.nix; do
   [ -f "$required" ] || fail "$required is missing"
 done
 mapfile -t nix_files < <(find . \( -path ./target -o -path ./.cache -o -path ./.git \) -prune -o \

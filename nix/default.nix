@@ -95,6 +95,13 @@ in
         cpu = cpu.image;
         cuda = cuda.image;
       };
+    }
+    // {
+      # The process runtime's suites in a NixOS VM (needs KVM): nix/vm.nix.
+      vm = import ./vm.nix {
+        inherit lib pkgs;
+        inherit (cpu) craneLib workspace;
+      };
     };
 
   devShells.default = cpu.craneLib.devShell {

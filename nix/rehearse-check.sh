@@ -9,6 +9,9 @@
 #      libtensorflow the derivation provides, an empty environment otherwise;
 #   4. with the worker's program interpreter off /lib64 (patchelf --set-interpreter to a copy of
 #      the loader in another folder), as a Nix-built worker names glibc's loader in /nix/store.
+#
+#   nix/rehearse-check.sh [FILTER]   # FILTER (a nextest filter) narrows the run to the tests of
+#                                    # checks.nextest that it also matches, e.g. one suite
 # Not rehearsed: Nix's own user namespace (the tests run as root here) and the release profile
 # (checks.nextest builds with --profile release; this reuses the dev build CI already has).
 set -euo pipefail
@@ -38,7 +41,7 @@ inside() {
 
   exec env -i HOME=/homeless-shelter PATH="$sandbox_path" TMPDIR="$scratch/build" \
     CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" CARGO_NET_OFFLINE=true \
-    REHEARSAL_EXPRESSION="$expression" REHEARSAL_BINARIES="$scratch/binaries.json" \
+    REHEARSAL_EXPRESSION="$expression" REHEARSAL_NO_TESTS="$no_tests" REHEARSAL_BINARIES="$scratch/binaries.json" \
     REHEARSAL_METADATA="$scratch/metadata.json" bash -euo pipefail -c '
       for hidden in docker runsc; do
         if command -v "$hidden" >/dev/null; then echo "FAIL: $hidden is on PATH" >&2; exit 1; fi
@@ -48,13 +51,14 @@ inside() {
       [ "$(ls .cache)" = libtensorflow ] || { echo "FAIL: .cache holds $(ls .cache)" >&2; exit 1; }
       # The build of step 3, reused: cargo itself would relink target/debug/tfsandbox-worker.
       cargo nextest run --no-fail-fast --binaries-metadata "$REHEARSAL_BINARIES" \
-        --cargo-metadata "$REHEARSAL_METADATA" -E "$REHEARSAL_EXPRESSION"
+        --cargo-metadata "$REHEARSAL_METADATA" -E "$REHEARSAL_EXPRESSION" $REHEARSAL_NO_TESTS
     '
 }
 
 if [ "${1:-}" = --inside ]; then
   inside
 fi
+narrow=${1:-}
 
 if ! command -v nix-instantiate >/dev/null || ! command -v patchelf >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nix-bin patchelf >/dev/null
@@ -68,6 +72,13 @@ echo "nix/tests/static.nix evaluates"
 echo "== 2. the tests checks.nextest runs"
 expression=$(nix_ eval --raw --file nix/nextest.nix expression)
 echo "filter: $expression"
+# A narrowed run may match nothing (a suite checks.nextest leaves out): that is no failure.
+no_tests=
+if [ -n "$narrow" ]; then
+  expression="($expression) and ($narrow)"
+  no_tests=--no-tests=warn
+  echo "narrowed to: $narrow"
+fi
 
 echo "== 3. the build (the dev profile CI has built; a no-op after scripts/test.sh)"
 cargo build --workspace --bins --tests
@@ -111,6 +122,6 @@ for dir in "${path_dirs[@]}"; do
 done
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
-export scratch sandbox_path cargo_home rustup_home expression
+export scratch sandbox_path cargo_home rustup_home expression no_tests
 unshare --mount --net --propagation private -- "$repo/nix/rehearse-check.sh" --inside
 echo "== nix/rehearse-check.sh: passed"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the release bundle for people without Nix:
 #   scripts/release.sh OUT_DIR  ->  OUT_DIR/tfsandbox-<version>-x86_64-linux.tar.gz
-# holding bin/tfsandbox, bin/tfsandbox-jailer, bin/tfsandbox-worker and the worker's exact closure,
-# its loader included, in lib/tfsandbox: the image's layout under another prefix, which the host
-# library recognises (host/lib/src/closure.rs), so the worker runs in the sandbox on the bundled
+# holding bin/tfsandbox, bin/tfsandbox-jailer, bin/tfsandbox-init (the docker runtime's pid 1),
+# bin/tfsandbox-worker and the worker's exact closure, its loader included, in lib/tfsandbox: the
+# image's layout under another prefix, which the host library recognises (host/lib/src/closure.rs),
+# so the worker runs in the sandbox on the bundled
 # loader and libraries, started as `ld-linux-x86-64.so.2 --library-path /usr/lib/tfsandbox ...`.
 #
 # A clean release build of the committed tree (git archive HEAD) in a folder of its own. The
@@ -48,11 +49,15 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
   cd "$src"
   export CARGO_TARGET_DIR=$src/target
   export PKG_CONFIG_PATH=$tensorflow_lib/pkgconfig
-  # No path of this machine in the binaries (panic locations, line tables).
+  # No path of this machine in the binaries (panic locations, line tables), from Rust or from the
+  # C that build scripts compile (ring's).
   export RUSTFLAGS="--remap-path-prefix=$src=/tfsandbox --remap-path-prefix=$cargo_home=/cargo"
+  export CFLAGS="-ffile-prefix-map=$src=/tfsandbox -ffile-prefix-map=$cargo_home=/cargo"
   # The worker's RUNPATH: the bundle's library folder, not this build's libtensorflow.
   export TFSANDBOX_WORKER_RUNPATH='$ORIGIN/../lib/tfsandbox'
-  cargo build --release --locked -p tfsandbox -p tfsandbox-jailer -p tfsandbox-worker --bins
+  # Binaries by name, whichever crate holds them.
+  nice -n 10 cargo build --release --locked --bin tfsandbox --bin tfsandbox-jailer \
+    --bin tfsandbox-init --bin tfsandbox-worker
 )
 release=$src/target/release
 
@@ -66,9 +71,10 @@ closure=$(env -i "$release/tfsandbox" image closure --worker "$release/tfsandbox
 interpreter=$(sed -n 's/.*entry point: \([^ ]*\) .*/\1/p' <<<"$closure")
 while read -r image_path host_path; do
   case "$image_path" in
-    /usr/bin/tfsandbox-worker) install -m 0755 "$host_path" "$stage/bin/tfsandbox-worker" ;;
+    # Named as in the image (libstdc++.so.6, not the host's libstdc++.so.6.0.30 it resolves to).
+    /usr/bin/tfsandbox-worker | /usr/bin/tfsandbox-init) install -m 0755 "$host_path" "$stage${image_path#/usr}" ;;
     "$interpreter") install -m 0755 "$host_path" "$stage/lib/tfsandbox/$(basename "$image_path")" ;;
-    /usr/lib/tfsandbox/*) install -m 0644 "$host_path" "$stage/lib/tfsandbox/" ;;
+    /usr/lib/tfsandbox/*) install -m 0644 "$host_path" "$stage${image_path#/usr}" ;;
     *) fail "a closure file outside the image's layout: $image_path" ;;
   esac
 done < <(sed -n 's/^ *[0-9]\+  \([^ ]*\) .*  <- \(.*\)$/\1 \2/p' <<<"$closure")
@@ -80,6 +86,10 @@ files=$(grep -c '  <- ' <<<"$bundled")
 inside=$(grep -c "  <- $stage/" <<<"$bundled")
 [ "$files" = "$inside" ] || fail "the bundle's closure takes $((files - inside)) files from outside it"
 [ "$files" = "$(grep -c '  <- ' <<<"$closure")" ] || fail "the bundle's closure differs from the build's"
+
+# No file names the folder it was built in (that would break byte-identical builds elsewhere).
+leaks=$(grep -rlF -e "$work" -e "$repo" "$stage" || true)
+[ -z "$leaks" ] || fail "these name the build folder: $leaks"
 
 # The host side runs on the host's glibc: the oldest it needs, from its versioned symbols.
 glibc=$(objdump -T "$stage/bin/tfsandbox" "$stage/bin/tfsandbox-jailer" \
