@@ -158,18 +158,21 @@ async fn metadata_lists_signatures_with_types_and_shapes(runtime: RuntimeKind) {
     let fetched = model.fetch_metadata().await.unwrap();
     assert_eq!(&fetched, model.metadata());
     let default = &fetched.signatures[0];
-    let inputs: Vec<(&str, &str, &[i64])> = default
+    let inputs: Vec<(&str, String, &[i64])> = default
         .inputs
         .iter()
-        .map(|s| (s.name.as_str(), s.tf_dtype.as_str(), s.shape.as_slice()))
+        .map(|s| {
+            let dtype = tfsandbox_proto::dtype::tensorflow_name(s.tensorflow_dtype);
+            (s.name.as_str(), dtype, s.shape.as_slice())
+        })
         .collect();
     assert_eq!(
         inputs,
         vec![
-            ("a", "DT_FLOAT", &[-1i64, 2][..]),
-            ("b", "DT_INT64", &[-1][..]),
-            ("mask", "DT_BOOL", &[-1][..]),
-            ("pixels", "DT_UINT8", &[-1, 3][..])
+            ("a", "DT_FLOAT".to_string(), &[-1i64, 2][..]),
+            ("b", "DT_INT64".to_string(), &[-1][..]),
+            ("mask", "DT_BOOL".to_string(), &[-1][..]),
+            ("pixels", "DT_UINT8".to_string(), &[-1, 3][..])
         ]
     );
 }

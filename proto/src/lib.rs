@@ -1,12 +1,13 @@
 //! The wire contract between the tfsandbox host and its workers, and the transport both speak.
 //! (TensorFlow Serving's API, which only `tfsandbox serve` speaks, lives in `tfsandbox-serve`.)
 
+pub mod dtype;
 pub mod transport;
 
 /// The version of the host↔worker contract (`proto/tfsandbox/v1/worker.proto`). Raise it with any
 /// change an older peer would misread; the worker reports it in `InfoResponse.protocol_version`
 /// and the host checks it at the start.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The environment the host gives the worker, the same on every runtime.
 pub mod worker_env {

@@ -16,7 +16,7 @@ use tfsandbox_proto::v1::{
 use tfsandbox_scan::{OpPolicy, ScanLimits};
 
 use crate::error::WorkerError;
-use crate::tensor::{tf_dtype_name, wire_dtype, TfTensor};
+use crate::tensor::{tensorflow_number, wire_dtype, TfTensor};
 
 pub const DEFAULT_TAG: &str = "serve";
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -226,7 +226,7 @@ impl Signature {
                         dtype: wire_dtype(info.dtype()).unwrap_or(DataType::Unspecified) as i32,
                         unknown_rank: dims.is_none(),
                         shape: dims.unwrap_or_default(),
-                        tf_dtype: tf_dtype_name(info.dtype()),
+                        tensorflow_dtype: tensorflow_number(info.dtype()),
                     };
                     let endpoint = Endpoint {
                         spec,
@@ -256,7 +256,7 @@ fn check_dtype(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
     if expected == DataType::Unspecified {
         return Err(format!(
             "the model expects {}, which tfsandbox does not carry",
-            spec.tf_dtype
+            tfsandbox_proto::dtype::tensorflow_name(spec.tensorflow_dtype)
         ));
     }
     if wire.dtype != spec.dtype {

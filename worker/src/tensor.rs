@@ -19,23 +19,44 @@ use tfsandbox_proto::v1::{DataType, Tensor as WireTensor};
 /// TensorShape::MaxDimensions().
 const MAX_DIMS: usize = 254;
 
+/// TensorFlow's number for a type (types.proto), which the `tensorflow` crate keeps private.
+pub fn tensorflow_number(dtype: TfType) -> i32 {
+    match dtype {
+        TfType::Float => 1,
+        TfType::Double => 2,
+        TfType::Int32 => 3,
+        TfType::UInt8 => 4,
+        TfType::Int16 => 5,
+        TfType::Int8 => 6,
+        TfType::String => 7,
+        TfType::Complex64 => 8,
+        TfType::Int64 => 9,
+        TfType::Bool => 10,
+        TfType::QInt8 => 11,
+        TfType::QUInt8 => 12,
+        TfType::QInt32 => 13,
+        TfType::BFloat16 => 14,
+        TfType::QInt16 => 15,
+        TfType::QUInt16 => 16,
+        TfType::UInt16 => 17,
+        TfType::Complex128 => 18,
+        TfType::Half => 19,
+        TfType::Resource => 20,
+        TfType::Variant => 21,
+        TfType::UInt32 => 22,
+        TfType::UInt64 => 23,
+        TfType::UnrecognizedEnumValue(number) => i32::try_from(number).unwrap_or(-1),
+    }
+}
+
 /// The wire type for a TensorFlow type, or `None` where the contract has no such type.
 pub fn wire_dtype(dtype: TfType) -> Option<DataType> {
-    Some(match dtype {
-        TfType::Float => DataType::Float32,
-        TfType::Double => DataType::Float64,
-        TfType::Int32 => DataType::Int32,
-        TfType::Int64 => DataType::Int64,
-        TfType::UInt8 => DataType::Uint8,
-        TfType::Bool => DataType::Bool,
-        TfType::String => DataType::String,
-        _ => return None,
-    })
+    DataType::from_tensorflow(tensorflow_number(dtype))
 }
 
 /// TensorFlow's own name for a type, as its error messages use it.
 pub fn tf_dtype_name(dtype: TfType) -> String {
-    format!("DT_{}", format!("{dtype:?}").to_uppercase())
+    tfsandbox_proto::dtype::tensorflow_name(tensorflow_number(dtype))
 }
 
 /// A TensorFlow tensor of one of the contract's types.

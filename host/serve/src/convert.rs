@@ -5,8 +5,9 @@
 //! (`float_val`, `int_val`, ...), as TensorFlow Serving answers by default (`predict_util.cc`,
 //! `kAsProtoField`), so clients that read `float_val` get the values.
 
-use crate::proto::{tensor_shape_proto, DataType as TfType, TensorProto, TensorShapeProto};
+use crate::proto::{tensor_shape_proto, TensorProto, TensorShapeProto};
 use bytes::Bytes;
+use tfsandbox_proto::dtype::tensorflow_name;
 use tfsandbox_proto::v1::Tensor as WireTensor;
 
 use tfsandbox::tensor::{DType, Tensor, STRING_OVERHEAD_BYTES};
@@ -37,43 +38,6 @@ pub enum ConvertError {
     },
 }
 
-/// TensorFlow's name for a dtype number (`DT_FLOAT`), or the number where it has none here.
-pub fn tf_type_name(value: i32) -> String {
-    TfType::try_from(value)
-        .map(|t| t.as_str_name().to_string())
-        .unwrap_or_else(|_| format!("dtype {value}"))
-}
-
-/// TensorFlow's dtype number from its name, as the worker reports it in `TensorSpec::tf_dtype`.
-pub fn tf_type_from_name(name: &str) -> TfType {
-    TfType::from_str_name(name).unwrap_or(TfType::DtInvalid)
-}
-
-fn dtype_of(tf: i32) -> Option<DType> {
-    Some(match TfType::try_from(tf).ok()? {
-        TfType::DtFloat => DType::Float32,
-        TfType::DtDouble => DType::Float64,
-        TfType::DtInt32 => DType::Int32,
-        TfType::DtInt64 => DType::Int64,
-        TfType::DtUint8 => DType::Uint8,
-        TfType::DtBool => DType::Bool,
-        TfType::DtString => DType::String,
-        _ => return None,
-    })
-}
-
-fn tf_type_of(dtype: DType) -> TfType {
-    match dtype {
-        DType::Float32 => TfType::DtFloat,
-        DType::Float64 => TfType::DtDouble,
-        DType::Int32 => TfType::DtInt32,
-        DType::Int64 => TfType::DtInt64,
-        DType::Uint8 => TfType::DtUint8,
-        DType::Bool => TfType::DtBool,
-        DType::String => TfType::DtString,
-    }
-}
-
 /// A request tensor's dtype, shape and element count, and the bytes it will hold once built
 /// (as [`Tensor::byte_len`] counts them), all read without allocating anything.
 struct Size {
@@ -88,10 +52,11 @@ fn size_of_proto(name: &str, proto: &TensorProto) -> Result<Size, ConvertError> 
         name: name.to_string(),
         message,
     };
-    let dtype = dtype_of(proto.dtype).ok_or_else(|| ConvertError::UnsupportedType {
-        name: name.to_string(),
-        dtype: tf_type_name(proto.dtype),
-    })?;
+    let dtype =
+        DType::from_tensorflow(proto.dtype).ok_or_else(|| ConvertError::UnsupportedType {
+            name: name.to_string(),
+            dtype: tensorflow_name(proto.dtype),
+        })?;
     let shape_proto = proto.tensor_shape.clone().unwrap_or_default();
     if shape_proto.unknown_rank {
         return Err(malformed("tensor_shape has unknown rank".into()));
@@ -136,7 +101,7 @@ pub fn check_request<'a>(
         if size.bytes > max_tensor_bytes as u128 {
             return Err(ConvertError::TooLarge {
                 name: name.to_string(),
-                dtype: tf_type_name(proto.dtype),
+                dtype: tensorflow_name(proto.dtype),
                 shape: size.shape,
                 bytes: size.bytes,
                 limit: max_tensor_bytes,
@@ -145,7 +110,7 @@ pub fn check_request<'a>(
         total += size.bytes;
         listed.push(format!(
             "'{name}': {} {:?}, {} bytes",
-            tf_type_name(proto.dtype),
+            tensorflow_name(proto.dtype),
             size.shape,
             size.bytes
         ));
@@ -180,7 +145,7 @@ pub fn from_proto(
     if bytes > max_bytes as u128 {
         return Err(ConvertError::TooLarge {
             name: name.to_string(),
-            dtype: tf_type_name(proto.dtype),
+            dtype: tensorflow_name(proto.dtype),
             shape,
             bytes,
             limit: max_bytes,
@@ -203,7 +168,7 @@ pub fn from_proto(
             return Err(malformed(format!(
                 "tensor_content holds {} bytes, but shape {shape:?} of {} needs {}",
                 proto.tensor_content.len(),
-                tf_type_name(proto.dtype),
+                tensorflow_name(proto.dtype),
                 count.saturating_mul(size)
             )));
         }
@@ -289,7 +254,7 @@ pub fn to_proto(tensor: Tensor) -> TensorProto {
     let dtype = tensor.dtype();
     let wire = tensor.into_wire();
     let mut proto = TensorProto {
-        dtype: tf_type_of(dtype) as i32,
+        dtype: dtype.tensorflow(),
         tensor_shape: Some(shape_proto(&wire.shape, false)),
         ..TensorProto::default()
     };
@@ -315,7 +280,7 @@ pub fn to_proto_content(tensor: Tensor) -> TensorProto {
     let dtype = tensor.dtype();
     let wire = tensor.into_wire();
     TensorProto {
-        dtype: tf_type_of(dtype) as i32,
+        dtype: dtype.tensorflow(),
         tensor_shape: Some(shape_proto(&wire.shape, false)),
         tensor_content: wire.content,
         ..TensorProto::default()
@@ -346,6 +311,7 @@ pub fn shape_proto(dims: &[i64], unknown_rank: bool) -> TensorShapeProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::DataType as TfType;
 
     const MAX: usize = 1 << 20;
 

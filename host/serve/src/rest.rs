@@ -15,8 +15,7 @@ use crate::proto::serving::{
     prediction_service_server::PredictionService, ModelSpec,
 };
 use crate::proto::{
-    feature, BytesList, DataType, Example, Feature, Features, FloatList, Int64List, SignatureDef,
-    TensorInfo,
+    feature, BytesList, Example, Feature, Features, FloatList, Int64List, SignatureDef, TensorInfo,
 };
 use axum::body::Body;
 use axum::extract::State;
@@ -685,7 +684,7 @@ fn status_json(response: &pb::GetModelStatusResponse) -> Value {
 }
 
 fn tensor_info_json(info: &TensorInfo) -> Value {
-    let dtype = DataType::try_from(info.dtype).map_or("DT_INVALID", |d| d.as_str_name());
+    let dtype = tfsandbox_proto::dtype::tensorflow_name(info.dtype);
     let shape = info.tensor_shape.clone().unwrap_or_default();
     let dims: Vec<Value> = shape
         .dim

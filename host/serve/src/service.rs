@@ -172,7 +172,7 @@ fn tensor_info(spec: &tfsandbox::wire::TensorSpec) -> TensorInfo {
         // The worker reports signature keys, not graph tensor names; the key is what clients
         // address inputs by.
         encoding: Some(crate::proto::tensor_info::Encoding::Name(spec.name.clone())),
-        dtype: convert::tf_type_from_name(&spec.tf_dtype) as i32,
+        dtype: spec.tensorflow_dtype,
         tensor_shape: Some(convert::shape_proto(&spec.shape, spec.unknown_rank)),
     }
 }

@@ -103,8 +103,10 @@ pub async fn inspect_sandbox(args: InspectSandboxArgs) -> Result<()> {
 }
 
 fn spec_text(spec: &tfsandbox::wire::TensorSpec) -> String {
-    let dtype =
-        DType::from_wire(spec.dtype).map_or_else(|| spec.tf_dtype.clone(), |d| d.to_string());
+    let dtype = DType::from_wire(spec.dtype).map_or_else(
+        || tfsandbox::tensor::tensorflow_name(spec.tensorflow_dtype),
+        |d| d.to_string(),
+    );
     let shape = if spec.unknown_rank {
         "unknown rank".to_string()
     } else {
@@ -141,7 +143,7 @@ fn metadata_json(metadata: &ModelMetadata) -> Value {
                 serde_json::json!({
                     "name": s.name,
                     "dtype": DType::from_wire(s.dtype).map(|d| d.to_string()),
-                    "tf_dtype": s.tf_dtype,
+                    "tf_dtype": tfsandbox::tensor::tensorflow_name(s.tensorflow_dtype),
                     "shape": if s.unknown_rank { Value::Null } else { s.shape.clone().into() },
                 })
             })

@@ -105,7 +105,7 @@ fn input_dtype(signature: &Signature, name: &str) -> Result<DType> {
     DType::from_wire(spec.dtype).with_context(|| {
         format!(
             "input '{name}' has type {}, which tfsandbox does not carry",
-            spec.tf_dtype
+            tfsandbox::tensor::tensorflow_name(spec.tensorflow_dtype)
         )
     })
 }

@@ -11,6 +11,10 @@ use std::fmt;
 use bytes::Bytes;
 use tfsandbox_proto::v1::{DataType, Tensor as WireTensor};
 
+/// TensorFlow's name for its dtype number (`DT_FLOAT`), as signatures report it
+/// (`TensorSpec::tensorflow_dtype`).
+pub use tfsandbox_proto::dtype::tensorflow_name;
+
 pub use json::{from_json, to_json};
 #[cfg(feature = "npy")]
 pub use npy::from_npy;
@@ -58,12 +62,17 @@ impl DType {
 
     /// Bytes per element; strings have none fixed.
     pub fn size(self) -> Option<usize> {
-        match self {
-            DType::Float64 | DType::Int64 => Some(8),
-            DType::Float32 | DType::Int32 => Some(4),
-            DType::Uint8 | DType::Bool => Some(1),
-            DType::String => None,
-        }
+        self.to_wire().element_size()
+    }
+
+    /// TensorFlow's number for it (`DT_FLOAT` is 1), as TensorFlow Serving's API carries it.
+    pub fn tensorflow(self) -> i32 {
+        self.to_wire().tensorflow()
+    }
+
+    /// The type for TensorFlow's number, or `None` where the contract has no such type.
+    pub fn from_tensorflow(number: i32) -> Option<DType> {
+        DType::from_wire(DataType::from_tensorflow(number)? as i32)
     }
 }
 
