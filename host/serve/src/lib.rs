@@ -7,6 +7,7 @@
 
 mod authority;
 mod convert;
+mod examples;
 mod listen;
 mod model_config;
 mod profiler;
