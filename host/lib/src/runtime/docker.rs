@@ -15,8 +15,8 @@ use std::sync::Mutex;
 
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
-    MountBindOptions, MountType, ResourcesUlimits,
+    ContainerCreateBody, ContainerSummary, HostConfig, HostConfigCgroupnsModeEnum,
+    HostConfigLogConfig, Mount, MountBindOptions, MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, KillContainerOptions,
@@ -159,20 +159,7 @@ impl DockerRuntime {
     }
 
     async fn reap_orphans(&self) -> Result<()> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![LABEL.to_string()],
-            )])),
-            ..Default::default()
-        };
-        let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| engine("listing containers", e))?;
-        for container in containers {
+        for container in self.containers_labelled(LABEL).await? {
             let owner = container
                 .labels
                 .as_ref()
@@ -245,16 +232,15 @@ impl DockerRuntime {
     /// The uids of tfsandbox containers the engine holds, in any state.
     async fn live_uids(&self) -> Result<BTreeSet<u32>> {
         Ok(self
-            .containers_labelled(UID_LABEL)
+            .label_values(UID_LABEL)
             .await?
             .into_iter()
             .filter_map(|(_, _, uid)| uid.parse().ok())
             .collect())
     }
 
-    /// (created, id, label value) of every container carrying `label` (`name` or `name=value`).
-    async fn containers_labelled(&self, label: &str) -> Result<Vec<(i64, String, String)>> {
-        let name = label.split('=').next().unwrap_or(label);
+    /// Every container carrying `label` (`name` or `name=value`), in any state.
+    async fn containers_labelled(&self, label: &str) -> Result<Vec<ContainerSummary>> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([(
@@ -263,12 +249,18 @@ impl DockerRuntime {
             )])),
             ..Default::default()
         };
-        let containers = self
-            .docker
+        self.docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| engine("listing containers", e))?;
-        Ok(containers
+            .map_err(|e| engine("listing containers", e))
+    }
+
+    /// (created, id, label value) of every container carrying `label` (`name` or `name=value`).
+    async fn label_values(&self, label: &str) -> Result<Vec<(i64, String, String)>> {
+        let name = label.split('=').next().unwrap_or(label);
+        Ok(self
+            .containers_labelled(label)
+            .await?
             .into_iter()
             .filter_map(|c| {
                 let value = c.labels.as_ref()?.get(name)?.clone();
@@ -280,9 +272,7 @@ impl DockerRuntime {
     /// Whether another host process made a container with the same uid before this one did
     /// (both listed before either was made); the later one gives way.
     async fn uid_taken_first(&self, id: &str, uid: u32) -> Result<bool> {
-        let same = self
-            .containers_labelled(&format!("{UID_LABEL}={uid}"))
-            .await?;
+        let same = self.label_values(&format!("{UID_LABEL}={uid}")).await?;
         let ours = same.iter().find(|(_, theirs, _)| theirs == id);
         Ok(match ours {
             Some(ours) => same
