@@ -114,8 +114,8 @@ pub fn tensorflow_name(number: i32) -> String {
         .ok()
         .and_then(|i| TENSORFLOW_NAMES.get(i))
     {
-        Some(name) if base > 0 || suffix.is_empty() => format!("{name}{suffix}"),
-        _ => format!("dtype {number}"),
+        Some(name) => format!("{name}{suffix}"),
+        None => format!("dtype {number}"),
     }
 }
 
