@@ -107,7 +107,7 @@ fn byte_tensors(plan: &Plan) -> HashMap<usize, Tensor> {
 
 fn config(runtime: RuntimeKind, fixtures: &Path) -> Config {
     Config {
-        runtime,
+        runtime: runtime.into(),
         worker_log: "warn".into(),
         ..Config::default()
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tfsandbox::runtime::Launch;
-use tfsandbox::{Config, RuntimeKind};
+use tfsandbox::{Config, ProcessSettings, RuntimeConfig, RuntimeKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{config, fixture};
@@ -170,8 +170,13 @@ pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
     if runtime == RuntimeKind::Process {
         // A CPU limit is a setting (none by default: a long-lived worker accumulates CPU time);
         // with one set, a busy loop past it ends by SIGXCPU, or SIGKILL at the hard limit.
-        let mut limited = config(runtime);
-        limited.process.cpu_seconds = Some(1);
+        let limited = Config {
+            runtime: RuntimeConfig::Process(ProcessSettings {
+                cpu_seconds: Some(1),
+                ..ProcessSettings::default()
+            }),
+            ..config(runtime)
+        };
         let cpu = run_probe(&limited, "cpu").await;
         let stopped = matches!(cpu.status.signal, Some(libc::SIGXCPU | libc::SIGKILL));
         attempts.push(Attempt {

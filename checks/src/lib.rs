@@ -55,7 +55,7 @@ pub fn fixture_dirs() -> Vec<PathBuf> {
 pub fn config(runtime: RuntimeKind) -> Config {
     init_logging();
     Config {
-        runtime,
+        runtime: runtime.into(),
         models: fixture_dirs(),
         ..Config::default()
     }

@@ -18,7 +18,7 @@ use tfsandbox::runtime::gpu_passthrough::{self, Passthrough};
 use tfsandbox::runtime::process::ProcessRuntime;
 use tfsandbox::runtime::{Launch, ModelMounts};
 use tfsandbox::Gpus;
-use tfsandbox::{DockerSettings, ProcessSettings, RuntimeKind};
+use tfsandbox::{Config, DockerSettings, ProcessSettings, RuntimeConfig, RuntimeKind};
 use tfsandbox_checks::{config, jailer_path, sandbox};
 use tfsandbox_jailer::plan::{Bind, Limit, Plan};
 use tfsandbox_jailer::seccomp::Policy;
@@ -371,8 +371,13 @@ async fn the_cuda_image_runs_a_model_without_a_gpu() {
     let reference = tfsandbox::image::ensure_loaded(&docker, &closure, None)
         .await
         .expect("the CUDA image builds and loads");
-    let mut config = config(RuntimeKind::Docker);
-    config.docker.image = Some(reference);
+    let config = Config {
+        runtime: RuntimeConfig::Docker(DockerSettings {
+            image: Some(reference),
+            ..DockerSettings::default()
+        }),
+        ..config(RuntimeKind::Docker)
+    };
     let sandbox = tfsandbox::Sandbox::start(config)
         .await
         .expect("sandbox starts");

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tfsandbox::closure::{self, Closure, Variant};
 use tfsandbox::image::{self, oci};
 use tfsandbox::runtime::docker::{MASKED_PATHS, READONLY_PATHS, UID_BASE, UID_COUNT};
-use tfsandbox::{RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{Config, DockerSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, sandbox};
 
 fn engine() -> Docker {
@@ -592,8 +592,13 @@ async fn a_private_model_loads_and_its_acl_entries_go_with_the_sandbox() {
 
 #[tokio::test]
 async fn an_engine_runtime_the_engine_lacks_is_refused_naming_it() {
-    let mut config = config(RuntimeKind::Docker);
-    config.docker.engine_runtime = Some("tfsandbox-no-such-runtime".into());
+    let config = Config {
+        runtime: RuntimeConfig::Docker(DockerSettings {
+            engine_runtime: Some("tfsandbox-no-such-runtime".into()),
+            ..DockerSettings::default()
+        }),
+        ..config(RuntimeKind::Docker)
+    };
     let error = Sandbox::start(config).await.err().expect("the start fails");
     let text = error.to_string();
     assert!(text.contains("'tfsandbox-no-such-runtime'"), "{text}");
@@ -614,8 +619,13 @@ async fn the_worker_runs_under_runsc_where_the_engine_has_it() {
         );
         return;
     }
-    let mut config = config(RuntimeKind::Docker);
-    config.docker.engine_runtime = Some("runsc".into());
+    let config = Config {
+        runtime: RuntimeConfig::Docker(DockerSettings {
+            engine_runtime: Some("runsc".into()),
+            ..DockerSettings::default()
+        }),
+        ..config(RuntimeKind::Docker)
+    };
     let sandbox = Sandbox::start(config).await.expect("a sandbox under runsc");
     let container = engine()
         .inspect_container(&container_name(&sandbox), None)

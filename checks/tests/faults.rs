@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tfsandbox::{Config, Error, ProcessSettings, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{Config, Error, ProcessSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{
     config, container_name, each_runtime, fixture, jailer_path, kill_worker, sandbox,
     worker_host_pid,
@@ -26,10 +26,10 @@ async fn a_missing_worker_binary_says_where_it_looked() {
 async fn a_worker_that_exits_at_start_is_reported_with_its_status() {
     let config = Config {
         worker_path: Some("/bin/false".into()),
-        process: ProcessSettings {
+        runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer_path()),
             ..Default::default()
-        },
+        }),
         ..config(RuntimeKind::Process)
     };
     let error = Sandbox::start(config).await.err().unwrap();
@@ -42,10 +42,10 @@ async fn a_worker_that_speaks_no_protocol_fails_the_start_without_hanging() {
     // `cat` echoes our own bytes back: a peer that answers, but with nonsense.
     let config = Config {
         worker_path: Some("/bin/cat".into()),
-        process: ProcessSettings {
+        runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer_path()),
             ..Default::default()
-        },
+        }),
         start_timeout: Duration::from_secs(10),
         ..config(RuntimeKind::Process)
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tfsandbox::{Config, Error, GvisorSettings, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{Config, Error, GvisorSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor};
 use tfsandbox_checks::{config, container_name, fixture, kill_worker};
 
 fn x(values: &[f32]) -> [(&'static str, Tensor); 1] {
@@ -154,8 +154,13 @@ async fn a_killed_worker_is_replaced_and_reaped() {
 
 #[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_sandbox_memory_bound() {
-    let mut config = config(RuntimeKind::Gvisor);
-    config.gvisor.memory_bytes = 1 << 30;
+    let mut config = Config {
+        runtime: RuntimeConfig::Gvisor(GvisorSettings {
+            memory_bytes: 1 << 30,
+            ..GvisorSettings::default()
+        }),
+        ..config(RuntimeKind::Gvisor)
+    };
     config.models.push(fixture("hostile/memory_bomb"));
     let sandbox = Sandbox::start(config)
         .await
@@ -195,8 +200,13 @@ async fn a_failed_start_leaves_no_sandbox_state_or_process() {
     assert_nothing_left("a worker that exits at start").await;
 
     // runsc itself cannot be started.
-    let mut missing = config(RuntimeKind::Gvisor);
-    missing.gvisor.runsc_path = "/nonexistent/runsc".into();
+    let missing = Config {
+        runtime: RuntimeConfig::Gvisor(GvisorSettings {
+            runsc_path: "/nonexistent/runsc".into(),
+            ..GvisorSettings::default()
+        }),
+        ..config(RuntimeKind::Gvisor)
+    };
     let error = Sandbox::start(missing)
         .await
         .err()

@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tfsandbox::{Config, Predict, ProcessSettings, RestartPolicy, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{
+    Config, Predict, ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
+};
 use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
@@ -620,19 +622,18 @@ async fn a_worker_that_cannot_start_for_a_while_is_not_a_crash_loop() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let jailer = dir.path().join("tfsandbox-jailer");
     std::fs::copy(jailer_path(), &jailer).unwrap();
-    let base = config(RuntimeKind::Process);
     let sandbox = Sandbox::start(Config {
-        process: ProcessSettings {
+        runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer.clone()),
-            ..base.process.clone()
-        },
+            ..ProcessSettings::default()
+        }),
         restart: RestartPolicy {
             max_restarts: 2,
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
             ..RestartPolicy::default()
         },
-        ..base
+        ..config(RuntimeKind::Process)
     })
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tfsandbox::{Config, Gpus, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{Config, Gpus, Sandbox, Tensor};
 
 struct Args {
     model: PathBuf,
@@ -50,11 +50,7 @@ fn parse() -> Result<Args, String> {
 
 /// One sandbox: Info, then a warm-up call and `runs` timed calls. Returns its JSON report.
 async fn measure(args: &Args, gpu: bool) -> Result<serde_json::Value, String> {
-    let mut config = Config {
-        runtime: RuntimeKind::Process,
-        ..Config::default()
-    }
-    .with_model(&args.model);
+    let mut config = Config::default().with_model(&args.model);
     if gpu {
         config = config.with_gpus(Gpus::All, &args.cuda_library_dir);
     } else if let Some(dir) = &args.cpu_library_dir {

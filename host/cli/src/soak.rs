@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tfsandbox::closure::WORKER_PATH;
 use tfsandbox::procfs;
 use tfsandbox::runtime::{docker, gvisor};
-use tfsandbox::{Config, Result, RuntimeKind, Sandbox};
+use tfsandbox::{Config, Result, RuntimeConfig, RuntimeKind, Sandbox};
 
 /// How long leftovers may take to go after the last cycle (an engine removes containers late).
 const SETTLE: Duration = Duration::from_secs(20);
@@ -33,15 +33,18 @@ pub struct Census {
 
 impl Census {
     pub async fn take(config: &Config) -> Result<Census> {
-        let (containers, runsc_state) = match config.runtime {
-            RuntimeKind::Docker => (docker::containers_of_this_process().await?, 0),
-            RuntimeKind::Gvisor => gvisor::leftovers(&config.gvisor),
-            RuntimeKind::Process => (0, 0),
+        let (containers, runsc_state, runsc_root) = match &config.runtime {
+            RuntimeConfig::Docker(_) => (docker::containers_of_this_process().await?, 0, None),
+            RuntimeConfig::Gvisor(settings) => {
+                let (sandboxes, entries) = gvisor::leftovers(settings);
+                (sandboxes, entries, Some(gvisor::root_argument(settings)))
+            }
+            RuntimeConfig::Process(_) => (0, 0, None),
         };
         // Only this process's: other programs on the host make theirs.
         let own = format!("tfsandbox-{}-", std::process::id());
         Ok(Census {
-            processes: sandbox_processes(&gvisor::root_argument(&config.gvisor)),
+            processes: sandbox_processes(runsc_root.as_deref()),
             containers,
             runsc_state,
             fds: count_entries("/proc/self/fd".into(), |_| true),
@@ -69,14 +72,9 @@ impl Report {
     /// The summary line: `soak <runtime>: N cycles, leaked processes P, containers C, fds F,
     /// host RSS growth K KiB`.
     pub fn line(&self) -> String {
-        let runtime = match self.runtime {
-            RuntimeKind::Process => "process",
-            RuntimeKind::Docker => "docker",
-            RuntimeKind::Gvisor => "gvisor",
-        };
         format!(
-            "soak {runtime}: {} cycles, leaked processes {}, containers {}, fds {}, host RSS growth {} KiB",
-            self.cycles, self.processes, self.containers, self.fds, self.rss_growth_kib
+            "soak {}: {} cycles, leaked processes {}, containers {}, fds {}, host RSS growth {} KiB",
+            self.runtime, self.cycles, self.processes, self.containers, self.fds, self.rss_growth_kib
         )
     }
 }
@@ -109,7 +107,7 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     Ok(Report {
-        runtime: config.runtime,
+        runtime: config.runtime.kind(),
         cycles,
         processes: after.processes.difference(&before.processes).count(),
         containers: after.containers.saturating_sub(before.containers),
@@ -148,8 +146,9 @@ async fn cycle(config: &Config, n: u64) -> Result<()> {
 
 /// Descendants of this process, sandbox workers orphaned to init (a worker whose jailer died
 /// without taking it along would escape the first count), and any runsc process (a sandbox
-/// outliving its `runsc run`) whose command line has `runsc_root`, this process's runsc state.
-fn sandbox_processes(runsc_root: &str) -> BTreeSet<u32> {
+/// outliving its `runsc run`) whose command line has `runsc_root`, this process's runsc state
+/// (gvisor only).
+fn sandbox_processes(runsc_root: Option<&str>) -> BTreeSet<u32> {
     let me = std::process::id();
     let mut parents = Vec::new();
     let mut ours = BTreeSet::new();
@@ -171,9 +170,8 @@ fn sandbox_processes(runsc_root: &str) -> BTreeSet<u32> {
         let is_worker = cmdline
             .split(|&b| b == 0)
             .any(|arg| arg == WORKER_PATH.as_bytes());
-        let is_our_runsc = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == runsc_root.as_bytes());
+        let is_our_runsc = runsc_root
+            .is_some_and(|root| cmdline.split(|&b| b == 0).any(|arg| arg == root.as_bytes()));
         if (is_worker && ppid == 1) || is_our_runsc {
             ours.insert(pid);
         }

@@ -57,6 +57,42 @@ impl std::str::FromStr for RuntimeKind {
     }
 }
 
+/// The runtime a sandbox starts in, with that runtime's settings: only the settings of the
+/// runtime in use exist, so none can be set and silently ignored.
+#[derive(Debug, Clone)]
+pub enum RuntimeConfig {
+    Process(ProcessSettings),
+    Docker(DockerSettings),
+    Gvisor(GvisorSettings),
+}
+
+impl RuntimeConfig {
+    pub fn kind(&self) -> RuntimeKind {
+        match self {
+            RuntimeConfig::Process(_) => RuntimeKind::Process,
+            RuntimeConfig::Docker(_) => RuntimeKind::Docker,
+            RuntimeConfig::Gvisor(_) => RuntimeKind::Gvisor,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeKind::default().into()
+    }
+}
+
+/// That runtime with its default settings.
+impl From<RuntimeKind> for RuntimeConfig {
+    fn from(kind: RuntimeKind) -> Self {
+        match kind {
+            RuntimeKind::Process => RuntimeConfig::Process(ProcessSettings::default()),
+            RuntimeKind::Docker => RuntimeConfig::Docker(DockerSettings::default()),
+            RuntimeKind::Gvisor => RuntimeConfig::Gvisor(GvisorSettings::default()),
+        }
+    }
+}
+
 /// The GPUs a sandbox may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Gpus {
@@ -305,7 +341,8 @@ impl Default for RestartPolicy {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub runtime: RuntimeKind,
+    /// The runtime and its settings.
+    pub runtime: RuntimeConfig,
     /// The worker binary. Unset: `TFSANDBOX_WORKER`, else `tfsandbox-worker` beside this program.
     pub worker_path: Option<PathBuf>,
     /// The worker's log filter (its `TFSANDBOX_LOG`); its lines reach the host's log.
@@ -326,9 +363,6 @@ pub struct Config {
     /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
     /// each, read-only, at `/models/<folder name>` and nothing else of the host.
     pub models: Vec<PathBuf>,
-    pub process: ProcessSettings,
-    pub docker: DockerSettings,
-    pub gvisor: GvisorSettings,
     /// GPUs the worker may use (none by default) and the CUDA libraries it then runs on.
     pub gpu: GpuSettings,
     /// Capabilities a model may not use; the worker scans each model at load and refuses it
@@ -338,7 +372,6 @@ pub struct Config {
 
 impl Config {
     /// Refuses a config that cannot work, naming the field and why, before anything starts.
-    /// Only the settings of the runtime asked for are read.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
         let positive = [
@@ -381,9 +414,8 @@ impl Config {
                 format!("must be from 1 to {max_calls}"),
             );
         }
-        match self.runtime {
-            RuntimeKind::Process => {
-                let process = &self.process;
+        match &self.runtime {
+            RuntimeConfig::Process(process) => {
                 if process.address_space_bytes == 0 || process.nofile == 0 || process.nproc == 0 {
                     return bad(
                         "process",
@@ -391,8 +423,7 @@ impl Config {
                     );
                 }
             }
-            RuntimeKind::Docker => {
-                let docker = &self.docker;
+            RuntimeConfig::Docker(docker) => {
                 if !(docker.cpus.is_finite() && docker.cpus > 0.0) {
                     return bad(
                         "docker.cpus",
@@ -406,8 +437,7 @@ impl Config {
                     );
                 }
             }
-            RuntimeKind::Gvisor => {
-                let gvisor = &self.gvisor;
+            RuntimeConfig::Gvisor(gvisor) => {
                 if !(gvisor.cpus.is_finite() && gvisor.cpus > 0.0) {
                     return bad(
                         "gvisor.cpus",
@@ -466,7 +496,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            runtime: RuntimeKind::default(),
+            runtime: RuntimeConfig::default(),
             worker_path: None,
             worker_log: "info".into(),
             start_timeout: Duration::from_secs(60),
@@ -477,9 +507,6 @@ impl Default for Config {
             limits: Limits::default(),
             restart: RestartPolicy::default(),
             models: Vec::new(),
-            process: ProcessSettings::default(),
-            docker: DockerSettings::default(),
-            gvisor: GvisorSettings::default(),
             gpu: GpuSettings::default(),
             op_policy: tfsandbox_scan::OpPolicy::default(),
         }
@@ -509,9 +536,9 @@ mod tests {
 
     #[test]
     fn the_default_config_is_valid_on_every_runtime() {
-        for runtime in RuntimeKind::ALL {
+        for kind in RuntimeKind::ALL {
             let config = Config {
-                runtime,
+                runtime: kind.into(),
                 ..Config::default()
             };
             config.validate().unwrap();
@@ -531,12 +558,16 @@ mod tests {
                 c.limits.max_concurrent_calls = 0
             }),
             ("docker.cpus", |c| {
-                c.runtime = RuntimeKind::Docker;
-                c.docker.cpus = f64::NAN
+                c.runtime = RuntimeConfig::Docker(DockerSettings {
+                    cpus: f64::NAN,
+                    ..DockerSettings::default()
+                })
             }),
             ("gvisor.memory_bytes", |c| {
-                c.runtime = RuntimeKind::Gvisor;
-                c.gvisor.memory_bytes = 0
+                c.runtime = RuntimeConfig::Gvisor(GvisorSettings {
+                    memory_bytes: 0,
+                    ..GvisorSettings::default()
+                })
             }),
         ];
         for (field, spoil) in cases {
@@ -545,12 +576,5 @@ mod tests {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.starts_with(&format!("config: {field}: ")), "{error}");
         }
-    }
-
-    #[test]
-    fn another_runtimes_settings_are_not_read() {
-        let mut config = Config::default();
-        config.docker.cpus = 0.0;
-        config.validate().unwrap();
     }
 }

@@ -26,7 +26,7 @@ pub mod tensor;
 
 pub use config::{
     Config, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits, ProcessSettings,
-    RestartPolicy, RuntimeKind,
+    RestartPolicy, RuntimeConfig, RuntimeKind,
 };
 pub use error::{Error, GpuError, Result};
 pub use exit::WorkerExit;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
-use tfsandbox::{Config, RuntimeKind, Sandbox};
+use tfsandbox::{Config, RuntimeConfig, RuntimeKind, Sandbox};
 
 /// A one-shot run of an untrusted model ends on its own.
 const DEFAULT_RUN_TIMEOUT_SECONDS: f64 = 60.0;
@@ -74,7 +74,7 @@ pub async fn start(mut args: SandboxArgs, model: Option<&std::path::Path>) -> Re
 
 pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Result<Config> {
     let mut config = Config {
-        runtime: args.runtime,
+        runtime: args.runtime.into(),
         worker_path: args.worker,
         op_policy: args.deny_ops.unwrap_or_default(),
         ..Config::default()
@@ -85,21 +85,36 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
             .filter(|t| !t.is_zero())
             .with_context(|| format!("--timeout {seconds}: give a positive number of seconds"))?;
     }
-    if let Some(bytes) = args.memory {
-        config.process.address_space_bytes = bytes;
-        config.docker.memory_bytes =
-            i64::try_from(bytes).context("--memory is too large for the engine")?;
-        config.gvisor.memory_bytes = config.docker.memory_bytes;
-    }
     if let Some(cpus) = args.cpus {
-        if args.runtime == RuntimeKind::Process {
-            bail!("--cpus needs --runtime docker or gvisor: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
-        }
         if cpus.is_nan() || cpus <= 0.0 {
             bail!("--cpus {cpus}: give a positive number");
         }
-        config.docker.cpus = cpus;
-        config.gvisor.cpus = cpus;
+    }
+    let engine_bytes = || i64::try_from(args.memory?).ok();
+    match &mut config.runtime {
+        RuntimeConfig::Process(process) => {
+            if args.cpus.is_some() {
+                bail!("--cpus needs --runtime docker or gvisor: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
+            }
+            if let Some(bytes) = args.memory {
+                process.address_space_bytes = bytes;
+            }
+        }
+        RuntimeConfig::Docker(docker) => {
+            if args.memory.is_some() {
+                docker.memory_bytes =
+                    engine_bytes().context("--memory is too large for the engine")?;
+            }
+            docker.cpus = args.cpus.unwrap_or(docker.cpus);
+            docker.progress = Some(crate::commands::image::progress_bars());
+        }
+        RuntimeConfig::Gvisor(gvisor) => {
+            if args.memory.is_some() {
+                gvisor.memory_bytes =
+                    engine_bytes().context("--memory is too large for a cgroup")?;
+            }
+            gvisor.cpus = args.cpus.unwrap_or(gvisor.cpus);
+        }
     }
     if !args.gpus.is_none() {
         config = config.with_gpus(args.gpus, args.cuda_library_dir);
@@ -107,6 +122,5 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
     config
         .models
         .extend(model.map(std::path::Path::to_path_buf));
-    config.docker.progress = Some(crate::commands::image::progress_bars());
     Ok(config)
 }

@@ -129,7 +129,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(tfsandbox::OpPolicy::serve_default);
     let mut config = sandbox_config(sandbox, None)?;
-    config.docker.progress = None;
+    // Serve logs instead of drawing progress bars.
+    if let tfsandbox::RuntimeConfig::Docker(docker) = &mut config.runtime {
+        docker.progress = None;
+    }
     config.op_policy = policy;
     let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);
     grpc.max_receive_message_bytes = channel

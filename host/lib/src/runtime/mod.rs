@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::{Config, RuntimeKind};
+use crate::config::{Config, RuntimeConfig};
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
 
@@ -117,21 +117,26 @@ impl ModelMounts {
 /// The runtime `config` names, mounting its model folders.
 pub async fn for_config(config: &Config) -> Result<Box<dyn Runtime>> {
     let mounts = ModelMounts::new(&config.models)?;
-    Ok(match config.runtime {
-        RuntimeKind::Process => Box::new(
-            process::ProcessRuntime::new(config.process.clone(), mounts)
-                .with_gpus(config.gpu.clone()),
+    Ok(match &config.runtime {
+        RuntimeConfig::Process(settings) => Box::new(
+            process::ProcessRuntime::new(settings.clone(), mounts).with_gpus(config.gpu.clone()),
         ),
         #[cfg(feature = "docker")]
-        RuntimeKind::Docker => Box::new(
-            docker::DockerRuntime::connect(config.docker.clone(), mounts)
+        RuntimeConfig::Docker(settings) => Box::new(
+            docker::DockerRuntime::connect(settings.clone(), mounts)
                 .await?
                 .with_gpus(config.gpu.clone()),
         ),
         #[cfg(feature = "gvisor")]
-        RuntimeKind::Gvisor => Box::new(gvisor::GvisorRuntime::new(config.gvisor.clone(), mounts)?),
+        RuntimeConfig::Gvisor(settings) => {
+            Box::new(gvisor::GvisorRuntime::new(settings.clone(), mounts)?)
+        }
         #[allow(unreachable_patterns)] // Only when a runtime's feature is off.
-        runtime => return Err(Error::RuntimeNotBuilt { runtime }),
+        other => {
+            return Err(Error::RuntimeNotBuilt {
+                runtime: other.kind(),
+            })
+        }
     })
 }
 
