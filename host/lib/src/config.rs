@@ -1,4 +1,5 @@
-//! How a sandbox is started.
+//! How a sandbox is started: the runtime with its settings, timeouts, limits, the restart policy,
+//! GPUs and the op policy, checked by `Config::validate` before anything starts.
 
 use std::path::PathBuf;
 use std::time::Duration;
