@@ -90,7 +90,6 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
             bail!("--cpus {cpus}: give a positive number");
         }
     }
-    let engine_bytes = || i64::try_from(args.memory?).ok();
     match &mut config.runtime {
         RuntimeConfig::Process(process) => {
             if args.cpus.is_some() {
@@ -101,17 +100,17 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
             }
         }
         RuntimeConfig::Docker(docker) => {
-            if args.memory.is_some() {
+            if let Some(bytes) = args.memory {
                 docker.memory_bytes =
-                    engine_bytes().context("--memory is too large for the engine")?;
+                    i64::try_from(bytes).context("--memory is too large for the engine")?;
             }
             docker.cpus = args.cpus.unwrap_or(docker.cpus);
             docker.progress = Some(crate::commands::image::progress_bars());
         }
         RuntimeConfig::Gvisor(gvisor) => {
-            if args.memory.is_some() {
+            if let Some(bytes) = args.memory {
                 gvisor.memory_bytes =
-                    engine_bytes().context("--memory is too large for a cgroup")?;
+                    i64::try_from(bytes).context("--memory is too large for a cgroup")?;
             }
             gvisor.cpus = args.cpus.unwrap_or(gvisor.cpus);
         }
