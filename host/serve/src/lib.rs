@@ -105,6 +105,10 @@ pub struct ServeOptions {
     pub connections: ConnectionLimits,
     /// MetaGraph tags to load; empty: `serve`.
     pub tags: Vec<String>,
+    /// The memory the sandboxes of every served version may use together, each counted at its
+    /// bound (`Config::sandbox_memory_bytes`); a version that would pass it is not loaded, and
+    /// shows as END with RESOURCE_EXHAUSTED. `None`: no bound.
+    pub max_total_memory: Option<u64>,
     /// Serve the standard gRPC health service (`--enable_grpc_healthcheck_service`).
     pub health: bool,
     pub answers: AnswerOptions,
@@ -184,6 +188,7 @@ pub async fn serve(
         drain_timeout: options.config.drain_timeout,
         follow_symlinks: options.follow_version_symlinks,
         tags: options.tags.clone(),
+        budget: options.max_total_memory.map(versions::MemoryBudget::new),
     };
 
     // Bind first, so a taken port fails before minutes of model loading.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tfsandbox::Config;
@@ -71,6 +71,61 @@ pub struct VersionStatus {
 pub struct Version {
     pub number: i64,
     pub pool: Pool,
+    /// Its share of the memory budget, given back when the version is gone.
+    _memory: Option<Reservation>,
+}
+
+/// The memory promised to the sandboxes of every served version together (`--max_total_memory`):
+/// each sandbox counts at its bound, so a version that would pass the total is not started.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    total: u64,
+    promised: Mutex<u64>,
+}
+
+impl MemoryBudget {
+    pub fn new(total: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            total,
+            promised: Mutex::new(0),
+        })
+    }
+
+    /// Promises `bytes`, or says why not.
+    fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, String> {
+        let mut promised = self.promised.lock().unwrap_or_else(|e| e.into_inner());
+        let left = self.total.saturating_sub(*promised);
+        if bytes > left {
+            return Err(format!(
+                "not loaded: its sandboxes may use {bytes} bytes of memory, and only {left} of \
+                 --max_total_memory {} are left",
+                self.total
+            ));
+        }
+        *promised += bytes;
+        Ok(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Memory promised to one version's sandboxes.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut promised = self
+            .budget
+            .promised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *promised = promised.saturating_sub(self.bytes);
+    }
 }
 
 /// One served model: its versions and their states.
@@ -99,6 +154,8 @@ pub struct LoadSettings {
     pub follow_symlinks: bool,
     /// MetaGraph tags to load; empty: `serve`.
     pub tags: Vec<String>,
+    /// The memory every version's sandboxes may use together; `None`: no bound.
+    pub budget: Option<Arc<MemoryBudget>>,
 }
 
 impl ServedModel {
@@ -168,11 +225,31 @@ impl ServedModel {
         // broken version would otherwise be restarted on every poll.
         for &number in aspired.difference(&known) {
             let dir = &found[&number];
+            let memory = match &settings.budget {
+                Some(budget) => {
+                    let bytes = (settings.sandboxes as u64)
+                        .saturating_mul(settings.config.sandbox_memory_bytes());
+                    match budget.reserve(bytes) {
+                        Ok(reservation) => Some(reservation),
+                        Err(why) => {
+                            tracing::error!(model = %self.config.name, version = number, "{why}");
+                            let code = tonic::Code::ResourceExhausted;
+                            self.set_status(number, State::End, Some((code, why)));
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
             self.set_status(number, State::Loading, None);
             tracing::info!(model = %self.config.name, version = number, "loading {}", dir.display());
             match load(&self.config.name, dir, settings).await {
                 Ok(pool) => {
-                    let version = Arc::new(Version { number, pool });
+                    let version = Arc::new(Version {
+                        number,
+                        pool,
+                        _memory: memory,
+                    });
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     state.ready.insert(number, version);
                     state.status.insert(
@@ -315,6 +392,22 @@ pub fn scan(base: &Path) -> std::io::Result<BTreeMap<i64, PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_refuses_what_would_pass_it_and_takes_back_what_goes() {
+        let budget = MemoryBudget::new(1000);
+        let first = budget.reserve(600).expect("fits");
+        let refused = budget.reserve(600).expect_err("600 of 400 left");
+        assert!(
+            refused.contains("only 400 of --max_total_memory 1000"),
+            "{refused}"
+        );
+        let second = budget.reserve(400).expect("exactly what is left");
+        drop(first);
+        let third = budget.reserve(600).expect("the first one's share is back");
+        drop((second, third));
+        assert_eq!(*budget.promised.lock().unwrap(), 0);
+    }
 
     #[test]
     fn policies_pick_versions() {

@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// closed (clients reconnect by themselves).
     #[arg(long = "idle_timeout", default_value_t = 300)]
     idle_timeout: u64,
+    /// The memory the sandboxes of every served version may use together, in bytes (suffixes
+    /// K, M, G), each counted at its bound (--memory times --sandboxes per version). A version
+    /// that would pass it is not loaded (END, RESOURCE_EXHAUSTED); those serving keep serving.
+    #[arg(long = "max_total_memory", value_name = "BYTES", value_parser = super::sandbox::parse_bytes)]
+    max_total_memory: Option<u64>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     // Boxed: the forty-odd flags would make every other command as large.
@@ -99,6 +104,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         follow_version_symlinks,
         max_connections,
         idle_timeout,
+        max_total_memory,
         sandbox,
         tf_serving,
     } = args;
@@ -168,6 +174,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .unwrap_or(std::time::Duration::from_secs(idle_timeout.max(1))),
         },
         tags: tf_serving.tags(),
+        max_total_memory,
         health: tf_serving.enable_grpc_healthcheck_service,
         answers: serve::AnswerOptions {
             method_name_check: tf_serving.enable_signature_method_name_check,
