@@ -5,8 +5,9 @@
 #   1. flake.lock as `nix flake lock` writes it (nix/tests/static.nix: every rev a commit);
 #   2. exactly the tests checks.nextest runs: the filter is read from nix/nextest.nix by Nix;
 #   3. in the environment the Nix build sandbox gives: no Docker socket, no docker or runsc on
-#      PATH, HOME=/homeless-shelter, no network but loopback, nothing of .cache but the
-#      libtensorflow the derivation provides, an empty environment otherwise;
+#      PATH, no cgroup filesystem, HOME=/homeless-shelter, no network but loopback, nothing of
+#      .cache but the libtensorflow the derivation provides, an empty environment otherwise (but
+#      nix/nextest.nix's environment);
 #   4. with the worker's program interpreter off /lib64 (patchelf --set-interpreter to a copy of
 #      the loader in another folder), as a Nix-built worker names glibc's loader in /nix/store.
 #
@@ -38,8 +39,10 @@ inside() {
   mount --bind "$scratch/tfsandbox-worker" target/debug/tfsandbox-worker
   # The docker image's init too: one toolchain, one loader, as under Nix.
   mount --bind "$scratch/tfsandbox-init" target/debug/tfsandbox-init
+  # No cgroup filesystem, as in the Nix build sandbox.
+  if mountpoint -q /sys/fs/cgroup; then umount -l /sys/fs/cgroup; fi
 
-  exec env -i HOME=/homeless-shelter PATH="$sandbox_path" TMPDIR="$scratch/build" \
+  exec env -i TFSANDBOX_ALLOW_WEAKER="$allow_weaker" HOME=/homeless-shelter PATH="$sandbox_path" TMPDIR="$scratch/build" \
     CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" CARGO_NET_OFFLINE=true \
     REHEARSAL_EXPRESSION="$expression" REHEARSAL_NO_TESTS="$no_tests" REHEARSAL_BINARIES="$scratch/binaries.json" \
     REHEARSAL_METADATA="$scratch/metadata.json" bash -euo pipefail -c '
@@ -72,6 +75,7 @@ echo "nix/tests/static.nix evaluates"
 echo "== 2. the tests checks.nextest runs"
 expression=$(nix_ eval --raw --file nix/nextest.nix expression)
 echo "filter: $expression"
+allow_weaker=$(nix_ eval --raw --file nix/nextest.nix environment.TFSANDBOX_ALLOW_WEAKER)
 # A narrowed run may match nothing (a suite checks.nextest leaves out): that is no failure.
 no_tests=
 if [ -n "$narrow" ]; then
@@ -122,6 +126,6 @@ for dir in "${path_dirs[@]}"; do
 done
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
-export scratch sandbox_path cargo_home rustup_home expression no_tests
+export scratch sandbox_path cargo_home rustup_home expression no_tests allow_weaker
 unshare --mount --net --propagation private -- "$repo/nix/rehearse-check.sh" --inside
 echo "== nix/rehearse-check.sh: passed"

@@ -173,7 +173,7 @@ pub async fn fatal_attempts(runtime: RuntimeKind) -> Vec<Attempt> {
         let limited = Config {
             runtime: RuntimeConfig::Process(ProcessSettings {
                 cpu_seconds: Some(1),
-                ..ProcessSettings::default()
+                ..crate::process_settings()
             }),
             ..config(runtime)
         };

@@ -9,7 +9,9 @@ use std::sync::Once;
 
 use serde_json::Value;
 use tfsandbox::runtime::{Launch, WorkerControl};
-use tfsandbox::{tensor, Config, DType, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{
+    tensor, Config, DType, ProcessSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
+};
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
 use tonic::transport::Channel;
@@ -55,9 +57,31 @@ pub fn fixture_dirs() -> Vec<PathBuf> {
 pub fn config(runtime: RuntimeKind) -> Config {
     init_logging();
     Config {
-        runtime: runtime.into(),
+        runtime: match runtime {
+            RuntimeKind::Process => RuntimeConfig::Process(process_settings()),
+            other => other.into(),
+        },
         models: fixture_dirs(),
         ..Config::default()
+    }
+}
+
+/// The process runtime's defaults, with the protections `TFSANDBOX_ALLOW_WEAKER` allows to be
+/// missing (the variable `tfsandbox --allow-weaker` reads too, so the command lines the suites
+/// start follow it): set only where the machine lacks them, as Nix's build sandbox lacks a
+/// cgroup filesystem (nix/nextest.nix).
+pub fn process_settings() -> ProcessSettings {
+    let allowed = std::env::var("TFSANDBOX_ALLOW_WEAKER").unwrap_or_default();
+    ProcessSettings {
+        allow_weaker: allowed
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                name.parse()
+                    .expect("TFSANDBOX_ALLOW_WEAKER names protections")
+            })
+            .collect(),
+        ..ProcessSettings::default()
     }
 }
 

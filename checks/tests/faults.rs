@@ -28,7 +28,7 @@ async fn a_worker_that_exits_at_start_is_reported_with_its_status() {
         worker_path: Some("/bin/false".into()),
         runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer_path()),
-            ..Default::default()
+            ..tfsandbox_checks::process_settings()
         }),
         ..config(RuntimeKind::Process)
     };
@@ -44,7 +44,7 @@ async fn a_worker_that_speaks_no_protocol_fails_the_start_without_hanging() {
         worker_path: Some("/bin/cat".into()),
         runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer_path()),
-            ..Default::default()
+            ..tfsandbox_checks::process_settings()
         }),
         start_timeout: Duration::from_secs(10),
         ..config(RuntimeKind::Process)

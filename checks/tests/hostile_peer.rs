@@ -41,6 +41,7 @@ async fn start_against(runtime: RuntimeKind, mode: &str) -> String {
         let clean = after.processes.is_subset(&before.processes)
             && after.containers <= before.containers
             && after.fds <= before.fds
+            && after.cgroups <= before.cgroups
             && after.runsc_state <= before.runsc_state;
         if clean {
             break;

@@ -625,7 +625,7 @@ async fn a_worker_that_cannot_start_for_a_while_is_not_a_crash_loop() {
     let sandbox = Sandbox::start(Config {
         runtime: RuntimeConfig::Process(ProcessSettings {
             jailer_path: Some(jailer.clone()),
-            ..ProcessSettings::default()
+            ..tfsandbox_checks::process_settings()
         }),
         restart: RestartPolicy {
             max_restarts: 2,
@@ -652,4 +652,67 @@ async fn a_worker_that_cannot_start_for_a_while_is_not_a_crash_loop() {
         .await
         .unwrap();
     assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+}
+
+#[tokio::test]
+async fn a_version_that_would_pass_the_memory_budget_is_not_loaded_and_the_rest_serve() {
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    copy_dir(&fixture("half_plus_two"), &half.join("2"));
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
+            half.display()
+        ),
+    )
+    .unwrap();
+    // Each sandbox may use 512 MiB: the budget holds one version's, not two.
+    let server = start_serve(
+        &[
+            "--model_config_file".as_ref(),
+            config_file.as_os_str(),
+            "--memory".as_ref(),
+            "512M".as_ref(),
+            "--max_total_memory".as_ref(),
+            "768M".as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let answer = predict(&channel, "half_plus_two", vec![("x", x(&[2.0]))])
+        .await
+        .expect("the version within the budget serves");
+    assert_eq!(
+        answer.model_spec.unwrap().version_choice,
+        Some(VersionChoice::Version(1))
+    );
+    let status = ModelServiceClient::new(channel.clone())
+        .get_model_status(GetModelStatusRequest {
+            model_spec: Some(ModelSpec {
+                name: "half_plus_two".into(),
+                version_choice: Some(VersionChoice::Version(2)),
+                ..ModelSpec::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let two = &status.model_version_status[0];
+    let error = two.status.as_ref().unwrap();
+    assert_eq!(two.state, 50, "END: {two:?}");
+    assert_eq!(
+        error.error_code,
+        tonic::Code::ResourceExhausted as i32,
+        "{error:?}"
+    );
+    assert!(
+        error.error_message.contains("--max_total_memory 805306368"),
+        "{}",
+        error.error_message
+    );
+    drop(channel);
+    server.stop().await;
 }

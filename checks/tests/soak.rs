@@ -34,7 +34,7 @@ async fn a_short_soak_leaks_nothing(runtime: RuntimeKind) {
     );
     assert!(last.starts_with(&expected), "{last}");
     assert!(
-        stdout.contains("temp dirs left 0, runsc state left 0"),
+        stdout.contains("temp dirs left 0, cgroups left 0, runsc state left 0"),
         "{stdout}"
     );
 }

@@ -72,12 +72,19 @@ impl Limit {
 pub enum Weaker {
     /// Landlock partly or not enforced (an old kernel).
     Landlock,
+    /// No cgroup of its own for the sandbox (none offered to the host), so no bound on its
+    /// memory, CPU and pids as a whole: only the per-process rlimits. The host makes the
+    /// cgroup; the jailer only carries the choice.
+    Cgroup,
 }
 
 impl Weaker {
+    pub const ALL: [Weaker; 2] = [Weaker::Landlock, Weaker::Cgroup];
+
     pub fn name(self) -> &'static str {
         match self {
             Weaker::Landlock => "landlock",
+            Weaker::Cgroup => "cgroup",
         }
     }
 }
@@ -85,10 +92,10 @@ impl Weaker {
 impl FromStr for Weaker {
     type Err = PlanError;
     fn from_str(name: &str) -> Result<Weaker, PlanError> {
-        match name {
-            "landlock" => Ok(Weaker::Landlock),
-            other => Err(PlanError::UnknownWeaker(other.to_string())),
-        }
+        Weaker::ALL
+            .into_iter()
+            .find(|w| w.name() == name)
+            .ok_or_else(|| PlanError::UnknownWeaker(name.to_string()))
     }
 }
 
@@ -145,7 +152,7 @@ pub enum PlanError {
     NotUtf8 { flag: &'static str, value: OsString },
     #[error("unknown rlimit '{0}'")]
     UnknownLimit(String),
-    #[error("unknown protection to weaken '{0}' (known: landlock)")]
+    #[error("unknown protection to weaken '{0}' (known: landlock, cgroup)")]
     UnknownWeaker(String),
     #[error("--device takes /dev/nvidia* nodes only, got {0:?}")]
     NotAGpuNode(PathBuf),
@@ -323,7 +330,7 @@ mod tests {
             devices: vec!["/dev/nvidia0".into()],
             tmp_bytes: 12345,
             limits: vec![(Limit::AddressSpace, 8 << 30), (Limit::Core, 0)],
-            weaker: vec![Weaker::Landlock],
+            weaker: vec![Weaker::Landlock, Weaker::Cgroup],
             command: vec![
                 "/lib64/ld-linux-x86-64.so.2".into(),
                 "--".into(),

@@ -16,6 +16,9 @@ pub mod worker_env {
     /// The largest gRPC message it decodes or encodes, in bytes (the host's
     /// `Config::max_message_bytes`).
     pub const MAX_MESSAGE_BYTES: &str = "TFSANDBOX_MAX_MESSAGE_BYTES";
+    /// What bounds the sandbox as a whole (its cgroup's memory, CPUs and pids), as the host set
+    /// it up; the worker reports it in its posture.
+    pub const CGROUP: &str = "TFSANDBOX_CGROUP";
 }
 
 /// Generated from `proto/tfsandbox/v1/worker.proto`.

@@ -39,6 +39,8 @@ pub fn observe() -> Posture {
             })
             .collect(),
         landlock: std::env::var("TFSANDBOX_LANDLOCK").unwrap_or_else(|_| "not applied".into()),
+        cgroup: std::env::var(tfsandbox_proto::worker_env::CGROUP)
+            .unwrap_or_else(|_| "none".into()),
     }
 }
 

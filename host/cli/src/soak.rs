@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tfsandbox::closure::WORKER_PATH;
 use tfsandbox::procfs;
-use tfsandbox::runtime::{docker, gvisor};
+use tfsandbox::runtime::{cgroup, docker, gvisor};
 use tfsandbox::{Config, Result, RuntimeConfig, RuntimeKind, Sandbox};
 
 /// How long leftovers may take to go after the last cycle (an engine removes containers late).
@@ -28,6 +28,8 @@ pub struct Census {
     pub fds: usize,
     /// This process's sandbox folders (`tfsandbox-<pid>-*`) in the temp folder.
     pub temp_dirs: usize,
+    /// This process's sandbox cgroups, in every hierarchy (the process runtime).
+    pub cgroups: usize,
     pub rss_kib: u64,
 }
 
@@ -49,6 +51,9 @@ impl Census {
             runsc_state,
             fds: count_entries("/proc/self/fd".into(), |_| true),
             temp_dirs: count_entries(std::env::temp_dir(), |name| name.starts_with(&own)),
+            cgroups: cgroup::Hierarchies::of_this_host()
+                .map(|h| h.of_this_process())
+                .unwrap_or(0),
             rss_kib: live_rss_kib(),
         })
     }
@@ -63,6 +68,7 @@ pub struct Report {
     pub containers: usize,
     pub fds: usize,
     pub temp_dirs: usize,
+    pub cgroups: usize,
     pub runsc_state: usize,
     pub rss_growth_kib: i64,
     pub elapsed: Duration,
@@ -100,6 +106,7 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
             && after.containers <= before.containers
             && after.fds <= before.fds
             && after.temp_dirs <= before.temp_dirs
+            && after.cgroups <= before.cgroups
             && after.runsc_state <= before.runsc_state;
         if clean || Instant::now() > settle {
             break after;
@@ -113,6 +120,7 @@ pub async fn run(config: &Config, cycles: u64, progress: impl Fn(u64)) -> Result
         containers: after.containers.saturating_sub(before.containers),
         fds: after.fds.saturating_sub(before.fds),
         temp_dirs: after.temp_dirs.saturating_sub(before.temp_dirs),
+        cgroups: after.cgroups.saturating_sub(before.cgroups),
         runsc_state: after.runsc_state.saturating_sub(before.runsc_state),
         rss_growth_kib: after.rss_kib as i64 - before.rss_kib as i64,
         elapsed: started.elapsed(),

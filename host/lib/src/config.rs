@@ -192,6 +192,13 @@ pub struct ProcessSettings {
     pub nproc: u64,
     /// RLIMIT_CPU in seconds of CPU time over the worker's whole life; unset: none.
     pub cpu_seconds: Option<u64>,
+    /// Memory of the whole sandbox, bounded by its own cgroup; swap is bounded to the same
+    /// figure, so none.
+    pub memory_bytes: u64,
+    /// CPUs the whole sandbox may use, its cgroup's CFS quota (fractions allowed).
+    pub cpus: f64,
+    /// The most processes and threads the whole sandbox may hold (its cgroup's pids.max).
+    pub pids: u64,
     /// Protections allowed to be weaker than asked where the kernel lacks them.
     pub allow_weaker: Vec<tfsandbox_jailer::plan::Weaker>,
     /// The jailer binary. Unset: `tfsandbox-jailer` beside the worker.
@@ -207,6 +214,9 @@ impl Default for ProcessSettings {
             nofile: 1024,
             nproc: 4096,
             cpu_seconds: None,
+            memory_bytes: 4 << 30,
+            cpus: 1.0,
+            pids: 256,
             allow_weaker: Vec::new(),
             jailer_path: None,
         }
@@ -417,10 +427,25 @@ impl Config {
         }
         match &self.runtime {
             RuntimeConfig::Process(process) => {
-                if process.address_space_bytes == 0 || process.nofile == 0 || process.nproc == 0 {
+                let sizes = [
+                    process.address_space_bytes,
+                    process.nofile,
+                    process.nproc,
+                    process.memory_bytes,
+                    process.pids,
+                ];
+                if sizes.contains(&0) {
                     return bad(
                         "process",
-                        "address_space_bytes, nofile and nproc must be more than zero".into(),
+                        "address_space_bytes, nofile, nproc, memory_bytes and pids must be more \
+                         than zero"
+                            .into(),
+                    );
+                }
+                if !(process.cpus.is_finite() && process.cpus > 0.0) {
+                    return bad(
+                        "process.cpus",
+                        format!("{} is not a positive number", process.cpus),
                     );
                 }
             }
@@ -467,6 +492,16 @@ impl Config {
             library_dirs: vec![library_dir.into()],
         };
         self
+    }
+
+    /// The memory one sandbox of this config may use as a whole (its cgroup's or container's
+    /// bound): what a budget over many sandboxes counts.
+    pub fn sandbox_memory_bytes(&self) -> u64 {
+        match &self.runtime {
+            RuntimeConfig::Process(process) => process.memory_bytes,
+            RuntimeConfig::Docker(docker) => docker.memory_bytes.unsigned_abs(),
+            RuntimeConfig::Gvisor(gvisor) => gvisor.memory_bytes.unsigned_abs(),
+        }
     }
 
     /// The worker binary this config starts, or where it was looked for.
@@ -549,7 +584,7 @@ mod tests {
     #[test]
     fn a_config_that_cannot_work_is_refused_naming_the_field() {
         type Spoil = fn(&mut Config);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 8] = [
             ("call_timeout", |c| c.call_timeout = Duration::ZERO),
             ("restart.initial_backoff", |c| {
                 c.restart.initial_backoff = Duration::from_secs(10)
@@ -562,6 +597,18 @@ mod tests {
                 c.runtime = RuntimeConfig::Docker(DockerSettings {
                     cpus: f64::NAN,
                     ..DockerSettings::default()
+                })
+            }),
+            ("process.cpus", |c| {
+                c.runtime = RuntimeConfig::Process(ProcessSettings {
+                    cpus: -1.0,
+                    ..ProcessSettings::default()
+                })
+            }),
+            ("process", |c| {
+                c.runtime = RuntimeConfig::Process(ProcessSettings {
+                    pids: 0,
+                    ..ProcessSettings::default()
                 })
             }),
             ("gvisor.memory_bytes", |c| {

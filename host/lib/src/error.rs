@@ -82,6 +82,17 @@ pub enum Error {
     Tensor(#[from] TensorError),
     #[error("sandbox {sandbox}: could not confine the worker: {message}")]
     Confinement { sandbox: String, message: String },
+    /// The process runtime could not give the sandbox its own cgroup, and running without one
+    /// was not allowed.
+    #[error(
+        "sandbox {sandbox}: no cgroup to bound its memory, CPUs and pids: {source} (allow it to \
+         run without: ProcessSettings::allow_weaker with Weaker::Cgroup, --allow-weaker cgroup)"
+    )]
+    NoCgroup {
+        sandbox: String,
+        #[source]
+        source: crate::runtime::cgroup::CgroupError,
+    },
     /// The Docker engine refused or failed a request; its error is the source.
     #[cfg(feature = "docker")]
     #[error("{action}: {source}")]

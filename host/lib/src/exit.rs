@@ -10,7 +10,8 @@ pub struct WorkerExit {
     pub code: Option<i32>,
     /// The signal that ended it, when one did.
     pub signal: Option<i32>,
-    /// The engine reported an out-of-memory kill at the container's memory limit (docker).
+    /// Killed for want of memory at the sandbox's bound (the engine's report with docker, the
+    /// cgroup's count with the process runtime).
     pub oom: bool,
     /// Why the host killed it, when the host did.
     pub killed_because: Option<String>,
@@ -115,7 +116,7 @@ impl fmt::Display for WorkerExit {
             (None, None, None) => f.write_str("unknown status")?,
         }
         if self.oom {
-            f.write_str(", out of memory: killed at the container's memory limit")?;
+            f.write_str(", out of memory: killed at the sandbox's memory limit")?;
         }
         if let Some(reason) = &self.killed_because {
             write!(f, ", killed by the host: {reason}")?;
@@ -147,7 +148,7 @@ mod tests {
         let exit = WorkerExit { oom: true, ..exit }.killed_because("the sandbox was dropped");
         assert_eq!(
             exit.to_string(),
-            "signal: 9 (SIGKILL), out of memory: killed at the container's memory limit, killed by the host: the sandbox was dropped"
+            "signal: 9 (SIGKILL), out of memory: killed at the sandbox's memory limit, killed by the host: the sandbox was dropped"
         );
     }
 }

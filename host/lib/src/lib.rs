@@ -33,6 +33,9 @@ pub use exit::WorkerExit;
 pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};
 pub use tensor::{DType, Tensor, TensorError};
+/// The protections the process runtime may be allowed to run without
+/// (`ProcessSettings::allow_weaker`).
+pub use tfsandbox_jailer::plan::Weaker;
 /// The wire types, for callers that read signatures and worker reports.
 pub use tfsandbox_proto::v1 as wire;
 /// What a model can do, read before it runs (`tfsandbox scan`), and the op policy.

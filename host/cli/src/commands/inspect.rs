@@ -80,6 +80,7 @@ pub async fn inspect_sandbox(args: InspectSandboxArgs) -> Result<()> {
         "no_new_privs": posture.no_new_privs,
         "seccomp_modes_per_thread": posture.seccomp_modes,
         "landlock": posture.landlock,
+        "cgroup": posture.cgroup,
         "network_interfaces": posture.network_interfaces,
         "root_read_only": posture.root_read_only,
         "visible_models": posture.visible_models,

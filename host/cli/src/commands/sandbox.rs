@@ -35,15 +35,28 @@ pub struct SandboxArgs {
     /// replaced). Default: 60 for run and inspect, Config's own for serve.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Memory the worker may use, in bytes (suffixes K, M, G): the container's memory limit with
-    /// docker, the sandbox's cgroup with gvisor, the address space (RLIMIT_AS) with the process
-    /// runtime.
+    /// Memory the whole sandbox may use, in bytes (suffixes K, M, G), with no swap beyond it: its
+    /// cgroup with the process and gvisor runtimes, the container's limit with docker. Default 4G.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub memory: Option<u64>,
-    /// CPUs the worker may use (fractions allowed); docker and gvisor only: the process runtime
-    /// has no CPU quota, and refuses the flag rather than run unbounded.
+    /// CPUs the whole sandbox may use (fractions allowed), a CFS quota. Default 1.
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// The most processes and threads the whole sandbox may hold (process and docker runtimes).
+    /// Default 256.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Protections the process runtime may run without where this machine lacks them:
+    /// `landlock` (an old kernel), `cgroup` (no cgroup offered to this host: memory, CPUs and pids
+    /// then go unbounded as a whole). Default: none, and a start that cannot have them fails.
+    /// The other runtimes weaken nothing, and take no notice.
+    #[arg(
+        long = "allow-weaker",
+        env = "TFSANDBOX_ALLOW_WEAKER",
+        value_name = "PROTECTION,...",
+        value_delimiter = ','
+    )]
+    pub allow_weaker: Vec<tfsandbox::Weaker>,
     /// Capabilities a model may not use (see `tfsandbox scan`), e.g. file_read,network; `none`
     /// allows all. Default: none, but serve denies file_read, file_write, file_list, network,
     /// process_state and unknown_op.
@@ -92,14 +105,21 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
     }
     match &mut config.runtime {
         RuntimeConfig::Process(process) => {
-            if args.cpus.is_some() {
-                bail!("--cpus needs --runtime docker or gvisor: the process runtime has no CPU quota yet, and a limit that cannot apply is refused");
-            }
             if let Some(bytes) = args.memory {
-                process.address_space_bytes = bytes;
+                process.memory_bytes = bytes;
+                // TensorFlow reserves address space well beyond what it touches: the cgroup bounds
+                // memory, RLIMIT_AS only what one process may map.
+                process.address_space_bytes =
+                    process.address_space_bytes.max(bytes.saturating_mul(2));
             }
+            process.cpus = args.cpus.unwrap_or(process.cpus);
+            process.pids = args.pids.unwrap_or(process.pids);
+            process.allow_weaker = args.allow_weaker;
         }
         RuntimeConfig::Docker(docker) => {
+            if let Some(pids) = args.pids {
+                docker.pids_limit = i64::try_from(pids).context("--pids is too large")?;
+            }
             if let Some(bytes) = args.memory {
                 docker.memory_bytes =
                     i64::try_from(bytes).context("--memory is too large for the engine")?;
@@ -108,6 +128,9 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
             docker.progress = Some(crate::commands::image::progress_bars());
         }
         RuntimeConfig::Gvisor(gvisor) => {
+            if args.pids.is_some() {
+                bail!("--pids needs --runtime process or docker: the gvisor runtime has no pids limit yet, and a limit that cannot apply is refused");
+            }
             if let Some(bytes) = args.memory {
                 gvisor.memory_bytes =
                     i64::try_from(bytes).context("--memory is too large for a cgroup")?;

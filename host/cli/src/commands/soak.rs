@@ -33,8 +33,9 @@ pub async fn run(args: SoakArgs) -> Result<()> {
     let report = tfsandbox_cli::soak::run(&config, cycles, |n| bar.set_position(n)).await?;
     bar.finish_and_clear();
     out!(
-        "temp dirs left {}, runsc state left {}, {:.1} s in all",
+        "temp dirs left {}, cgroups left {}, runsc state left {}, {:.1} s in all",
         report.temp_dirs,
+        report.cgroups,
         report.runsc_state,
         report.elapsed.as_secs_f64()
     );

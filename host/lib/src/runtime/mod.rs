@@ -2,6 +2,7 @@
 //!
 //! A runtime hands back the worker's stdio; the transport on top is the same for every runtime.
 
+pub mod cgroup;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod gpu_passthrough;

@@ -15,9 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use tfsandbox_proto::transport::tuning;
+use tfsandbox_proto::worker_env;
 
-use tfsandbox_jailer::plan::{Bind, Limit, Plan, HANDSHAKE_ASK, HANDSHAKE_GO, NOBODY};
+use tfsandbox_jailer::plan::{Bind, Limit, Plan, Weaker, HANDSHAKE_ASK, HANDSHAKE_GO, NOBODY};
 
+use super::cgroup::{self, Cgroup, CgroupLimits, Hierarchies};
 use super::gpu_passthrough::{self, Passthrough};
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::Closure;
@@ -28,6 +30,8 @@ use crate::exit::WorkerExit;
 
 /// How long the jailer may take to reach the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the processes of an ended sandbox may take to leave its cgroup.
+const CGROUP_PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct ProcessRuntime {
     settings: ProcessSettings,
@@ -38,6 +42,9 @@ pub struct ProcessRuntime {
 impl ProcessRuntime {
     pub fn new(settings: ProcessSettings, mounts: ModelMounts) -> ProcessRuntime {
         remove_orphaned_workdirs(&std::env::temp_dir());
+        if let Ok(hierarchies) = Hierarchies::of_this_host() {
+            hierarchies.remove_orphans();
+        }
         ProcessRuntime {
             settings,
             mounts,
@@ -61,6 +68,45 @@ impl ProcessRuntime {
             Ok(path)
         } else {
             Err(Error::WorkerNotFound { looked: vec![path] })
+        }
+    }
+
+    /// The sandbox's own cgroup, with the settings' limits; `None` only where none can be made
+    /// and running without one is allowed (`Weaker::Cgroup`).
+    fn cgroup(&self, sandbox: &str) -> Result<Option<Cgroup>> {
+        let s = &self.settings;
+        let limits = CgroupLimits {
+            memory_bytes: s.memory_bytes,
+            cpus: s.cpus,
+            pids: s.pids,
+        };
+        match Hierarchies::of_this_host().and_then(|h| h.create(limits)) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(source) if s.allow_weaker.contains(&Weaker::Cgroup) => {
+                tracing::warn!(sandbox, "no cgroup, as allowed: {source}");
+                Ok(None)
+            }
+            Err(source) => Err(Error::NoCgroup {
+                sandbox: sandbox.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// What bounds the sandbox as a whole, for its posture report.
+    fn bounds(&self, cgroup: Option<&Cgroup>) -> String {
+        let s = &self.settings;
+        match cgroup {
+            Some(cgroup) => format!(
+                "{}: {}",
+                cgroup.kind(),
+                CgroupLimits {
+                    memory_bytes: s.memory_bytes,
+                    cpus: s.cpus,
+                    pids: s.pids,
+                }
+            ),
+            None => "none (allowed weaker): only the per-process rlimits".into(),
         }
     }
 
@@ -128,7 +174,9 @@ impl Runtime for ProcessRuntime {
             // The new root is built on this folder inside the sandbox's own mount namespace; on
             // the host it stays empty and goes with the worker.
             let workdir = Workdir::create().map_err(spawn_error)?;
-            let mut child = Command::new(&jailer)
+            let mut cgroup = self.cgroup(&launch.sandbox_id)?;
+            let mut command = Command::new(&jailer);
+            command
                 .args(
                     self.jailer_plan(&closure, workdir.path(), &passthrough)
                         .to_args(),
@@ -136,16 +184,27 @@ impl Runtime for ProcessRuntime {
                 .env_clear()
                 // The jailer hands every TFSANDBOX_ variable on to the worker.
                 .envs(launch.worker_env())
+                .env(worker_env::CGROUP, self.bounds(cgroup.as_ref()))
                 .current_dir(workdir.path())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|source| Error::Spawn {
-                    path: jailer.clone(),
-                    source,
-                })?;
+                .kill_on_drop(true);
+            if let Some(cgroup) = &cgroup {
+                let fds = cgroup.join_fds();
+                // SAFETY: join_self only writes to descriptors the parent holds open, without
+                // allocating, which is all a forked child may do before exec.
+                unsafe {
+                    command.pre_exec(move || cgroup::join_self(&fds));
+                }
+            }
+            let mut child = command.spawn().map_err(|source| Error::Spawn {
+                path: jailer.clone(),
+                source,
+            })?;
+            if let Some(cgroup) = &mut cgroup {
+                cgroup.joined();
+            }
             let (mut stdin, mut stdout, mut stderr) =
                 match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                     (Some(i), Some(o), Some(e)) => (i, o, e),
@@ -203,6 +262,7 @@ impl Runtime for ProcessRuntime {
                 control: Box::new(ProcessControl {
                     child,
                     workdir: Some(workdir),
+                    cgroup,
                 }),
             })
         }
@@ -303,17 +363,23 @@ fn write_id_maps(pid: u32) -> std::io::Result<()> {
 struct ProcessControl {
     child: Child,
     workdir: Option<Workdir>,
+    cgroup: Option<Cgroup>,
 }
 
 impl WorkerControl for ProcessControl {
     fn wait(&mut self) -> BoxFuture<'_, WorkerExit> {
         async move {
-            let status = match self.child.wait().await {
+            let mut status = match self.child.wait().await {
                 Ok(status) => WorkerExit::from_status(status),
                 Err(error) => WorkerExit::unknown(error),
             };
-            // Reaped: its working directory can go.
+            // Reaped: its working directory and its cgroup can go, whatever is left in the
+            // cgroup killed.
             self.workdir.take();
+            if let Some(cgroup) = self.cgroup.take() {
+                status.oom = cgroup.oom_kills() > 0;
+                cgroup.remove(CGROUP_PATIENCE).await;
+            }
             status
         }
         .boxed()
@@ -322,8 +388,12 @@ impl WorkerControl for ProcessControl {
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         async move {
             // Fails only if it already exited, which is what was wanted. The sandbox's pid 1 dies
-            // with the jailer (its parent-death signal), and every process of the sandbox with it.
+            // with the jailer (its parent-death signal), and every process of the sandbox with it;
+            // its cgroup holds them all, should one have left the namespace.
             let _ = self.child.start_kill();
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill_all();
+            }
         }
         .boxed()
     }
