@@ -111,6 +111,9 @@ async fn half_plus_two_runs_bounded_by_cgroups_and_leaves_nothing() {
         quota.trim(),
         ((settings.cpus * 100_000.0) as i64).to_string()
     );
+    let pids = std::fs::read_to_string(cgroup("pids", &id, "pids.max"))
+        .expect("the sandbox's pids cgroup");
+    assert_eq!(pids.trim(), settings.pids.to_string());
     assert_eq!(runsc_containers(), std::slice::from_ref(&id));
 
     sandbox.shutdown().await;

@@ -21,7 +21,8 @@ use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
 use tfsandbox_serve::proto::serving::{
-    model_spec::VersionChoice, GetModelStatusRequest, ModelSpec, PredictRequest, PredictResponse,
+    model_spec::VersionChoice, GetModelStatusRequest, ModelSpec, ModelVersionStatus,
+    PredictRequest, PredictResponse,
 };
 use tfsandbox_serve::proto::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
 use tonic::transport::Channel;
@@ -222,6 +223,26 @@ async fn predict(
         .predict(request)
         .await
         .map(|r| r.into_inner())
+}
+
+/// GetModelStatus of one version.
+async fn version_status(channel: &Channel, model: &str, version: i64) -> ModelVersionStatus {
+    let status = ModelServiceClient::new(channel.clone())
+        .get_model_status(GetModelStatusRequest {
+            model_spec: Some(ModelSpec {
+                name: model.into(),
+                version_choice: Some(VersionChoice::Version(version)),
+                ..ModelSpec::default()
+            }),
+        })
+        .await
+        .expect("GetModelStatus")
+        .into_inner();
+    status
+        .model_version_status
+        .into_iter()
+        .next()
+        .expect("the version's status")
 }
 
 fn x(values: &[f32]) -> TensorProto {
@@ -573,18 +594,7 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
         Some(VersionChoice::Version(1)),
         "the symlinked version 2 must not serve"
     );
-    let status = ModelServiceClient::new(channel.clone())
-        .get_model_status(GetModelStatusRequest {
-            model_spec: Some(ModelSpec {
-                name: "half_plus_two".into(),
-                version_choice: Some(VersionChoice::Version(2)),
-                ..ModelSpec::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let two = &status.model_version_status[0];
+    let two = &version_status(&channel, "half_plus_two", 2).await;
     let message = &two.status.as_ref().unwrap().error_message;
     assert_eq!(two.state, 50, "END: {two:?}");
     assert!(
@@ -689,18 +699,7 @@ async fn a_version_that_would_pass_the_memory_budget_is_not_loaded_and_the_rest_
         answer.model_spec.unwrap().version_choice,
         Some(VersionChoice::Version(1))
     );
-    let status = ModelServiceClient::new(channel.clone())
-        .get_model_status(GetModelStatusRequest {
-            model_spec: Some(ModelSpec {
-                name: "half_plus_two".into(),
-                version_choice: Some(VersionChoice::Version(2)),
-                ..ModelSpec::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let two = &status.model_version_status[0];
+    let two = &version_status(&channel, "half_plus_two", 2).await;
     let error = two.status.as_ref().unwrap();
     assert_eq!(two.state, 50, "END: {two:?}");
     assert_eq!(

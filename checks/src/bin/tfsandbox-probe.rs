@@ -335,6 +335,7 @@ fn hidden_host_state() {
     const OWN: &[&str] = &[
         tfsandbox_proto::worker_env::LOG,
         tfsandbox_proto::worker_env::MAX_MESSAGE_BYTES,
+        tfsandbox_proto::worker_env::CGROUP,
         "TFSANDBOX_LANDLOCK",
         "PATH",
         "HOSTNAME",

@@ -280,6 +280,9 @@ pub struct GvisorSettings {
     pub memory_bytes: i64,
     /// CPUs the sandbox may use, bounded by its cgroup's CFS quota.
     pub cpus: f64,
+    /// The most host processes and threads the sandbox may hold (its cgroup's pids.max): gVisor's
+    /// kernel and gofer run the worker's threads on theirs.
+    pub pids: i64,
     /// Size of the /tmp tmpfs in bytes.
     pub tmp_bytes: u64,
     /// RLIMIT_NOFILE, soft and hard.
@@ -299,6 +302,7 @@ impl Default for GvisorSettings {
             state_dir: "/run/tfsandbox-gvisor".into(),
             memory_bytes: 4 << 30,
             cpus: 1.0,
+            pids: 256,
             tmp_bytes: 1 << 30,
             nofile: 1024,
             file_size_bytes: 1 << 30,
@@ -470,8 +474,11 @@ impl Config {
                         format!("{} is not a positive number", gvisor.cpus),
                     );
                 }
-                if gvisor.memory_bytes <= 0 {
-                    return bad("gvisor.memory_bytes", "must be more than zero".into());
+                if gvisor.memory_bytes <= 0 || gvisor.pids <= 0 {
+                    return bad(
+                        "gvisor",
+                        "memory_bytes and pids must be more than zero".into(),
+                    );
                 }
             }
         }
@@ -611,7 +618,7 @@ mod tests {
                     ..ProcessSettings::default()
                 })
             }),
-            ("gvisor.memory_bytes", |c| {
+            ("gvisor", |c| {
                 c.runtime = RuntimeConfig::Gvisor(GvisorSettings {
                     memory_bytes: 0,
                     ..GvisorSettings::default()

@@ -42,8 +42,8 @@ pub struct SandboxArgs {
     /// CPUs the whole sandbox may use (fractions allowed), a CFS quota. Default 1.
     #[arg(long)]
     pub cpus: Option<f64>,
-    /// The most processes and threads the whole sandbox may hold (process and docker runtimes).
-    /// Default 256.
+    /// The most processes and threads the whole sandbox may hold (with gvisor: the host threads
+    /// of its kernel, which runs the worker's). Default 256.
     #[arg(long)]
     pub pids: Option<u64>,
     /// Protections the process runtime may run without where this machine lacks them:
@@ -128,9 +128,10 @@ pub fn sandbox_config(args: SandboxArgs, model: Option<&std::path::Path>) -> Res
             docker.progress = Some(crate::commands::image::progress_bars());
         }
         RuntimeConfig::Gvisor(gvisor) => {
-            if args.pids.is_some() {
-                bail!("--pids needs --runtime process or docker: the gvisor runtime has no pids limit yet, and a limit that cannot apply is refused");
-            }
+            gvisor.pids = match args.pids {
+                Some(pids) => i64::try_from(pids).context("--pids is too large for a cgroup")?,
+                None => gvisor.pids,
+            };
             if let Some(bytes) = args.memory {
                 gvisor.memory_bytes =
                     i64::try_from(bytes).context("--memory is too large for a cgroup")?;

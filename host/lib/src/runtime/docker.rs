@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
 
+use tfsandbox_proto::worker_env;
+
+use super::cgroup::CgroupLimits;
 use super::{model_access, Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure;
 use crate::config::DockerSettings;
@@ -345,6 +348,7 @@ impl DockerRuntime {
                 launch
                     .worker_env()
                     .into_iter()
+                    .chain([(worker_env::CGROUP, bounds(s))])
                     .map(|(name, value)| format!("{name}={value}"))
                     .collect(),
             ),
@@ -610,6 +614,16 @@ impl WorkerControl for DockerControl {
         // The container's processes belong to the engine, not to this host process.
         None
     }
+}
+
+/// What bounds a container as a whole, for its posture report.
+fn bounds(s: &DockerSettings) -> String {
+    let limits = CgroupLimits {
+        memory_bytes: s.memory_bytes.unsigned_abs(),
+        cpus: s.cpus,
+        pids: s.pids_limit.unsigned_abs(),
+    };
+    format!("the engine's cgroup: {limits}")
 }
 
 fn policy(gpus: &Gpus) -> tfsandbox_jailer::seccomp::Policy {

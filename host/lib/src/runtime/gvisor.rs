@@ -19,15 +19,18 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp,
-    LinuxSeccompAction, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    LinuxSeccomp, LinuxSeccompAction, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use tokio::process::{Child, Command};
 
 use tfsandbox_jailer::plan::NOBODY;
 use tfsandbox_jailer::seccomp::Policy;
 
+use tfsandbox_proto::worker_env;
+
+use super::cgroup::CgroupLimits;
 use super::{Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure::{Closure, Variant};
 use crate::config::GvisorSettings;
@@ -211,6 +214,7 @@ impl GvisorRuntime {
                 launch
                     .worker_env()
                     .into_iter()
+                    .chain([(worker_env::CGROUP, bounds(s))])
                     .map(|(name, value)| format!("{name}={value}"))
                     .chain(["PATH=/usr/bin".to_string()])
                     .collect::<Vec<_>>(),
@@ -266,6 +270,12 @@ impl GvisorRuntime {
                     .build()
                     .map_err(oci)?,
             )
+            .pids(
+                LinuxPidsBuilder::default()
+                    .limit(s.pids)
+                    .build()
+                    .map_err(oci)?,
+            )
             .build()
             .map_err(oci)?;
         let seccomp = seccomp_profile().map_err(|e| Error::Confinement {
@@ -309,6 +319,16 @@ impl GvisorRuntime {
 /// answers every SCMP_ACT_ERRNO with EPERM whatever `errnoRet` says, and glibc falls back from
 /// `clone3` to `clone` only on ENOSYS; so `clone3` is let through to gVisor's kernel, which does
 /// not implement it and answers ENOSYS itself (the escape suite checks that answer).
+/// What bounds a sandbox as a whole, for its posture report.
+fn bounds(s: &GvisorSettings) -> String {
+    let limits = CgroupLimits {
+        memory_bytes: s.memory_bytes.unsigned_abs(),
+        cpus: s.cpus,
+        pids: s.pids.unsigned_abs(),
+    };
+    format!("runsc's cgroup: {limits}")
+}
+
 fn seccomp_profile() -> serde_json::Result<LinuxSeccomp> {
     let mut profile: LinuxSeccomp =
         serde_json::from_str(&tfsandbox_jailer::seccomp::docker_profile_for(Policy::Cpu))?;
