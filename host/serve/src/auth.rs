@@ -434,7 +434,12 @@ mod tests {
             Err(Denied::Unauthenticated(_))
         ));
         // Known, but not for this model, or this method.
-        let denied = auth.decide(None, Some(&bearer("alice-secret")), "other", Method::Predict);
+        let denied = auth.decide(
+            None,
+            Some(&bearer("alice-secret")),
+            "other",
+            Method::Predict,
+        );
         assert_eq!(
             denied,
             Err(Denied::PermissionDenied(
@@ -459,7 +464,12 @@ mod tests {
         ));
         // A bad token is refused even on a connection that is allowed.
         assert!(matches!(
-            auth.decide(Some("uid:1000"), Some(&bearer("nope")), "m", Method::Predict),
+            auth.decide(
+                Some("uid:1000"),
+                Some(&bearer("nope")),
+                "m",
+                Method::Predict
+            ),
             Err(Denied::Unauthenticated(_))
         ));
     }
@@ -490,14 +500,19 @@ mod tests {
         let writable = write(dir.path(), "t1", &good, 0o620);
         let error = Authority::load(Some(&writable), Some(&policy), false).unwrap_err();
         assert!(
-            error.to_string().contains("t1 is writable by group or others (mode 620)"),
+            error
+                .to_string()
+                .contains("t1 is writable by group or others (mode 620)"),
             "{error}"
         );
         let spoof = write(dir.path(), "t2", &format!("uid:0 {}\n", sha("a")), 0o600);
         assert!(Authority::load(Some(&spoof), Some(&policy), false).is_err());
         let short = write(dir.path(), "t3", "alice abcd\n", 0o600);
         let error = Authority::load(Some(&short), Some(&policy), false).unwrap_err();
-        assert!(error.to_string().contains("t3:1: 'abcd' is not 64 hex"), "{error}");
+        assert!(
+            error.to_string().contains("t3:1: 'abcd' is not 64 hex"),
+            "{error}"
+        );
         let big = write(
             dir.path(),
             "t4",

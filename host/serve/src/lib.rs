@@ -477,8 +477,7 @@ async fn run(
                     serve_rest(rest::SlotListener { incoming, addr }, router, stop)
                 }
                 None => {
-                    let incoming =
-                        slots.incoming(accept, |tcp| async move { Some((tcp, None)) });
+                    let incoming = slots.incoming(accept, |tcp| async move { Some((tcp, None)) });
                     serve_rest(rest::SlotListener { incoming, addr }, router, stop)
                 }
             })

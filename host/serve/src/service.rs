@@ -97,7 +97,10 @@ impl Serving {
             .extensions()
             .get::<super::listen::ConnectionInfo>()
             .and_then(|c| c.peer());
-        let authorization = request.metadata().get("authorization").map(|v| v.as_bytes());
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         self.authority
             .decide(peer, authorization, model, method)
@@ -330,7 +333,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
-        self.authorise(&request, request.get_ref().model_spec.as_ref(), Method::Predict)?;
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Predict,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
@@ -452,7 +459,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
-        self.authorise(&request, request.get_ref().model_spec.as_ref(), Method::Classify)?;
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Classify,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());
@@ -495,7 +506,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
-        self.authorise(&request, request.get_ref().model_spec.as_ref(), Method::Regress)?;
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Regress,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());

@@ -86,7 +86,10 @@ fn parse_ssl_config(text: &str) -> Result<TlsSettings, String> {
         return Err("SSLConfig needs server_key and server_cert".to_string());
     };
     if verify && ca.is_none() {
-        return Err("client_verify: true needs custom_ca, the CA client certificates must chain to".to_string());
+        return Err(
+            "client_verify: true needs custom_ca, the CA client certificates must chain to"
+                .to_string(),
+        );
     }
     if !verify && ca.is_some() {
         // As in TensorFlow Serving, custom_ca only matters for verifying clients.
@@ -188,8 +191,8 @@ mod tests {
         assert_eq!(settings.key_pem, b"-----KEY\nabc");
         assert_eq!(settings.cert_pem, b"CERTMORE");
         assert_eq!(settings.client_ca_pem.as_deref(), Some(&b"CA"[..]));
-        let error = parse_ssl_config("server_key: 'k' server_cert: 'c' client_verify: true")
-            .unwrap_err();
+        let error =
+            parse_ssl_config("server_key: 'k' server_cert: 'c' client_verify: true").unwrap_err();
         assert!(error.contains("needs custom_ca"), "{error}");
         assert!(parse_ssl_config("server_key: 'k'").is_err());
         assert!(parse_ssl_config("server_key: 'k' server_cert: 'c' other: 1").is_err());

@@ -145,7 +145,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let auth = serve::Authority::load(
         auth_tokens_file.as_deref(),
         auth_policy_file.as_deref(),
-        tls.as_ref().is_some_and(serve::TlsSettings::verifies_clients),
+        tls.as_ref()
+            .is_some_and(serve::TlsSettings::verifies_clients),
     )?;
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
