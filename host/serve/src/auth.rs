@@ -21,6 +21,9 @@ use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::codegen::http;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -211,15 +214,7 @@ impl Authority {
         if !self.enforced {
             return Ok(());
         }
-        let mut identities: Vec<&str> = peer.into_iter().collect();
-        if let Some(value) = authorization {
-            identities.push(self.token_identity(value)?);
-        }
-        if identities.is_empty() {
-            return Err(Denied::Unauthenticated(
-                "no credentials: send 'authorization: Bearer TOKEN', connect with a client certificate, or call over the Unix socket".to_string(),
-            ));
-        }
+        let identities = self.authenticate(peer, authorization)?;
         let Some(rules) = &self.policy else {
             // Client verification alone: the handshake already admitted only the CA's clients.
             return Ok(());
@@ -237,6 +232,28 @@ impl Authority {
         Err(Denied::PermissionDenied(format!(
             "{who} may not call {method} on model '{model}'"
         )))
+    }
+
+    /// The caller's identities, or UNAUTHENTICATED: the first half of [`Authority::decide`],
+    /// which needs no model, so it can be taken before a request's body is read.
+    pub fn authenticate<'a>(
+        &'a self,
+        peer: Option<&'a str>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Vec<&'a str>, Denied> {
+        if !self.enforced {
+            return Ok(Vec::new());
+        }
+        let mut identities: Vec<&str> = peer.into_iter().collect();
+        if let Some(value) = authorization {
+            identities.push(self.token_identity(value)?);
+        }
+        if identities.is_empty() {
+            return Err(Denied::Unauthenticated(
+                "no credentials: send 'authorization: Bearer TOKEN', connect with a client certificate, or call over the Unix socket".to_string(),
+            ));
+        }
+        Ok(identities)
     }
 
     /// The name of the token `Bearer <token>` carries, or UNAUTHENTICATED.
@@ -367,6 +384,75 @@ fn parse_policy(path: &Path, text: &str) -> Result<Vec<Rule>, AuthError> {
     Ok(file.allow)
 }
 
+/// The gRPC paths of TensorFlow Serving's services, which [`Authenticate`] guards. Health and
+/// reflection stay open (see the README); the profiler answers every call UNIMPLEMENTED.
+const GUARDED_PATHS: [&str; 2] = [
+    "/tensorflow.serving.PredictionService/",
+    "/tensorflow.serving.ModelService/",
+];
+
+/// The tower layer on the gRPC server that refuses a call to TensorFlow Serving's services with
+/// no valid credentials before its body is read or decoded, so an unauthenticated client costs
+/// its headers only. Which model it may call is decided by the service once the request names
+/// it ([`Authority::decide`], the same code).
+pub(crate) fn authenticate_layer(authority: Arc<Authority>) -> AuthenticateLayer {
+    AuthenticateLayer(authority)
+}
+
+#[derive(Clone)]
+pub(crate) struct AuthenticateLayer(Arc<Authority>);
+
+impl<S> tower::Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            inner,
+            authority: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Authenticate<S> {
+    inner: S,
+    authority: Arc<Authority>,
+}
+
+impl<S, B, ResponseBody> tower::Service<http::Request<B>> for Authenticate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if GUARDED_PATHS.iter().any(|p| path.starts_with(p)) {
+            let peer = request
+                .extensions()
+                .get::<crate::listen::ConnectionInfo>()
+                .and_then(|c| c.peer());
+            let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
+            if let Err(denied) = self.authority.authenticate(peer, authorization) {
+                let response = tonic::Status::from(denied).into_http();
+                return Box::pin(async move { Ok(response) });
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
 /// `cert:<CN>` of a DER certificate, if it has a common name.
 pub fn certificate_identity(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -472,6 +558,43 @@ mod tests {
             ),
             Err(Denied::Unauthenticated(_))
         ));
+    }
+
+    /// The layer answers UNAUTHENTICATED itself, never calling the service (which would read
+    /// the body); a call with credentials, and health, go through.
+    #[tokio::test]
+    async fn the_layer_refuses_before_the_service() {
+        use tower::{Layer, ServiceExt};
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let service = tower::service_fn(move |_: http::Request<()>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) }
+        });
+        let layered = authenticate_layer(Arc::new(authority())).layer(service);
+        let call = |path: &str, token: Option<&str>| {
+            let mut request = http::Request::builder().uri(path);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            layered.clone().oneshot(request.body(()).unwrap())
+        };
+        let grpc_status = |r: &http::Response<String>| {
+            r.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let predict = "/tensorflow.serving.PredictionService/Predict";
+        let refused = call(predict, None).await.unwrap();
+        assert_eq!(grpc_status(&refused).as_deref(), Some("16"));
+        let refused = call("/tensorflow.serving.ModelService/GetModelStatus", Some("x"))
+            .await
+            .unwrap();
+        assert_eq!(grpc_status(&refused).as_deref(), Some("16"));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        call(predict, Some("alice-secret")).await.unwrap();
+        call("/grpc.health.v1.Health/Check", None).await.unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

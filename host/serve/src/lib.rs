@@ -362,6 +362,7 @@ async fn run(
             .http2_keepalive_interval(grpc.keepalive_time)
             .http2_keepalive_timeout(grpc.keepalive_timeout)
             .layer(tower::layer::layer_fn(listen::count_calls))
+            .layer(auth::authenticate_layer(options.auth.clone()))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(receive)
