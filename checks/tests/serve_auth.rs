@@ -556,6 +556,7 @@ async fn mutual_tls_names_the_caller_by_its_certificate() {
         format!("--rest_api_port={rest_port}").as_ref(),
     ]);
     let grpc = server.address("");
+    assert_eq!(server.address("https://"), format!("127.0.0.1:{rest_port}"));
     let ca = pki.ca.pem();
 
     let channel = tls_channel(&grpc, client_config(&ca, Some(&allowed), b"h2"))

@@ -166,6 +166,8 @@ pub struct Listening {
     pub tcp: Option<SocketAddr>,
     pub rest: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
+    /// Whether the TCP listeners (gRPC and REST) speak TLS.
+    pub tls: bool,
 }
 
 /// Loads every model (its served versions) and serves until `shutdown` completes; then stops
@@ -385,6 +387,7 @@ async fn run(
         tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
         rest: rest.as_ref().and_then(|l| l.local_addr().ok()),
         unix_socket: unix.as_ref().and(options.unix_socket.clone()),
+        tls: tls.is_some(),
     };
     // One shutdown signal for every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

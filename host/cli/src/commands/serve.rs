@@ -226,7 +226,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = writeln!(stdout, "listening on unix:{}", path.display());
         }
         if let Some(addr) = listening.rest {
-            let _ = writeln!(stdout, "listening on http://{addr}");
+            let scheme = if listening.tls { "https" } else { "http" };
+            let _ = writeln!(stdout, "listening on {scheme}://{addr}");
         }
         let _ = stdout.flush();
     };
