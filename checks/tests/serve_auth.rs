@@ -759,3 +759,29 @@ fn what_serve_refuses_at_start() {
         "{stderr}"
     );
 }
+
+/// `--allow_unauthenticated_remote` is the one way to an open server beyond loopback: it starts,
+/// and answers without credentials, as before this flag existed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_server_beyond_loopback_must_be_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &base.join("1"));
+    let server = start_serve(&[
+        "--model_name".as_ref(),
+        "half_plus_two".as_ref(),
+        "--model_base_path".as_ref(),
+        base.as_os_str(),
+        "--grpc_address=0.0.0.0".as_ref(),
+        "--allow_unauthenticated_remote".as_ref(),
+    ]);
+    let address = server.address("");
+    let port = address
+        .strip_prefix("0.0.0.0:")
+        .unwrap_or_else(|| panic!("listening on every address: {address}"));
+    let channel = plain_channel(&format!("127.0.0.1:{port}")).await;
+    assert_eq!(
+        predict(&channel, "half_plus_two", None).await,
+        Ok(vec![2.5, 3.0])
+    );
+}
