@@ -504,6 +504,11 @@ mod tests {
             .unwrap()
             .check()
             .is_ok());
+        // Honoured now (TLS, and client certificates with client_verify), so not refused.
+        assert!(parse(&["--ssl_config_file=/etc/ssl.config"])
+            .unwrap()
+            .check()
+            .is_ok());
     }
 
     #[test]
