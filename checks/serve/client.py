@@ -4,12 +4,18 @@ Run by checks/tests/serve.rs with the venv from scripts/setup-serving-client.sh:
 
     client.py basic  --address 127.0.0.1:PORT --unix-socket PATH
     client.py switch --address 127.0.0.1:PORT --base DIR --source DIR --new-version 3
+    client.py tls    --address 127.0.0.1:PORT --root-cert PEM
+    client.py auth   --address 127.0.0.1:PORT --unix-socket PATH --root-cert PEM
+                     --client-cert PEM --client-key PEM --token TOKEN
 
 `basic` checks Predict (tensor_content and typed *_val inputs, strings), GetModelMetadata,
 GetModelStatus, health and reflection, and the status codes of bad requests. `switch` keeps a
 stream of Predicts going from several threads, adds a version folder under the base path, and
 requires zero failed calls and that the answers move to the new version. Any failed check raises;
-the exit status is then non-zero and the traceback says which.
+the exit status is then non-zero and the traceback says which. `auth` calls a server with mutual
+TLS and a policy the way a TensorFlow Serving client would: a client certificate, bearer tokens
+as call credentials and as `authorization` metadata, and the Unix socket, each with the status
+TensorFlow Serving's clients expect (UNAUTHENTICATED, PERMISSION_DENIED).
 """
 
 import argparse
@@ -304,6 +310,84 @@ def tls(args):
     print("tls: all checks passed")
 
 
+def auth(args):
+    """The policy (written by serve.rs): cert:client-a may Predict half_plus_two, the token's
+    holder may GetModelStatus on it, this uid may GetModelMetadata on it over the Unix socket."""
+    read = lambda path: open(path, "rb").read()
+    ssl = grpc.ssl_channel_credentials(
+        root_certificates=read(args.root_cert),
+        private_key=read(args.client_key),
+        certificate_chain=read(args.client_cert),
+    )
+    target = [("grpc.ssl_target_name_override", "localhost")]
+    channel = grpc.secure_channel(args.address, ssl, options=target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = MODEL
+
+    # The certificate's identity alone.
+    response = stub.Predict(predict_request(MODEL, {"x": x_typed([2.0])}), timeout=60)
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [[3.0]]
+    expect_error(
+        lambda: models.GetModelStatus(status_request, timeout=60),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "cert:client-a may not call GetModelStatus on model 'half_plus_two'",
+    )
+    # The token as gRPC's own call credentials (authorization: Bearer ...), and as metadata.
+    with_token = grpc.secure_channel(
+        args.address,
+        grpc.composite_channel_credentials(ssl, grpc.access_token_call_credentials(args.token)),
+        options=target,
+    )
+    response = model_service_pb2_grpc.ModelServiceStub(with_token).GetModelStatus(
+        status_request, timeout=60
+    )
+    assert response.model_version_status[0].state == AVAILABLE
+    models.GetModelStatus(
+        status_request, metadata=[("authorization", f"Bearer {args.token}")], timeout=60
+    )
+    expect_error(
+        lambda: stub.Predict(
+            predict_request(MODEL, {"x": x_typed([2.0])}),
+            metadata=[("authorization", "Bearer not-the-token")],
+            timeout=60,
+        ),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "the bearer token is not valid",
+    )
+    # No client certificate: the handshake fails, so the call does not reach the server.
+    anonymous = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.secure_channel(
+            args.address,
+            grpc.ssl_channel_credentials(root_certificates=read(args.root_cert)),
+            options=target,
+        )
+    )
+    try:
+        anonymous.Predict(predict_request(MODEL, {"x": x_typed([2.0])}), timeout=10)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+        print(f"  no client certificate: {error.code().name}")
+    else:
+        raise AssertionError("a call without a client certificate succeeded")
+
+    # The Unix socket: this process's uid.
+    local = grpc.insecure_channel(f"unix:{args.unix_socket}")
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = MODEL
+    request.metadata_field.append("signature_def")
+    prediction_service_pb2_grpc.PredictionServiceStub(local).GetModelMetadata(request, timeout=60)
+    expect_error(
+        lambda: prediction_service_pb2_grpc.PredictionServiceStub(local).Predict(
+            predict_request(MODEL, {"x": x_typed([2.0])}), timeout=60
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"uid:{os.getuid()} may not call Predict",
+    )
+    print("auth: all checks passed")
+
+
 def switch(args):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.address))
     models = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(args.address))
@@ -395,7 +479,7 @@ def switch(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("phase", choices=["basic", "switch", "tls"])
+    parser.add_argument("phase", choices=["basic", "switch", "tls", "auth"])
     parser.add_argument("--address", required=True)
     parser.add_argument("--unix-socket")
     parser.add_argument("--base")
@@ -403,8 +487,11 @@ def main():
     parser.add_argument("--new-version", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--root-cert")
+    parser.add_argument("--client-cert")
+    parser.add_argument("--client-key")
+    parser.add_argument("--token")
     args = parser.parse_args()
-    {"basic": basic, "switch": switch, "tls": tls}[args.phase](args)
+    {"basic": basic, "switch": switch, "tls": tls, "auth": auth}[args.phase](args)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,126 @@ fn tls() {
     stop(server);
 }
 
+/// Mutual TLS and the policy through TensorFlow Serving's Python client, as its users would call:
+/// a client certificate (`grpc.ssl_channel_credentials`), a bearer token as call credentials and
+/// as metadata, and the Unix socket's uid; UNAUTHENTICATED and PERMISSION_DENIED where refused.
+#[test]
+fn authentication_with_tensorflow_servings_client() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let python = serving_client_python();
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let issue = |names: Vec<String>, cn: &str, usage| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = issue(
+        vec!["localhost".to_string()],
+        "localhost",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) =
+        issue(Vec::new(), "client-a", ExtendedKeyUsagePurpose::ClientAuth);
+    let file = |name: &str, text: &str| {
+        let path = base.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let ca_file = file("ca.pem", &ca.pem());
+    let client_cert = file("client.pem", &client_cert);
+    let client_key = file("client.key", &client_key);
+    let ssl_config = file(
+        "ssl.config",
+        &format!(
+            "server_key: {server_key:?}\nserver_cert: {server_cert:?}\ncustom_ca: {:?}\nclient_verify: true\n",
+            ca.pem()
+        ),
+    );
+    let token = "a-token-for-the-python-client";
+    let tokens = {
+        use std::fmt::Write;
+        let digest = {
+            // As the README tells an operator to: `printf %s TOKEN | sha256sum`.
+            let output = Command::new("sha256sum")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().unwrap().write_all(token.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("run sha256sum");
+            String::from_utf8(output.stdout).unwrap()[..64].to_string()
+        };
+        let mut text = String::new();
+        writeln!(text, "python-client {digest}").unwrap();
+        file("tokens", &text)
+    };
+    let uid = rustix::process::getuid().as_raw();
+    let policy = file(
+        "policy.json",
+        &format!(
+            r#"{{"allow": [
+                {{"identity": "cert:client-a", "models": ["half_plus_two"], "methods": ["Predict"]}},
+                {{"identity": "python-client", "models": ["half_plus_two"], "methods": ["GetModelStatus"]}},
+                {{"identity": "uid:{uid}", "models": ["half_plus_two"], "methods": ["GetModelMetadata"]}}
+            ]}}"#
+        ),
+    );
+    let socket = base.path().join("serve.sock");
+    let (server, listening) = start_serve(&[
+        "--model_name".as_ref(),
+        "half_plus_two".as_ref(),
+        "--model_base_path".as_ref(),
+        half.as_os_str(),
+        format!("--ssl_config_file={}", ssl_config.display()).as_ref(),
+        "--auth_tokens_file".as_ref(),
+        tokens.as_os_str(),
+        "--auth_policy_file".as_ref(),
+        policy.as_os_str(),
+        "--grpc_socket_path".as_ref(),
+        socket.as_os_str(),
+    ]);
+    let path = |p: &Path| p.display().to_string();
+    run_client(
+        &python,
+        &[
+            "auth",
+            "--address",
+            &listening[0],
+            "--unix-socket",
+            &path(&socket),
+            "--root-cert",
+            &path(&ca_file),
+            "--client-cert",
+            &path(&client_cert),
+            "--client-key",
+            &path(&client_key),
+            "--token",
+            token,
+        ],
+    );
+    stop(server);
+}
+
 /// The REST API (`--rest_api_port`) with plain HTTP requests: the requests and answers of
 /// TensorFlow Serving's own REST tests on its `saved_model_half_plus_two_cpu` (used in place from
 /// its testdata), and bad input getting its status and message while the server keeps serving.

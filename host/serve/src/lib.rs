@@ -3,8 +3,11 @@
 //! Clients written for TensorFlow Serving (its Python `tensorflow-serving-api`, Go or Java stubs
 //! generated from its protos) call `tensorflow.serving.PredictionService` and `ModelService`
 //! unchanged; each model version runs in its own sandbox pool ([`versions`]). The server also
-//! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS.
+//! answers gRPC health checks and reflection, over TCP, a Unix socket, or both, with optional TLS
+//! (mutual, with `client_verify`), and lets each caller call only what the policy allows
+//! ([`auth`]).
 
+pub mod auth;
 mod authority;
 mod convert;
 mod examples;
@@ -29,10 +32,12 @@ use crate::proto::serving::prediction_service_server::PredictionServiceServer;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
+pub use auth::{AuthError, Authority};
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
 pub use model_config::ConfigFileError;
 pub use service::AnswerOptions;
+pub use tls::TlsSettings;
 pub use versions::{ModelConfig, VersionPolicy};
 
 use service::{RequestLimits, Serving};
@@ -61,6 +66,8 @@ pub enum ServeError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("refusing to listen on {addr} with no authentication: anyone who can reach it could call every model. Configure --auth_policy_file (with --auth_tokens_file) or --ssl_config_file with client_verify, listen on loopback, or give --allow_unauthenticated_remote")]
+    UnauthenticatedRemote { addr: SocketAddr },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
     #[error("serving: {0}")]
@@ -75,13 +82,6 @@ pub enum ServeError {
     NothingLoaded { model: String, base: PathBuf },
 }
 
-/// PEM certificate chain and key.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -94,7 +94,12 @@ pub struct ServeOptions {
     pub poll: Option<Duration>,
     pub tcp: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
-    pub tls: Option<TlsFiles>,
+    /// TLS on the TCP listeners (gRPC and REST); with a client CA, mutual.
+    pub tls: Option<TlsSettings>,
+    /// Who may call what; [`Authority::open`]: everyone, everything.
+    pub auth: Arc<Authority>,
+    /// Listen beyond loopback with nothing authenticated (refused otherwise).
+    pub allow_unauthenticated_remote: bool,
     /// The most bytes a request's inputs, or an answer's outputs, may take in memory together.
     pub max_request_bytes: usize,
     /// Load version folders that are symlinks (refused otherwise).
@@ -165,6 +170,8 @@ pub struct Listening {
     pub tcp: Option<SocketAddr>,
     pub rest: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
+    /// Whether the TCP listeners (gRPC and REST) speak TLS.
+    pub tls: bool,
 }
 
 /// Loads every model (its served versions) and serves until `shutdown` completes; then stops
@@ -178,8 +185,22 @@ pub async fn serve(
     if options.tcp.is_none() && options.unix_socket.is_none() {
         return Err(ServeError::NoListener);
     }
+    let rest_addr = options.rest.as_ref().map(|r| r.addr);
+    for addr in options.tcp.iter().chain(rest_addr.iter()) {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        // Loopback stays open by default, as before: only this host's users reach it, and the
+        // Unix socket's mode already says which of them. Beyond it, open must be asked for.
+        if !options.auth.is_enforced() && !options.allow_unauthenticated_remote {
+            return Err(ServeError::UnauthenticatedRemote { addr: *addr });
+        }
+        if options.tls.is_none() && options.auth.is_enforced() {
+            tracing::warn!("{addr} is plain TCP beyond loopback: bearer tokens cross the network readable by anyone on the path; give --ssl_config_file");
+        }
+    }
     let tls = match &options.tls {
-        Some(files) => Some(tls::read_acceptor(&files.cert, &files.key).map_err(ServeError::Tls)?),
+        Some(settings) => Some(tls::acceptors(settings).map_err(ServeError::Tls)?),
         None => None,
     };
     let settings = LoadSettings {
@@ -265,7 +286,7 @@ async fn run(
     options: &ServeOptions,
     settings: &LoadSettings,
     listeners: Listeners,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, TlsAcceptor)>,
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     ready: impl FnOnce(&Listening),
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -314,6 +335,7 @@ async fn run(
             max_tensor_bytes: options.config.limits.max_tensor_bytes,
         },
         options.answers,
+        options.auth.clone(),
     );
     let grpc = &options.grpc;
     let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);
@@ -347,6 +369,7 @@ async fn run(
             .http2_keepalive_interval(grpc.keepalive_time)
             .http2_keepalive_timeout(grpc.keepalive_timeout)
             .layer(tower::layer::layer_fn(listen::count_calls))
+            .layer(auth::authenticate_layer(options.auth.clone()))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(receive)
@@ -369,6 +392,7 @@ async fn run(
         tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
         rest: rest.as_ref().and_then(|l| l.local_addr().ok()),
         unix_socket: unix.as_ref().and(options.unix_socket.clone()),
+        tls: tls.is_some(),
     };
     // One shutdown signal for every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -393,8 +417,8 @@ async fn run(
                 Ok(stream)
             }
         };
-        match tls {
-            Some(acceptor) => {
+        match tls.clone() {
+            Some((acceptor, _)) => {
                 let incoming =
                     slots.incoming(accept, move |tcp| tls::handshake(acceptor.clone(), tcp));
                 servers.push(Box::pin(
@@ -402,7 +426,7 @@ async fn run(
                 ));
             }
             None => {
-                let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
+                let incoming = slots.incoming(accept, |tcp| async move { Some((tcp, None)) });
                 servers.push(Box::pin(
                     router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
                 ));
@@ -417,8 +441,16 @@ async fn run(
             async move { Ok(listener.accept().await?.0) }
         };
         // gRPC Python's and Java's authority there, the socket's path, is made one h2 takes.
-        let incoming = slots.incoming(accept, |stream| async move {
-            Some(authority::UnixAuthority::new(stream))
+        // The peer's uid is the kernel's (SO_PEERCRED), taken as it connected.
+        let incoming = slots.incoming(accept, |stream: tokio::net::UnixStream| async move {
+            let peer = match stream.peer_cred() {
+                Ok(cred) => Some(Arc::from(format!("uid:{}", cred.uid()))),
+                Err(error) => {
+                    tracing::warn!("SO_PEERCRED on a Unix connection: {error}");
+                    None
+                }
+            };
+            Some((authority::UnixAuthority::new(stream), peer))
         });
         let server = router().serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         servers.push(Box::pin(server));
@@ -446,11 +478,18 @@ async fn run(
                     Ok(stream)
                 }
             };
-            let incoming = slots.incoming(accept, |tcp| async move { Some(tcp) });
-            let listener = rest::SlotListener { incoming, addr };
-            let server =
-                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-            Some(tokio::spawn(async move { server.await }))
+            let stop = stopped(stop_rx.clone());
+            Some(match tls {
+                Some((_, acceptor)) => {
+                    let incoming =
+                        slots.incoming(accept, move |tcp| tls::handshake(acceptor.clone(), tcp));
+                    serve_rest(rest::SlotListener { incoming, addr }, router, stop)
+                }
+                None => {
+                    let incoming = slots.incoming(accept, |tcp| async move { Some((tcp, None)) });
+                    serve_rest(rest::SlotListener { incoming, addr }, router, stop)
+                }
+            })
         }
         _ => None,
     };
@@ -471,6 +510,20 @@ async fn run(
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
+}
+
+/// The REST server on `listener`, each request given its connection's identity.
+fn serve_rest<T>(
+    listener: rest::SlotListener<T>,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.into_make_service_with_connect_info::<listen::ConnectionInfo>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(stop);
+    tokio::spawn(async move { server.await })
 }
 
 /// Clients past `--max_connections` wait in the kernel's queue, which is longer than the 128

@@ -78,7 +78,8 @@ impl Slots {
 
     /// Accepts from `accept` while a slot is free, until the receiving side goes away. Each
     /// connection goes through `prepare` (a TLS handshake, say; `None` drops it) side by side
-    /// with the others, holding its slot.
+    /// with the others, holding its slot; `prepare` also says who the peer is (`cert:CN`,
+    /// `uid:N`), if the connection tells.
     pub fn incoming<S, T, A, AF, P, PF>(
         &self,
         mut accept: A,
@@ -90,7 +91,7 @@ impl Slots {
         A: FnMut() -> AF + Send + 'static,
         AF: Future<Output = io::Result<S>> + Send,
         P: Fn(S) -> PF + Send + Sync + 'static,
-        PF: Future<Output = Option<T>> + Send + 'static,
+        PF: Future<Output = Option<(T, Option<Arc<str>>)>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(16);
         let slots = self.clone();
@@ -141,8 +142,9 @@ impl Slots {
                 let tx = tx.clone();
                 let idle_timeout = slots.idle_timeout;
                 tokio::spawn(async move {
-                    if let Some(io) = prepare(stream).await {
-                        let _ = tx.send(Ok(Connection::new(io, permit, idle_timeout))).await;
+                    if let Some((io, peer)) = prepare(stream).await {
+                        let connection = Connection::new(io, permit, idle_timeout, peer);
+                        let _ = tx.send(Ok(connection)).await;
                     }
                 });
             }
@@ -173,9 +175,20 @@ impl Drop for CallGuard {
     }
 }
 
-/// What tonic hands each request of a connection (in its extensions).
+/// What tonic (and the REST server) hands each request of a connection, in its extensions:
+/// its calls in flight, and who the peer is if the connection says (a verified client
+/// certificate's `cert:CN`, a Unix socket peer's `uid:N`).
 #[derive(Debug, Clone)]
-pub struct ConnectionInfo(Arc<Activity>);
+pub struct ConnectionInfo {
+    activity: Arc<Activity>,
+    peer: Option<Arc<str>>,
+}
+
+impl ConnectionInfo {
+    pub fn peer(&self) -> Option<&str> {
+        self.peer.as_deref()
+    }
+}
 
 /// An accepted connection: it holds its slot until dropped, and reads end (EOF) once it has
 /// been idle for the timeout with no call in flight.
@@ -184,17 +197,31 @@ pub struct Connection<T> {
     activity: Arc<Activity>,
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    peer: Option<Arc<str>>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl<T> Connection<T> {
-    fn new(io: T, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Connection<T> {
+    fn new(
+        io: T,
+        slot: OwnedSemaphorePermit,
+        idle_timeout: Duration,
+        peer: Option<Arc<str>>,
+    ) -> Connection<T> {
         Connection {
             io,
             activity: Arc::default(),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
+            peer,
             _slot: slot,
+        }
+    }
+
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            activity: self.activity.clone(),
+            peer: self.peer.clone(),
         }
     }
 
@@ -219,7 +246,7 @@ impl<T> tonic::transport::server::Connected for Connection<T> {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo(self.activity.clone())
+        self.info()
     }
 }
 
@@ -307,8 +334,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let guard = request.extensions().get::<ConnectionInfo>().map(|info| {
-            info.0.calls.fetch_add(1, Ordering::SeqCst);
-            CallGuard(info.0.clone())
+            info.activity.calls.fetch_add(1, Ordering::SeqCst);
+            CallGuard(info.activity.clone())
         });
         let call = self.0.call(request);
         Box::pin(async move {

@@ -121,9 +121,20 @@ fn parse_message(
                         *pos += 1;
                         Value::Message(parse_message(tokens, pos, true)?)
                     }
-                    Some(Token::Word(s)) | Some(Token::Text(s)) => {
+                    Some(Token::Word(s)) => {
                         *pos += 1;
                         Value::Scalar(s.clone())
+                    }
+                    Some(Token::Text(s)) => {
+                        *pos += 1;
+                        // Adjacent strings are one, as in protobuf's text format (a PEM is often
+                        // written a line to a string).
+                        let mut s = s.clone();
+                        while let Some(Token::Text(more)) = tokens.get(*pos) {
+                            s.push_str(more);
+                            *pos += 1;
+                        }
+                        Value::Scalar(s)
                     }
                     _ => return error(format!("field '{name}' has no value")),
                 };
@@ -132,6 +143,20 @@ fn parse_message(
             Some(other) => return error(format!("unexpected {other:?}")),
         }
     }
+}
+
+/// The fields of a text-format message whose fields are all scalars (an `SSLConfig`), in order.
+pub(crate) fn flat_fields(text: &str) -> Result<Vec<(String, String)>, String> {
+    let tokens = tokenize(text).map_err(|e| e.0)?;
+    let mut pos = 0;
+    parse_message(&tokens, &mut pos, false)
+        .map_err(|e| e.0)?
+        .into_iter()
+        .map(|(name, value)| match value {
+            Value::Scalar(s) => Ok((name, s)),
+            Value::Message(_) => Err(format!("field '{name}' is not a scalar")),
+        })
+        .collect()
 }
 
 /// The models a config file lists.

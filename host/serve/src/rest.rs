@@ -24,8 +24,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use tonic::{Code, Status};
 
+use super::auth::{Decided, Denied, Method as AuthMethod};
 use super::convert;
-use super::listen::Connection;
+use super::listen::{Connection, ConnectionInfo};
 use super::service::Serving;
 use tfsandbox::tensor;
 use tfsandbox::wire::Signature;
@@ -67,15 +68,29 @@ impl Rest {
 }
 
 /// The REST port's connections, taken through the same slots as gRPC's, so `--max_connections`
-/// and `--idle_timeout` bound REST clients too.
-pub struct SlotListener {
-    pub incoming:
-        tokio_stream::wrappers::ReceiverStream<std::io::Result<Connection<tokio::net::TcpStream>>>,
+/// and `--idle_timeout` bound REST clients too. `T`: a TCP stream, or TLS over one.
+pub struct SlotListener<T> {
+    pub incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<Connection<T>>>,
     pub addr: std::net::SocketAddr,
 }
 
-impl axum::serve::Listener for SlotListener {
-    type Io = Connection<tokio::net::TcpStream>;
+/// Each REST request gets its connection's [`ConnectionInfo`] (the peer's identity above all),
+/// as each gRPC request does from tonic.
+impl<T> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, SlotListener<T>>>
+    for ConnectionInfo
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, SlotListener<T>>) -> ConnectionInfo {
+        stream.io().info()
+    }
+}
+
+impl<T> axum::serve::Listener for SlotListener<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = Connection<T>;
     /// The listener's own address: a connection's peer is not kept.
     type Addr = std::net::SocketAddr;
 
@@ -131,7 +146,14 @@ fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
-async fn handle(State(rest): State<Rest>, method: Method, uri: Uri, body: Body) -> Response {
+async fn handle(
+    State(rest): State<Rest>,
+    axum::extract::ConnectInfo(connection): axum::extract::ConnectInfo<ConnectionInfo>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
     let path = uri.path().to_string();
     let Some(call) = parse_path(&method, &path) else {
         if path.len() >= 4 && path[..4].eq_ignore_ascii_case("/v1/") {
@@ -143,6 +165,36 @@ async fn handle(State(rest): State<Rest>, method: Method, uri: Uri, body: Body) 
         }
         return StatusCode::NOT_FOUND.into_response();
     };
+    // Decided before the body is read or the model looked up, so a caller who may not call the
+    // model learns nothing of it and costs no more than its headers. The same decision as gRPC's.
+    let auth_method = match call.verb {
+        Verb::Status => AuthMethod::GetModelStatus,
+        Verb::Metadata => AuthMethod::GetModelMetadata,
+        Verb::Predict => AuthMethod::Predict,
+        Verb::Classify => AuthMethod::Classify,
+        Verb::Regress => AuthMethod::Regress,
+    };
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(denied) =
+        rest.serving
+            .authority()
+            .decide(connection.peer(), authorization, &call.model, auth_method)
+    {
+        let unauthenticated = matches!(denied, Denied::Unauthenticated(_));
+        let status = Status::from(denied);
+        let mut response = json_response(
+            http_code(status.code()),
+            &json!({ "error": status.message() }),
+        );
+        if unauthenticated {
+            // RFC 9110: a 401 says which scheme would do.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        return response;
+    }
     // Waiting for a slot counts against the call's time, as the queue does in TF Serving.
     let work = async {
         let _slot = rest
@@ -279,8 +331,10 @@ fn model_spec(call: &Call, signature_name: String) -> Result<ModelSpec, Status> 
     })
 }
 
+/// The gRPC request of a REST call that [`handle`] has already let through.
 fn grpc_request<T>(message: T, timeout: Option<Duration>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(Decided);
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
     }

@@ -18,6 +18,7 @@ use prost::Message;
 use tfsandbox_proto::transport;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Authority, Decided, Method};
 use super::convert;
 use super::examples::{classification, count_examples, regression, serialized_examples};
 use super::versions::{ServedModel, State, Version};
@@ -37,6 +38,7 @@ pub struct Serving {
     models: Arc<BTreeMap<String, Arc<ServedModel>>>,
     limits: RequestLimits,
     answers: AnswerOptions,
+    authority: Arc<Authority>,
 }
 
 /// TensorFlow Serving's switches for how requests are checked and answers written.
@@ -65,12 +67,44 @@ impl Serving {
         models: Arc<BTreeMap<String, Arc<ServedModel>>>,
         limits: RequestLimits,
         answers: AnswerOptions,
+        authority: Arc<Authority>,
     ) -> Serving {
         Serving {
             models,
             limits,
             answers,
+            authority,
         }
+    }
+
+    pub(super) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The authorisation decision for a gRPC call on `spec`'s model, from its connection's
+    /// identity and its `authorization` metadata. Taken before the model is looked up, so a
+    /// caller who may not call a model cannot learn whether it exists.
+    fn authorise<T>(
+        &self,
+        request: &Request<T>,
+        spec: Option<&ModelSpec>,
+        method: Method,
+    ) -> Result<(), Status> {
+        if request.extensions().get::<Decided>().is_some() {
+            return Ok(());
+        }
+        let peer = request
+            .extensions()
+            .get::<super::listen::ConnectionInfo>()
+            .and_then(|c| c.peer());
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+        self.authority
+            .decide(peer, authorization, model, method)
+            .map_err(Status::from)
     }
 
     /// The version a request's ModelSpec names.
@@ -299,6 +333,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Predict,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let spec = request.model_spec.as_ref();
@@ -374,6 +413,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::GetModelMetadataRequest>,
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::GetModelMetadata,
+        )?;
         let request = request.into_inner();
         if request.metadata_field.is_empty() {
             return Err(Status::invalid_argument(
@@ -415,6 +459,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Classify,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());
@@ -440,6 +489,13 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        // Every task must name the same model (checked below), so the first names it.
+        let spec = request
+            .get_ref()
+            .tasks
+            .first()
+            .and_then(|t| t.model_spec.as_ref());
+        self.authorise(&request, spec, Method::MultiInference)?;
         let timeout = transport::grpc_timeout(&request);
         multi_inference(self, request.into_inner(), timeout)
             .await
@@ -450,6 +506,11 @@ impl PredictionService for Serving {
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::Regress,
+        )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
         let batch = count_examples(request.input.as_ref());
@@ -545,6 +606,11 @@ impl ModelService for Serving {
         &self,
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
+        self.authorise(
+            &request,
+            request.get_ref().model_spec.as_ref(),
+            Method::GetModelStatus,
+        )?;
         let request = request.into_inner();
         let spec = request
             .model_spec

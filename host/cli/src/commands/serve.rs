@@ -59,6 +59,17 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long = "tls-key", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Bearer tokens: lines `IDENTITY SHA256HEX` (the token's sha256; `#` comments). Needs
+    /// --auth_policy_file; refused if group or others may write it.
+    #[arg(long = "auth_tokens_file")]
+    auth_tokens_file: Option<PathBuf>,
+    /// JSON allow list: {"allow":[{"identity":"uid:1000","models":["m"],"methods":["Predict"]}]}.
+    /// Once given, every call no rule allows is refused.
+    #[arg(long = "auth_policy_file")]
+    auth_policy_file: Option<PathBuf>,
+    /// Listen beyond loopback with no authentication configured (refused otherwise).
+    #[arg(long = "allow_unauthenticated_remote")]
+    allow_unauthenticated_remote: bool,
     /// The most bytes one request's inputs (or one answer's outputs) may take in memory
     /// together, counted before anything is built; past it: RESOURCE_EXHAUSTED.
     #[arg(long = "max_request_bytes", default_value_t = 512 << 20)]
@@ -100,6 +111,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         sandboxes,
         tls_cert,
         tls_key,
+        auth_tokens_file,
+        auth_policy_file,
+        allow_unauthenticated_remote,
         max_request_bytes,
         follow_version_symlinks,
         max_connections,
@@ -120,6 +134,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         bail!("--rest_api_port must be different than the one specified in --port ({port})");
     }
     let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
+    let tls = match (tls_cert, tls_key, tf_serving.ssl_config_file.as_str()) {
+        (Some(_), _, ssl) if !ssl.is_empty() => {
+            bail!("give --ssl_config_file or --tls-cert/--tls-key, not both")
+        }
+        (Some(cert), Some(key), _) => {
+            Some(serve::TlsSettings::from_files(&cert, &key).map_err(anyhow::Error::msg)?)
+        }
+        (_, _, "") => None,
+        (_, _, ssl) => Some(
+            serve::TlsSettings::from_ssl_config(std::path::Path::new(ssl))
+                .map_err(|e| anyhow::anyhow!("--ssl_config_file: {e}"))?,
+        ),
+    };
+    // Read once, at start: a change takes a restart, as with every other setting.
+    let auth = serve::Authority::load(
+        auth_tokens_file.as_deref(),
+        auth_policy_file.as_deref(),
+        tls.as_ref()
+            .is_some_and(serve::TlsSettings::verifies_clients),
+    )?;
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
         (None, Some(base_path)) => vec![serve::ModelConfig {
@@ -160,10 +194,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
-        tls: match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(serve::TlsFiles { cert, key }),
-            _ => None,
-        },
+        tls,
+        auth: std::sync::Arc::new(auth),
+        allow_unauthenticated_remote,
         max_request_bytes,
         follow_version_symlinks,
         unix_socket_mode,
@@ -200,7 +233,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = writeln!(stdout, "listening on unix:{}", path.display());
         }
         if let Some(addr) = listening.rest {
-            let _ = writeln!(stdout, "listening on http://{addr}");
+            let scheme = if listening.tls { "https" } else { "http" };
+            let _ = writeln!(stdout, "listening on {scheme}://{addr}");
         }
         let _ = stdout.flush();
     };

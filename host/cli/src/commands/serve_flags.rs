@@ -140,7 +140,10 @@ pub struct TfServingFlags {
     pub tensorflow_inter_op_parallelism: i64,
     #[arg(long = "use_alts_credentials", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub use_alts_credentials: bool,
-    #[arg(long = "ssl_config_file", hide = true, default_value = "")]
+    /// TensorFlow Serving's text-format SSLConfig (server_key, server_cert, custom_ca,
+    /// client_verify): TLS on the gRPC and REST ports, verifying client certificates with
+    /// client_verify.
+    #[arg(long = "ssl_config_file", default_value = "")]
     pub ssl_config_file: String,
     #[arg(long = "platform_config_file", hide = true, default_value = "")]
     pub platform_config_file: String,
@@ -339,11 +342,6 @@ impl TfServingFlags {
         );
         refuse(self.use_alts_credentials, "use_alts_credentials", ALTS);
         refuse(
-            !self.ssl_config_file.is_empty(),
-            "ssl_config_file",
-            "not supported yet by tfsandbox serve (use --tls-cert and --tls-key)",
-        );
-        refuse(
             !self.platform_config_file.is_empty(),
             "platform_config_file",
             NOT_YET,
@@ -503,6 +501,11 @@ mod tests {
             .is_ok());
         assert!(parse(&["--enable_model_warmup"]).unwrap().check().is_err());
         assert!(parse(&["--flush_filesystem_caches=false"])
+            .unwrap()
+            .check()
+            .is_ok());
+        // Honoured now (TLS, and client certificates with client_verify), so not refused.
+        assert!(parse(&["--ssl_config_file=/etc/ssl.config"])
             .unwrap()
             .check()
             .is_ok());
