@@ -5,6 +5,7 @@
 mod bare;
 mod concurrency;
 mod echo;
+mod flood;
 mod image_size;
 mod raw;
 mod report;
@@ -35,7 +36,7 @@ struct Args {
     /// The file whose bench section is rewritten.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
-    /// The fixture models (half_plus_two, identity). Relative, as --out is, to the repository's
+    /// The fixture models (half_plus_two, identity, busy_loop). Relative, as --out is, to the repository's
     /// root, where the bench runs: a path fixed at build time breaks in any other checkout.
     #[arg(long, default_value = "checks/fixtures")]
     fixtures: PathBuf,
@@ -159,6 +160,8 @@ async fn main() -> Result<()> {
 
     progress("concurrent callers");
     let concurrency = concurrency::measure(&plan, &fixtures).await?;
+    progress("a flood on one tenant's model");
+    let flood = flood::measure(&plan, &fixtures).await?;
     progress("image");
     let image = image_size::measure(&worker)?;
     progress("done");
@@ -172,6 +175,7 @@ async fn main() -> Result<()> {
         docker,
         gvisor,
         concurrency,
+        flood,
         image,
     };
     let headline = report::headline(&figures);

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::bare::Echo;
 use crate::concurrency::Concurrency;
+use crate::flood::{Flood, FLOOD_CALLERS};
 use crate::image_size::ImageSize;
 use crate::raw;
 use crate::sandbox::RuntimeFigures;
@@ -27,6 +28,7 @@ pub struct Figures {
     pub docker: Option<RuntimeFigures>,
     pub gvisor: Option<RuntimeFigures>,
     pub concurrency: Concurrency,
+    pub flood: Flood,
     pub image: ImageSize,
 }
 
@@ -67,6 +69,9 @@ pub fn headline(f: &Figures) -> Value {
         "gib_ratio_gvisor_vs_process_64mib": gvisor.as_ref().and_then(|g| at(&g.gib_s, 64)).zip(process_gib_s).map(|(g, p)| ratio(g, p)),
         "start_ms_gvisor": gvisor.as_ref().map(|g| millis(g.start)),
         "start_ratio_gvisor_vs_process": gvisor.as_ref().map(|g| ratio(millis(g.start), millis(process.start))),
+        "p99_us_other_tenant_unloaded": micros(f.flood.unloaded.p99()),
+        "p99_us_other_tenant_flooded": micros(f.flood.flooded.p99()),
+        "p99_ratio_other_tenant_flooded_vs_unloaded": ratio(micros(f.flood.flooded.p99()), micros(f.flood.unloaded.p99())),
         "image_minus_closure_bytes": f.image.archive_bytes as i64 - f.image.closure_bytes as i64,
     })
 }
@@ -165,6 +170,18 @@ pub fn markdown(plan: &Plan, quick: bool, f: &Figures, headline: &Value) -> Resu
             pooled.per_second() / one.per_second()
         ));
     }
+
+    let flood = &f.flood;
+    md.push_str(&format!(
+        "\nA flood on one tenant: {FLOOD_CALLERS} callers keep a busy_loop model's sandbox full while another \
+         sandbox's half_plus_two is called one call at a time. That other tenant's p99: **{:.2} ms** unloaded, \
+         **{:.2} ms** flooded: **{}** (goal ≤ 2×; p50 {:.2} → {:.2} ms).\n",
+        millis(flood.unloaded.p99()),
+        millis(flood.flooded.p99()),
+        fmt_ratio(&headline["p99_ratio_other_tenant_flooded_vs_unloaded"]),
+        millis(flood.unloaded.p50()),
+        millis(flood.flooded.p50()),
+    ));
 
     md.push_str("\n### 4. Cold start: start → first answer → model loaded (medians)\n\n");
     md.push_str("| | start to first answer ms | sandbox setup ms (vs bare worker) | model load ms |\n|---|---|---|---|\n");

@@ -143,6 +143,7 @@ async fn each_limit_fails_with_an_error_naming_it(runtime: RuntimeKind) {
             max_tensor_bytes: 64,
             max_models: 2,
             max_concurrent_calls: 2,
+            max_queued_calls: 0,
         },
         ..config(runtime)
     })

@@ -318,8 +318,11 @@ pub struct Limits {
     pub max_tensor_bytes: usize,
     /// Models loaded at once.
     pub max_models: usize,
-    /// Calls in flight at once; one more fails at once rather than queueing.
+    /// Calls sent to the worker at once.
     pub max_concurrent_calls: usize,
+    /// Calls that wait, first come first served, for one of `max_concurrent_calls`, each for no
+    /// longer than its deadline; one more fails at once (`TooManyCalls`). 0: none wait.
+    pub max_queued_calls: usize,
 }
 
 impl Default for Limits {
@@ -328,6 +331,7 @@ impl Default for Limits {
             max_tensor_bytes: 512 << 20,
             max_models: 16,
             max_concurrent_calls: 256,
+            max_queued_calls: 0,
         }
     }
 }
@@ -427,6 +431,12 @@ impl Config {
             return bad(
                 "limits.max_concurrent_calls",
                 format!("must be from 1 to {max_calls}"),
+            );
+        }
+        if self.limits.max_queued_calls > max_calls - self.limits.max_concurrent_calls {
+            return bad(
+                "limits.max_queued_calls",
+                format!("with max_concurrent_calls, must come to at most {max_calls}"),
             );
         }
         match &self.runtime {

@@ -42,11 +42,12 @@ pub enum Error {
     /// by replacing the worker.
     #[error("{call}: deadline exceeded after {after:?}")]
     DeadlineExceeded { call: String, after: Duration },
-    #[error("sandbox {sandbox}: {call}: {limit} calls are in flight already (Limits::max_concurrent_calls)")]
+    #[error("sandbox {sandbox}: {call}: {limit} calls are in flight and {queued} waiting already (Limits::max_concurrent_calls, max_queued_calls)")]
     TooManyCalls {
         sandbox: String,
         call: String,
         limit: usize,
+        queued: usize,
     },
     #[error("sandbox {sandbox}: loading model '{model}': {limit} models are loaded already (Limits::max_models)")]
     TooManyModels {

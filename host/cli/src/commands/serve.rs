@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// that would pass it is not loaded (END, RESOURCE_EXHAUSTED); those serving keep serving.
     #[arg(long = "max_total_memory", value_name = "BYTES", value_parser = super::sandbox::parse_bytes)]
     max_total_memory: Option<u64>,
+    /// Calls each sandbox runs at once; with --sandboxes, a model version's share of the host,
+    /// which no other model's flood takes.
+    #[arg(long = "max_calls_per_sandbox", default_value_t = tfsandbox::Limits::default().max_concurrent_calls)]
+    max_calls_per_sandbox: usize,
+    /// Calls that wait, first come first served, for one of those, each no longer than its
+    /// deadline; one more is refused at once (RESOURCE_EXHAUSTED).
+    #[arg(long = "max_queued_calls_per_sandbox", default_value_t = 0)]
+    max_queued_calls_per_sandbox: usize,
     #[command(flatten)]
     sandbox: SandboxArgs,
     // Boxed: the forty-odd flags would make every other command as large.
@@ -119,6 +127,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_connections,
         idle_timeout,
         max_total_memory,
+        max_calls_per_sandbox,
+        max_queued_calls_per_sandbox,
         sandbox,
         tf_serving,
     } = args;
@@ -174,6 +184,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         docker.progress = None;
     }
     config.op_policy = policy;
+    config.limits.max_concurrent_calls = max_calls_per_sandbox;
+    config.limits.max_queued_calls = max_queued_calls_per_sandbox;
     let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);
     grpc.max_receive_message_bytes = channel
         .max_receive_message_bytes

@@ -71,18 +71,22 @@ impl ProcessRuntime {
         }
     }
 
-    /// The sandbox's own cgroup, with the settings' limits; `None` only where none can be made
-    /// and running without one is allowed (`Weaker::Cgroup`).
-    fn cgroup(&self, sandbox: &str) -> Result<Option<Cgroup>> {
+    /// What the sandbox's cgroup bounds.
+    fn cgroup_limits(&self) -> CgroupLimits {
         let s = &self.settings;
-        let limits = CgroupLimits {
+        CgroupLimits {
             memory_bytes: s.memory_bytes,
             cpus: s.cpus,
             pids: s.pids,
-        };
-        match Hierarchies::of_this_host().and_then(|h| h.create(limits)) {
+        }
+    }
+
+    /// The sandbox's own cgroup, with the settings' limits; `None` only where none can be made
+    /// and running without one is allowed (`Weaker::Cgroup`).
+    fn cgroup(&self, sandbox: &str) -> Result<Option<Cgroup>> {
+        match Hierarchies::of_this_host().and_then(|h| h.create(self.cgroup_limits())) {
             Ok(cgroup) => Ok(Some(cgroup)),
-            Err(source) if s.allow_weaker.contains(&Weaker::Cgroup) => {
+            Err(source) if self.settings.allow_weaker.contains(&Weaker::Cgroup) => {
                 tracing::warn!(sandbox, "no cgroup, as allowed: {source}");
                 Ok(None)
             }
@@ -95,17 +99,8 @@ impl ProcessRuntime {
 
     /// What bounds the sandbox as a whole, for its posture report.
     fn bounds(&self, cgroup: Option<&Cgroup>) -> String {
-        let s = &self.settings;
         match cgroup {
-            Some(cgroup) => format!(
-                "{}: {}",
-                cgroup.kind(),
-                CgroupLimits {
-                    memory_bytes: s.memory_bytes,
-                    cpus: s.cpus,
-                    pids: s.pids,
-                }
-            ),
+            Some(cgroup) => format!("{}: {}", cgroup.kind(), self.cgroup_limits()),
             None => "none (allowed weaker): only the per-process rlimits".into(),
         }
     }

@@ -64,8 +64,11 @@ struct Inner {
     /// Each worker reports its exit here; the restart keeper listens.
     exits: mpsc::UnboundedSender<worker::Exited>,
     models: Mutex<Models>,
-    /// One permit per call in flight.
+    /// One permit per call sent to the worker.
     calls: Semaphore,
+    /// One permit per call admitted: sent to the worker or waiting, in order, for a permit of
+    /// `calls` (`Limits::max_concurrent_calls` plus `max_queued_calls`).
+    admitted: Semaphore,
 }
 
 #[derive(Default)]
@@ -96,6 +99,8 @@ impl Sandbox {
         let (exits, exits_rx) = mpsc::unbounded_channel();
         let worker = Worker::start(&id, 1, &config, runtime.as_ref(), exits.clone()).await?;
         let calls = Semaphore::new(config.limits.max_concurrent_calls);
+        let admitted =
+            Semaphore::new(config.limits.max_concurrent_calls + config.limits.max_queued_calls);
         let inner = Arc::new(Inner {
             id,
             config,
@@ -106,6 +111,7 @@ impl Sandbox {
             exits,
             models: Mutex::new(Models::default()),
             calls,
+            admitted,
         });
         tokio::spawn(restart::keep(Arc::downgrade(&inner), exits_rx));
         Ok(Sandbox { inner })
@@ -463,11 +469,32 @@ impl Inner {
         if self.closing.load(Ordering::SeqCst) {
             return Err(self.closed(what));
         }
-        let _permit = self.calls.try_acquire().map_err(|_| Error::TooManyCalls {
-            sandbox: self.id.clone(),
-            call: what.to_string(),
-            limit: self.config.limits.max_concurrent_calls,
-        })?;
+        // Past both bounds a call fails at once: a flood costs the host no more than the queue.
+        let limits = &self.config.limits;
+        let _admitted = self
+            .admitted
+            .try_acquire()
+            .map_err(|_| Error::TooManyCalls {
+                sandbox: self.id.clone(),
+                call: what.to_string(),
+                limit: limits.max_concurrent_calls,
+                queued: limits.max_queued_calls,
+            })?;
+        // The queue is first come, first served (tokio's semaphore is fair), and a call waits in
+        // it no longer than its own deadline.
+        let _permit = match tokio::time::timeout_at(deadline, self.calls.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(self.closed(what)),
+            Err(_) => {
+                return Err(Error::DeadlineExceeded {
+                    call: format!(
+                        "{what} (waiting for one of {} calls)",
+                        limits.max_concurrent_calls
+                    ),
+                    after: limit,
+                })
+            }
+        };
         let worker = self.ready_worker(what, limit, deadline).await?;
         let mut request = Request::new(message);
         // The worker hands the deadline on to TensorFlow.

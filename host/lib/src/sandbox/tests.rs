@@ -424,3 +424,66 @@ async fn a_worker_of_another_protocol_version_is_refused_at_the_start() {
         "the worker is not left running"
     );
 }
+
+/// A sandbox whose worker answers Predict after 1 s, taking one call at a time and queueing one.
+async fn one_running_one_queued() -> (Sandbox, Model) {
+    let (runtime, _) = MemoryRuntime::scripted([Step::Answer(Duration::from_secs(1))]);
+    let mut config = config(policy(5));
+    config.limits.max_concurrent_calls = 1;
+    config.limits.max_queued_calls = 1;
+    let sandbox = Sandbox::start_on(config, runtime).await.unwrap();
+    let model = sandbox.load_model("m").await.unwrap();
+    (sandbox, model)
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_past_the_concurrency_limit_wait_in_order_and_past_the_queue_fail_at_once() {
+    let (_sandbox, model) = one_running_one_queued().await;
+    let began = Instant::now();
+    let spawn =
+        |model: Model| tokio::spawn(async move { (model.predict_with(x()).await, Instant::now()) });
+    let running = spawn(model.clone());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let queued = spawn(model.clone());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // One running, one waiting: the third is refused there and then, naming both bounds.
+    let refused = model.predict_with(x()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::TooManyCalls {
+                limit: 1,
+                queued: 1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(Instant::now() - began, Duration::from_millis(20));
+    let (first, first_at) = running.await.unwrap();
+    let (second, second_at) = queued.await.unwrap();
+    assert!(first.is_ok() && second.is_ok());
+    // The queued call ran once the first was done, not beside it.
+    assert_eq!(first_at - began, Duration::from_secs(1));
+    assert_eq!(second_at - began, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_waits_no_longer_than_its_deadline() {
+    let (_sandbox, model) = one_running_one_queued().await;
+    let running = {
+        let model = model.clone();
+        tokio::spawn(async move { model.predict_with(x()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let began = Instant::now();
+    let waited = model
+        .predict_with(x().deadline(Duration::from_millis(300)))
+        .await;
+    assert!(
+        matches!(&waited, Err(Error::DeadlineExceeded { call, .. }) if call.contains("waiting for one of 1 calls")),
+        "{waited:?}"
+    );
+    assert_eq!(Instant::now() - began, Duration::from_millis(300));
+    assert!(running.await.unwrap().is_ok());
+}
