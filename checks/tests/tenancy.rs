@@ -1,11 +1,15 @@
 //! Sandboxes of the process runtime side by side: each in its own cgroup, whose memory, CPU and
 //! pids bounds hold over all of its processes together, so one tenant's bomb is killed while
-//! another's model keeps answering; and a host with no cgroup to give fails closed.
+//! another's model keeps answering, and a CPU hog is throttled at its quota while another answers
+//! within its deadlines; and a host with no cgroup to give fails closed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use tfsandbox::{Config, Error, ProcessSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor};
+use tfsandbox::{
+    Config, Error, Predict, ProcessSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
+};
 use tfsandbox_checks::{config, fixture, worker_host_pid};
 
 fn bounded(settings: ProcessSettings) -> Config {
@@ -157,13 +161,71 @@ async fn a_memory_bomb_is_killed_by_its_cgroup_while_another_tenant_keeps_answer
     other.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_cpu_hog_is_held_to_its_quota_while_another_tenant_answers_within_its_deadlines() {
+    let mut hog_config = bounded(ProcessSettings {
+        cpus: 0.5,
+        ..ProcessSettings::default()
+    });
+    hog_config.models.push(fixture("busy_loop"));
+    let hog = Sandbox::start(hog_config)
+        .await
+        .expect("the hog's sandbox starts");
+    let other = Sandbox::start(config(RuntimeKind::Process))
+        .await
+        .expect("the other tenant's sandbox starts");
+    let busy = hog.load_model(fixture("busy_loop")).await.unwrap();
+    let half = other.load_model(fixture("half_plus_two")).await.unwrap();
+    let cpu = cgroup_dir(worker_host_pid(&hog).expect("the hog's worker"), "cpu");
+    let throttled = || {
+        read(&cpu, "cpu.stat")
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled ")?.parse::<u64>().ok())
+            .expect("nr_throttled in cpu.stat")
+    };
+    let before = throttled();
+
+    // Two runs that never end by themselves keep the hog's worker busy for 4 s...
+    let spin = || {
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            let endless = Predict::new([("n", Tensor::scalar(1i64 << 60))]);
+            busy.predict_with(endless.deadline(Duration::from_secs(4)))
+                .await
+        })
+    };
+    let hogs = [spin(), spin()];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...while the other tenant's calls each answer within a deadline of their own.
+    for n in 0..20 {
+        let call = Predict::new(x(&[n as f32])).deadline(Duration::from_secs(2));
+        let y = half
+            .predict_with(call)
+            .await
+            .expect("answered within its deadline");
+        assert_eq!(y["y"].to_vec::<f32>().unwrap(), vec![n as f32 / 2.0 + 2.0]);
+    }
+    // The kernel holds the hog to its half CPU: its cgroup is throttled.
+    assert!(
+        throttled() > before,
+        "the hog's cgroup was never throttled ({})",
+        read(&cpu, "cpu.stat")
+    );
+    for hogging in hogs {
+        let ended = hogging.await.unwrap();
+        assert!(
+            matches!(ended, Err(Error::DeadlineExceeded { .. })),
+            "{ended:?}"
+        );
+    }
+    hog.shutdown().await;
+    other.shutdown().await;
+}
+
 /// `tfsandbox run` of half_plus_two in a mount namespace where /sys/fs/cgroup is gone, as on a
 /// host that offers no cgroup; (succeeded, stdout, stderr).
 fn run_without_cgroups(extra: &[&str]) -> (bool, String, String) {
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox");
+    let tfsandbox = tfsandbox_checks::tfsandbox();
     let output = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         .arg(r#"umount -l /sys/fs/cgroup && exec "$0" "$@""#)
