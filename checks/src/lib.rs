@@ -3,6 +3,7 @@
 //! Every suite starts real workers running real libtensorflow; nothing is mocked.
 
 pub mod escape;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -138,6 +139,14 @@ pub fn worker_host_pid(sandbox: &Sandbox) -> Option<u32> {
 pub fn only_child(pid: u32) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     children.split_whitespace().next()?.parse().ok()
+}
+
+/// The `tfsandbox` command beside the worker that `config` finds.
+pub fn tfsandbox() -> PathBuf {
+    config(RuntimeKind::Process)
+        .resolve_worker_path()
+        .expect("the worker is built")
+        .with_file_name("tfsandbox")
 }
 
 /// The jailer beside the worker that `config` finds, for tests that start another program.

@@ -257,10 +257,7 @@ async fn a_sigkilled_host_leaves_no_sandbox_running_and_the_next_host_reaps_it()
         .status()
         .expect("gcc runs");
     assert!(built.success(), "gcc: {built}");
-    let cli = config(RuntimeKind::Gvisor)
-        .resolve_worker_path()
-        .expect("worker built")
-        .with_file_name("tfsandbox");
+    let cli = tfsandbox_checks::tfsandbox();
     let mut host = Command::new(cli)
         .args(["run", "--runtime", "gvisor", "--worker"])
         .arg(&deaf)

@@ -191,10 +191,7 @@ fn a_worker_that_clears_its_parent_death_signal_dies_with_a_killed_host() {
     let worker = injected_worker(dir.path());
     let base = dir.path().join("models");
     copy_dir(&fixture("half_plus_two"), &base.join("1"));
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .unwrap()
-        .with_file_name("tfsandbox");
+    let tfsandbox = tfsandbox_checks::tfsandbox();
     let mut host = Command::new(tfsandbox)
         .args(["serve", "--port", "0", "--model_base_path"])
         .arg(&base)

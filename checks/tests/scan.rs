@@ -494,10 +494,7 @@ async fn serve_refuses_a_denied_version_and_keeps_serving_the_one_before() {
 
     let base = tempfile::tempdir().unwrap();
     copy_dir(&fixture("half_plus_two"), &base.path().join("m/1"));
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox");
+    let tfsandbox = tfsandbox_checks::tfsandbox();
     let mut child = Command::new(&tfsandbox)
         .args([
             "serve",

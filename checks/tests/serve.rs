@@ -3,14 +3,13 @@
 //! GetModelMetadata, GetModelStatus, error codes, health, reflection, the Unix socket, and a new
 //! model version picked up under load with no failed call.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use tfsandbox::RuntimeKind;
-use tfsandbox_checks::{config, copy_dir, fixture};
+use tfsandbox_checks::serve::Serve;
+use tfsandbox_checks::tfsandbox;
+use tfsandbox_checks::{copy_dir, fixture};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,16 +29,6 @@ fn serving_client_python() -> PathBuf {
         "scripts/setup-serving-client.sh failed: {status}"
     );
     root.join(".cache/serving-venv/bin/python")
-}
-
-/// The server process; killed when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn run_client(python: &Path, args: &[&str]) {
@@ -133,7 +122,7 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
             "3",
         ],
     );
-    stop(server);
+    server.stop();
     assert!(
         !socket.exists(),
         "the socket file is removed on the way out"
@@ -142,17 +131,14 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
 
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
-fn start_serve(args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
+fn start_serve(args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {
     start_serve_on(RuntimeKind::Process, args)
 }
 
 /// [`start_serve`] on `runtime`.
-fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Server, Vec<String>) {
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox");
-    let mut child = Command::new(&tfsandbox)
+fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {
+    let mut command = Command::new(tfsandbox());
+    command
         .args([
             "serve",
             "--port",
@@ -161,64 +147,10 @@ fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Server, V
             "1",
         ])
         .args(args)
-        .args([
-            "--runtime",
-            match runtime {
-                RuntimeKind::Process => "process",
-                RuntimeKind::Docker => "docker",
-                RuntimeKind::Gvisor => "gvisor",
-            },
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tfsandbox serve");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let (lines, listening) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut addresses = Vec::new();
-    // The listeners are announced together, right after loading; a short wait after the first
-    // collects the rest.
-    let mut wait = Duration::from_secs(180);
-    while let Ok(line) = listening.recv_timeout(wait) {
-        if let Some(address) = line.strip_prefix("listening on ") {
-            addresses.push(address.to_string());
-            wait = Duration::from_millis(500);
-        }
-    }
-    assert!(
-        !addresses.is_empty(),
-        "tfsandbox serve did not start listening"
-    );
+        .args(["--runtime", runtime.name()]);
+    let server = Serve::start(command);
+    let addresses = server.listening.clone();
     (server, addresses)
-}
-
-/// SIGTERM: the server finishes its calls, stops its sandboxes and exits successfully.
-fn stop(mut server: Server) {
-    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).expect("a real pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "tfsandbox serve ended with {status} after SIGTERM"
-            );
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "tfsandbox serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// TLS on the TCP port, with a certificate made here; a plain-text client is refused.
@@ -254,7 +186,7 @@ fn tls() {
             &cert.display().to_string(),
         ],
     );
-    stop(server);
+    server.stop();
 }
 
 /// Mutual TLS and the policy through TensorFlow Serving's Python client, as its users would call:
@@ -374,7 +306,7 @@ fn authentication_with_tensorflow_servings_client() {
             token,
         ],
     );
-    stop(server);
+    server.stop();
 }
 
 /// The REST API (`--rest_api_port`) with plain HTTP requests: the requests and answers of
@@ -428,17 +360,13 @@ fn rest_api_on(runtime: RuntimeKind) {
         .status()
         .expect("run checks/serve/rest_client.py");
     assert!(status.success(), "rest_client.py failed: {status}");
-    stop(server);
+    server.stop();
 }
 
 /// What `tfsandbox serve` prints on stderr, and whether it succeeded, when started with `args`
 /// and no model is expected to load.
 fn serve_refuses(args: &[&str]) -> String {
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox");
-    let output = Command::new(&tfsandbox)
+    let output = Command::new(tfsandbox())
         .arg("serve")
         .args(args)
         .stdin(Stdio::null())

@@ -4,19 +4,19 @@
 //! the Unix socket peer's uid, and what serve refuses at start (an open server beyond loopback,
 //! a token file others may write).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use tfsandbox::RuntimeKind;
-use tfsandbox_checks::{config, copy_dir, fixture};
+use tfsandbox_checks::serve::Serve;
+use tfsandbox_checks::tfsandbox;
+use tfsandbox_checks::{copy_dir, fixture};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
 use tfsandbox_serve::proto::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
@@ -26,42 +26,11 @@ use tokio_rustls::rustls::{self, pki_types};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-/// The server process; killed when the test ends, however it ends.
-struct Server {
-    child: Child,
-    listening: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// The address of the `listening on` line that starts with `prefix` (none: the gRPC port).
-    fn address(&self, prefix: &str) -> String {
-        self.listening
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix))
-            .filter(|a| prefix.is_empty() || !a.is_empty())
-            .unwrap_or_else(|| panic!("no 'listening on {prefix}...' in {:?}", self.listening))
-            .to_string()
-    }
-}
-
-fn tfsandbox() -> PathBuf {
-    config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox")
-}
-
 /// Starts `tfsandbox serve` (gRPC on a free loopback port) with `args`; returns once every
 /// listener is announced.
-fn start_serve(args: &[&std::ffi::OsStr]) -> Server {
-    let mut child = Command::new(tfsandbox())
+fn start_serve(args: &[&std::ffi::OsStr]) -> Serve {
+    let mut command = Command::new(tfsandbox());
+    command
         .args([
             "serve",
             "--port",
@@ -70,37 +39,8 @@ fn start_serve(args: &[&std::ffi::OsStr]) -> Server {
             "0",
         ])
         .args(args)
-        .args(["--runtime", "process"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tfsandbox serve");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        listening: Vec::new(),
-    };
-    // The listeners are announced together once the models are loaded.
-    let mut wait = Duration::from_secs(180);
-    while let Ok(line) = received.recv_timeout(wait) {
-        if let Some(address) = line.strip_prefix("listening on ") {
-            server.listening.push(address.to_string());
-            wait = Duration::from_millis(500);
-        }
-    }
-    assert!(
-        !server.listening.is_empty(),
-        "tfsandbox serve did not start listening"
-    );
-    server
+        .args(["--runtime", "process"]);
+    Serve::start(command)
 }
 
 /// What `tfsandbox serve` prints on stderr when started with `args`; it must fail before any

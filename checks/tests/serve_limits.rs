@@ -4,20 +4,20 @@
 //! folder that is a symlink, and the Unix socket's mode. Also the library's rule behind the
 //! restart: a worker that fails to start is retried, not counted as a crash.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tfsandbox::{
     Config, Predict, ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
 };
-use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
+use tfsandbox_checks::serve::Serve;
+use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker, tfsandbox};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
 use tfsandbox_serve::proto::serving::{
@@ -34,38 +34,23 @@ struct ChildSetup {
     umask: Option<libc::mode_t>,
 }
 
-/// The server process; killed when the test ends, however it ends.
+/// The server, with the address of its gRPC port.
 struct Server {
-    child: Child,
+    serve: Serve,
     tcp: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     /// SIGTERM, as an operator would: serve stops its sandboxes and exits, leaving nothing
-    /// behind. The runtime keeps running meanwhile, so dropped clients close their connections.
-    async fn stop(mut self) {
-        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "serve ended with {status} after SIGTERM");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// behind. Waited for off the runtime, so dropped clients close their connections meanwhile.
+    async fn stop(self) {
+        tokio::task::spawn_blocking(move || self.serve.stop())
+            .await
+            .expect("stop serve");
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.serve.pid()
     }
 
     /// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
@@ -112,11 +97,7 @@ impl Server {
 
 /// Starts `tfsandbox serve` on a free loopback port; returns once it prints `listening on`.
 fn start_serve(args: &[&std::ffi::OsStr], setup: ChildSetup) -> Server {
-    let tfsandbox = config(RuntimeKind::Process)
-        .resolve_worker_path()
-        .expect("the worker is built")
-        .with_file_name("tfsandbox");
-    let mut command = Command::new(&tfsandbox);
+    let mut command = Command::new(tfsandbox());
     command
         .args([
             "serve",
@@ -126,8 +107,7 @@ fn start_serve(args: &[&std::ffi::OsStr], setup: ChildSetup) -> Server {
             "0",
         ])
         .args(args)
-        .args(["--runtime", "process"])
-        .stdout(Stdio::piped());
+        .args(["--runtime", "process"]);
     // SAFETY: only async-signal-safe calls (setrlimit, umask) between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -151,33 +131,13 @@ fn start_serve(args: &[&std::ffi::OsStr], setup: ChildSetup) -> Server {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("start tfsandbox serve");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, listening) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        tcp: "127.0.0.1:0".parse().unwrap(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let line = listening
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("tfsandbox serve did not start listening");
-        if let Some(address) = line.strip_prefix("listening on ") {
-            if let Ok(address) = address.parse() {
-                server.tcp = address;
-                return server;
-            }
-        }
-    }
+    let serve = Serve::start(command);
+    let tcp = serve
+        .listening
+        .iter()
+        .find_map(|address| address.parse().ok())
+        .expect("a gRPC address among the listeners");
+    Server { serve, tcp }
 }
 
 fn spec(model: &str) -> Option<ModelSpec> {

@@ -4,13 +4,10 @@
 use std::process::Command;
 
 use tfsandbox::RuntimeKind;
-use tfsandbox_checks::{config, each_runtime, fixture};
+use tfsandbox_checks::{each_runtime, fixture};
 
 async fn a_short_soak_leaks_nothing(runtime: RuntimeKind) {
-    let cli = config(runtime)
-        .resolve_worker_path()
-        .expect("worker built")
-        .with_file_name("tfsandbox");
+    let cli = tfsandbox_checks::tfsandbox();
     let name = match runtime {
         RuntimeKind::Process => "process",
         RuntimeKind::Docker => "docker",
