@@ -1,10 +1,13 @@
 //! A real `tfsandbox serve` for the serve suites: started, its `listening on` lines read, and
 //! stopped as an operator would, killed if the test ends first.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use tfsandbox::RuntimeKind;
 
 /// The server process; killed when the test ends, however it ends.
 pub struct Serve {
@@ -21,6 +24,18 @@ impl Drop for Serve {
 }
 
 impl Serve {
+    /// `tfsandbox serve` on a free loopback port on `runtime`, scanning for new versions every
+    /// `poll_seconds` (0: only at start), with `args`.
+    pub fn command(runtime: RuntimeKind, poll_seconds: u64, args: &[&OsStr]) -> Command {
+        let mut command = Command::new(crate::tfsandbox());
+        command
+            .args(["serve", "--port", "0", "--file_system_poll_wait_seconds"])
+            .arg(poll_seconds.to_string())
+            .args(args)
+            .args(["--runtime", runtime.name()]);
+        command
+    }
+
     /// Starts `command` (a `tfsandbox serve` command line) and returns once it has announced its
     /// listeners, which it does together once every model is loaded.
     pub fn start(mut command: Command) -> Serve {

@@ -137,18 +137,7 @@ fn start_serve(args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {
 
 /// [`start_serve`] on `runtime`.
 fn start_serve_on(runtime: RuntimeKind, args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {
-    let mut command = Command::new(tfsandbox());
-    command
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--file_system_poll_wait_seconds",
-            "1",
-        ])
-        .args(args)
-        .args(["--runtime", runtime.name()]);
-    let server = Serve::start(command);
+    let server = Serve::start(Serve::command(runtime, 1, args));
     let addresses = server.listening.clone();
     (server, addresses)
 }

@@ -14,6 +14,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
+use tfsandbox::RuntimeKind;
 use tfsandbox_checks::serve::Serve;
 use tfsandbox_checks::tfsandbox;
 use tfsandbox_checks::{copy_dir, fixture};
@@ -29,18 +30,7 @@ use tonic::Code;
 /// Starts `tfsandbox serve` (gRPC on a free loopback port) with `args`; returns once every
 /// listener is announced.
 fn start_serve(args: &[&std::ffi::OsStr]) -> Serve {
-    let mut command = Command::new(tfsandbox());
-    command
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--file_system_poll_wait_seconds",
-            "0",
-        ])
-        .args(args)
-        .args(["--runtime", "process"]);
-    Serve::start(command)
+    Serve::start(Serve::command(RuntimeKind::Process, 0, args))
 }
 
 /// What `tfsandbox serve` prints on stderr when started with `args`; it must fail before any

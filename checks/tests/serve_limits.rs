@@ -9,7 +9,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use tfsandbox::{
     Config, Predict, ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
 };
 use tfsandbox_checks::serve::Serve;
-use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker, tfsandbox};
+use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
 use tfsandbox_serve::proto::serving::{
@@ -97,17 +96,7 @@ impl Server {
 
 /// Starts `tfsandbox serve` on a free loopback port; returns once it prints `listening on`.
 fn start_serve(args: &[&std::ffi::OsStr], setup: ChildSetup) -> Server {
-    let mut command = Command::new(tfsandbox());
-    command
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--file_system_poll_wait_seconds",
-            "0",
-        ])
-        .args(args)
-        .args(["--runtime", "process"]);
+    let mut command = Serve::command(RuntimeKind::Process, 0, args);
     // SAFETY: only async-signal-safe calls (setrlimit, umask) between fork and exec.
     unsafe {
         command.pre_exec(move || {
