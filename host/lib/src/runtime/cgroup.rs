@@ -215,7 +215,8 @@ impl Hierarchies {
         Ok(cgroup)
     }
 
-    /// How many sandbox cgroups of this process there are, over every hierarchy.
+    /// How many sandbox cgroups of this process there are, over every hierarchy (not counting
+    /// the leaf the host may have moved itself into under v2).
     pub fn of_this_process(&self) -> usize {
         let own = format!("{PREFIX}{}-{}-", pid_namespace(), std::process::id());
         self.places
@@ -223,7 +224,11 @@ impl Hierarchies {
             .filter_map(|(parent, ..)| fs::read_dir(parent).ok())
             .flatten()
             .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&own))
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(&own) && !name.ends_with("-host")
+            })
             .count()
     }
 
@@ -292,9 +297,30 @@ fn enable_controllers(parent: &Path, controllers: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    // EBUSY here means the host's own cgroup holds processes: run the host in a cgroup of its
-    // own (systemd-run --user -p Delegate=yes, then a leaf for the host itself).
-    fs::write(&path, missing.join(" ")).map_err(io_error("enabling controllers in", &path))
+    let enable = || fs::write(&path, missing.join(" "));
+    match enable() {
+        // A v2 cgroup that holds processes cannot hand controllers to children (the "no internal
+        // processes" rule). In a subtree delegated to the host (a systemd unit with
+        // Delegate=yes), the host moves itself into a leaf of its own, as container managers
+        // do, and tries again; any other process left beside it still fails the start.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            let leaf = parent.join(format!(
+                "{PREFIX}{}-{}-host",
+                pid_namespace(),
+                std::process::id()
+            ));
+            match fs::create_dir(&leaf) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_error("creating the host's own leaf", &leaf)(e))
+                }
+                _ => {}
+            }
+            let procs = leaf.join("cgroup.procs");
+            fs::write(&procs, "0").map_err(io_error("moving the host into", &procs))?;
+            enable().map_err(io_error("enabling controllers in", &path))
+        }
+        other => other.map_err(io_error("enabling controllers in", &path)),
+    }
 }
 
 /// The inode of this process's pid namespace: tells this host's leftovers from those of hosts
