@@ -7,6 +7,7 @@
 //! (mutual, with `client_verify`), and lets each caller call only what the policy allows
 //! ([`auth`]).
 
+pub mod audit;
 pub mod auth;
 mod authority;
 mod convert;
@@ -32,6 +33,7 @@ use crate::proto::serving::prediction_service_server::PredictionServiceServer;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
+pub use audit::Audit;
 pub use auth::{AuthError, Authority};
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
@@ -120,6 +122,8 @@ pub struct ServeOptions {
     pub grpc: GrpcSettings,
     /// TensorFlow Serving's REST API, on its own port.
     pub rest: Option<RestOptions>,
+    /// `--audit_log`: where security events go, one JSON object a line ([`audit`]).
+    pub audit: Arc<Audit>,
 }
 
 /// `--rest_api_port` and its settings.
@@ -210,7 +214,13 @@ pub async fn serve(
         follow_symlinks: options.follow_version_symlinks,
         tags: options.tags.clone(),
         budget: options.max_total_memory.map(versions::MemoryBudget::new),
+        audit: options.audit.clone(),
     };
+    // Subscribed before anything starts, so the first sandboxes' events are in it.
+    let follower = options
+        .audit
+        .enabled()
+        .then(|| options.audit.clone().follow(&options.config.events));
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
@@ -270,6 +280,11 @@ pub async fn serve(
     futures::future::join_all(models.values().map(|m| m.stop(settings.drain_timeout))).await;
     if let Some(path) = &options.unix_socket {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(follower) = follower {
+        // What the sandboxes sent while stopping is written before serve returns.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        follower.abort();
     }
     result
 }
@@ -336,6 +351,7 @@ async fn run(
         },
         options.answers,
         options.auth.clone(),
+        options.audit.clone(),
     );
     let grpc = &options.grpc;
     let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);
@@ -368,8 +384,12 @@ async fn run(
             .max_concurrent_streams(grpc.max_concurrent_streams)
             .http2_keepalive_interval(grpc.keepalive_time)
             .http2_keepalive_timeout(grpc.keepalive_timeout)
+            .layer(audit::RequestIdLayer(options.audit.clone()))
             .layer(tower::layer::layer_fn(listen::count_calls))
-            .layer(auth::authenticate_layer(options.auth.clone()))
+            .layer(auth::authenticate_layer(
+                options.auth.clone(),
+                options.audit.clone(),
+            ))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(receive)

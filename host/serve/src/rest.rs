@@ -63,7 +63,11 @@ impl Rest {
     }
 
     pub fn router(self) -> axum::Router {
-        axum::Router::new().fallback(handle).with_state(self)
+        let audit = self.serving.audit().clone();
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self)
+            .layer(crate::audit::RequestIdLayer(audit))
     }
 }
 
@@ -152,6 +156,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: axum::http::HeaderMap,
+    axum::Extension(request_id): axum::Extension<crate::audit::RequestId>,
     body: Body,
 ) -> Response {
     let path = uri.path().to_string();
@@ -182,6 +187,13 @@ async fn handle(
     {
         let unauthenticated = matches!(denied, Denied::Unauthenticated(_));
         let status = Status::from(denied);
+        rest.serving.audit_refusal(
+            Some(&request_id.0),
+            connection.peer(),
+            &call.model,
+            auth_method,
+            &status,
+        );
         let mut response = json_response(
             http_code(status.code()),
             &json!({ "error": status.message() }),

@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// that would pass it is not loaded (END, RESOURCE_EXHAUSTED); those serving keep serving.
     #[arg(long = "max_total_memory", value_name = "BYTES", value_parser = super::sandbox::parse_bytes)]
     max_total_memory: Option<u64>,
+    /// Security events, one JSON object a line: versions loaded (with the folder's sha256)
+    /// and refused, calls (with their request id) and calls refused, worker restarts, kills,
+    /// limit hits, dropped log bytes. `-`: standard error. The file is appended to.
+    #[arg(long = "audit_log", value_name = "PATH|-")]
+    audit_log: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     // Boxed: the forty-odd flags would make every other command as large.
@@ -119,6 +124,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_connections,
         idle_timeout,
         max_total_memory,
+        audit_log,
         sandbox,
         tf_serving,
     } = args;
@@ -154,6 +160,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tls.as_ref()
             .is_some_and(serve::TlsSettings::verifies_clients),
     )?;
+    let audit = match &audit_log {
+        Some(path) => serve::Audit::open(path)
+            .map_err(|e| anyhow::anyhow!("--audit_log {}: {e}", path.display()))?,
+        None => serve::Audit::none(),
+    };
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
         (None, Some(base_path)) => vec![serve::ModelConfig {
@@ -222,6 +233,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .map(std::time::Duration::from_millis),
             concurrency: tf_serving.rest_api_threads(),
         }),
+        audit,
     };
     let ready = |listening: &serve::Listening| {
         // Tests and scripts read these lines to learn the port (e.g. with --port 0).

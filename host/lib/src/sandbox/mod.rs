@@ -29,6 +29,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::runtime::{self, Runtime};
 use crate::tensor::Tensor;
 use worker::Worker;
@@ -108,6 +109,10 @@ impl Sandbox {
             calls,
         });
         tokio::spawn(restart::keep(Arc::downgrade(&inner), exits_rx));
+        inner.config.events.emit(Event::SandboxStarted {
+            sandbox: inner.id.clone(),
+            runtime: inner.config.runtime.kind().name().to_string(),
+        });
         Ok(Sandbox { inner })
     }
 
@@ -172,14 +177,33 @@ impl Sandbox {
         {
             let mut models = self.inner.models.lock().expect("models lock");
             if models.loaded.len() + models.loading >= limit {
-                return Err(Error::TooManyModels {
+                return Err(self.inner.limit_hit(Error::TooManyModels {
                     sandbox: self.inner.id.clone(),
                     model: model_id,
                     limit,
-                });
+                }));
             }
             models.loading += 1;
         }
+        // What is loaded, as the host sees it: hashed before the worker reads it.
+        let digest = {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::digest::folder(&dir)).await
+        };
+        let digest = match digest {
+            Ok(Ok(digest)) => digest,
+            failed => {
+                self.inner.models.lock().expect("models lock").loading -= 1;
+                let reason = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the digest's task failed".to_string(),
+                };
+                return Err(Error::ModelPath {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot compute its digest: {reason}"),
+                });
+            }
+        };
         let loaded = self
             .inner
             .call_default(
@@ -199,10 +223,19 @@ impl Sandbox {
             call: "LoadModel".into(),
             field: "metadata",
         })?;
+        self.inner.config.events.emit(Event::ModelLoaded {
+            sandbox: self.inner.id.clone(),
+            model: model_id.clone(),
+            path: dir.display().to_string(),
+            digest: digest.sha256.clone(),
+            files: digest.files,
+            bytes: digest.bytes,
+        });
         Ok(Model {
             sandbox: self.inner.clone(),
             id: model_id,
             metadata,
+            digest: Arc::new(digest),
         })
     }
 
@@ -253,11 +286,18 @@ pub struct Model {
     sandbox: Arc<Inner>,
     id: String,
     metadata: ModelMetadata,
+    digest: Arc<crate::digest::FolderDigest>,
 }
 
 impl Model {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The digest of the model's folder, taken on the host as it was loaded
+    /// ([`crate::digest::folder`]).
+    pub fn digest(&self) -> &crate::digest::FolderDigest {
+        &self.digest
     }
 
     /// Signatures, as the worker reported them when it loaded the model.
@@ -290,7 +330,7 @@ impl Model {
             })
         };
         if let Some(error) = predict.inputs.iter().find_map(|(k, t)| too_large(k, t)) {
-            return Err(error);
+            return Err(self.sandbox.limit_hit(error));
         }
         let request = PredictRequest {
             model_id: self.id.clone(),
@@ -315,7 +355,7 @@ impl Model {
             .map(|(key, wire)| Ok((key, Tensor::from_wire(wire)?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
         match outputs.iter().find_map(|(k, t)| too_large(k, t)) {
-            Some(error) => Err(error),
+            Some(error) => Err(self.sandbox.limit_hit(error)),
             None => Ok(outputs),
         }
     }
@@ -454,19 +494,21 @@ impl Inner {
         // Refused here with a clear error: past the limit the transport only resets the stream.
         let bytes = message.encoded_len();
         if bytes > self.config.max_message_bytes {
-            return Err(Error::MessageTooLarge {
+            return Err(self.limit_hit(Error::MessageTooLarge {
                 call: what.to_string(),
                 bytes,
                 limit: self.config.max_message_bytes,
-            });
+            }));
         }
         if self.closing.load(Ordering::SeqCst) {
             return Err(self.closed(what));
         }
-        let _permit = self.calls.try_acquire().map_err(|_| Error::TooManyCalls {
-            sandbox: self.id.clone(),
-            call: what.to_string(),
-            limit: self.config.limits.max_concurrent_calls,
+        let _permit = self.calls.try_acquire().map_err(|_| {
+            self.limit_hit(Error::TooManyCalls {
+                sandbox: self.id.clone(),
+                call: what.to_string(),
+                limit: self.config.limits.max_concurrent_calls,
+            })
         })?;
         let worker = self.ready_worker(what, limit, deadline).await?;
         let mut request = Request::new(message);
@@ -531,6 +573,48 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Sends a limit's refusal to the event stream, and returns it.
+    fn limit_hit(&self, error: Error) -> Error {
+        let n = |v: usize| v as u64;
+        let (limit, call, value, bound) = match &error {
+            Error::TooManyCalls { call, limit, .. } => (
+                "max_concurrent_calls",
+                call.clone(),
+                n(*limit) + 1,
+                n(*limit),
+            ),
+            Error::TooManyModels { model, limit, .. } => (
+                "max_models",
+                format!("loading model '{model}'"),
+                n(*limit) + 1,
+                n(*limit),
+            ),
+            Error::TensorTooLarge {
+                call,
+                name,
+                bytes,
+                limit,
+            } => (
+                "max_tensor_bytes",
+                format!("{call}: tensor '{name}'"),
+                n(*bytes),
+                n(*limit),
+            ),
+            Error::MessageTooLarge { call, bytes, limit } => {
+                ("max_message_bytes", call.clone(), n(*bytes), n(*limit))
+            }
+            _ => return error,
+        };
+        self.config.events.emit(Event::LimitHit {
+            sandbox: self.id.clone(),
+            limit,
+            call,
+            value,
+            bound,
+        });
+        error
     }
 
     fn closed(&self, what: &str) -> Error {
