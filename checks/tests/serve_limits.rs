@@ -780,6 +780,19 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
     )
     .unwrap();
     let log = base.path().join("audit.jsonl");
+    let monitoring = base.path().join("monitoring.config");
+    std::fs::write(
+        &monitoring,
+        "prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" }\n",
+    )
+    .unwrap();
+    // A port free a moment ago, for REST (serve announces only gRPC's to this helper).
+    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     let server = start_serve(
         &[
             "--model_config_file".as_ref(),
@@ -790,6 +803,10 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
             "768M".as_ref(),
             "--audit_log".as_ref(),
             log.as_os_str(),
+            "--monitoring_config_file".as_ref(),
+            monitoring.as_os_str(),
+            "--rest_api_port".as_ref(),
+            rest_port.as_ref(),
         ],
         ChildSetup::default(),
     );
@@ -829,6 +846,32 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
         .unwrap()
         .to_string();
     assert!(made.starts_with("tfs-"), "{made}");
+    // The counters, as TensorFlow Serving serves them: Prometheus text on the REST port.
+    let mut http = TcpStream::connect(format!("127.0.0.1:{rest_port}")).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /monitoring/prometheus/metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    http.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let counter = |source: &str, event: &str| -> u64 {
+        let name =
+            format!("tfsandbox_security_events_total{{source=\"{source}\",event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("serve", "version_loaded"), 1, "{metrics}");
+    assert_eq!(counter("serve", "version_refused"), 2, "{metrics}");
+    assert_eq!(counter("sandbox", "model_loaded"), 1, "{metrics}");
+    assert_eq!(counter("sandbox", "worker_restarted"), 0, "{metrics}");
+    // The two Predicts, and this GET.
+    assert_eq!(counter("serve", "call"), 3, "{metrics}");
     drop(channel);
     server.stop().await;
 

@@ -58,7 +58,7 @@ enum Command {
     /// Serve models over TensorFlow Serving's gRPC API (PredictionService, ModelService), each
     /// model version in its own sandbox. Prints `listening on ADDRESS` lines once every model is
     /// loaded. Flags named like tensorflow_model_server's take the same values.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List what a SavedModel's ops can do (files, network, ...), read from its graph and every
     /// function in its library without running anything; fails if --deny-ops denies any of it.
     Scan(scan::ScanArgs),
@@ -73,7 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::InspectSandbox(args) => inspect::inspect_sandbox(args).await,
         Command::Soak(args) => soak::run(args).await,
         Command::Bench { args } => bench::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Scan(args) => scan::run(args),
         Command::Inspect(args) => inspect::inspect(args).await,
     }

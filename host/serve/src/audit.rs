@@ -23,10 +23,30 @@ pub const MAX_REQUEST_ID: usize = 128;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Where audit lines go; with none configured, nowhere.
+/// Where audit lines go (with none configured, nowhere), and how many of each kind there were.
 pub struct Audit {
     out: Option<Mutex<Box<dyn Write + Send>>>,
+    /// Events by source and kind, for the Prometheus counters.
+    counts: Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
 }
+
+/// Every kind, so each counter shows (at 0) before its first event.
+const KINDS: [(&str, &str); 14] = [
+    ("serve", "call"),
+    ("serve", "call_refused"),
+    ("serve", "version_loaded"),
+    ("serve", "version_refused"),
+    ("sandbox", "sandbox_started"),
+    ("sandbox", "model_loaded"),
+    ("sandbox", "worker_restarted"),
+    ("sandbox", "gave_up"),
+    ("sandbox", "killed_past_deadline"),
+    ("sandbox", "limit_hit"),
+    ("sandbox", "log_dropped"),
+    ("sandbox", "worker_not_reading"),
+    ("sandbox", "events_lost"),
+    ("sandbox", "events_lost_count"),
+];
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +59,19 @@ impl std::fmt::Debug for Audit {
 impl Audit {
     /// No audit log.
     pub fn none() -> Arc<Audit> {
-        Arc::new(Audit { out: None })
+        Arc::new(Audit::with(None))
+    }
+
+    fn with(out: Option<Mutex<Box<dyn Write + Send>>>) -> Audit {
+        Audit {
+            out,
+            counts: Mutex::new(
+                KINDS
+                    .iter()
+                    .map(|&(source, kind)| ((source, kind.to_string()), 0))
+                    .collect(),
+            ),
+        }
     }
 
     /// `-`: standard error; else the file, appended to (created with mode 0600).
@@ -56,9 +88,7 @@ impl Audit {
                     .open(path)?,
             )
         };
-        Ok(Arc::new(Audit {
-            out: Some(Mutex::new(out)),
-        }))
+        Ok(Arc::new(Audit::with(Some(Mutex::new(out)))))
     }
 
     pub fn enabled(&self) -> bool {
@@ -66,7 +96,8 @@ impl Audit {
     }
 
     /// One line: `time` (seconds since the epoch), `source`, `event`, then `fields`.
-    fn write(&self, source: &str, event: &str, fields: Value) {
+    fn write(&self, source: &'static str, event: &str, fields: Value) {
+        self.count(source, event, 1);
         let Some(out) = &self.out else {
             return;
         };
@@ -93,6 +124,27 @@ impl Audit {
         }
     }
 
+    fn count(&self, source: &'static str, event: &str, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((source, event.to_string())).or_insert(0) += n;
+    }
+
+    /// The counters in Prometheus's text exposition format (version 0.0.4), written by hand: one
+    /// counter family, `tfsandbox_security_events_total`, labelled by source and event kind.
+    pub fn prometheus_text(&self) -> String {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::from(
+            "# HELP tfsandbox_security_events_total Security events, as in --audit_log, by source and kind (events_lost_count: events the writer lost).\n# TYPE tfsandbox_security_events_total counter\n",
+        );
+        for ((source, event), n) in counts.iter() {
+            // Kinds are snake_case identifiers of this program: nothing to escape.
+            text.push_str(&format!(
+                "tfsandbox_security_events_total{{source=\"{source}\",event=\"{event}\"}} {n}\n"
+            ));
+        }
+        text
+    }
+
     /// One of serve's own events.
     pub fn record(&self, event: &str, fields: Value) {
         self.write("serve", event, fields);
@@ -111,6 +163,7 @@ impl Audit {
                         self.write("sandbox", event.kind(), fields);
                     }
                     Err(RecvError::Lagged(lost)) => {
+                        self.count("sandbox", "events_lost_count", lost);
                         self.write("sandbox", "events_lost", json!({ "count": lost }))
                     }
                     Err(RecvError::Closed) => return,
@@ -284,6 +337,21 @@ mod tests {
         }
         let (one, two) = (request_id(None), request_id(None));
         assert!(one.starts_with("tfs-") && one != two, "{one} {two}");
+    }
+
+    #[test]
+    fn every_kind_is_counted_in_the_exposition_format() {
+        let audit = Audit::none();
+        audit.record("call", json!({}));
+        audit.record("call", json!({}));
+        let text = audit.prometheus_text();
+        assert!(text.contains("# TYPE tfsandbox_security_events_total counter\n"));
+        assert!(
+            text.contains("tfsandbox_security_events_total{source=\"serve\",event=\"call\"} 2\n")
+        );
+        assert!(text.contains(
+            "tfsandbox_security_events_total{source=\"sandbox\",event=\"worker_restarted\"} 0\n"
+        ));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use audit::Audit;
 pub use auth::{AuthError, Authority};
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
-pub use model_config::ConfigFileError;
+pub use model_config::{monitoring_config, ConfigFileError};
 pub use service::AnswerOptions;
 pub use tls::TlsSettings;
 pub use versions::{ModelConfig, VersionPolicy};
@@ -134,6 +134,9 @@ pub struct RestOptions {
     pub timeout: Option<Duration>,
     /// `--rest_api_num_threads`: calls handled at once.
     pub concurrency: usize,
+    /// `--monitoring_config_file`'s `prometheus_config { enable: true path: ... }`: the path the
+    /// event counters are served on; `None`: not served.
+    pub metrics_path: Option<String>,
 }
 
 /// The gRPC server's settings from `--grpc_channel_arguments`.
@@ -217,10 +220,8 @@ pub async fn serve(
         audit: options.audit.clone(),
     };
     // Subscribed before anything starts, so the first sandboxes' events are in it.
-    let follower = options
-        .audit
-        .enabled()
-        .then(|| options.audit.clone().follow(&options.config.events));
+    // Also with no --audit_log: the Prometheus counters count the library's events.
+    let follower = Some(options.audit.clone().follow(&options.config.events));
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
@@ -482,6 +483,7 @@ async fn run(
                 settings.timeout,
                 options.max_request_bytes,
                 settings.concurrency,
+                settings.metrics_path.clone(),
             )
             .router();
             let addr = listener.local_addr().map_err(|source| ServeError::Listen {

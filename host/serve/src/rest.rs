@@ -45,6 +45,8 @@ pub struct Rest {
     max_body_bytes: usize,
     /// `--rest_api_num_threads`: calls handled at once; further ones wait their turn.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Where the Prometheus counters are served, if anywhere.
+    metrics_path: Option<String>,
 }
 
 impl Rest {
@@ -53,9 +55,11 @@ impl Rest {
         timeout: Option<Duration>,
         max_request_bytes: usize,
         concurrency: usize,
+        metrics_path: Option<String>,
     ) -> Rest {
         Rest {
             serving,
+            metrics_path,
             timeout,
             max_body_bytes: max_request_bytes / JSON_EXPANSION,
             slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
@@ -160,6 +164,14 @@ async fn handle(
     body: Body,
 ) -> Response {
     let path = uri.path().to_string();
+    if rest.metrics_path.as_deref() == Some(path.as_str()) && method == Method::GET {
+        // As TensorFlow Serving serves them: on the REST port, to whoever reaches it.
+        return (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            rest.serving.audit().prometheus_text(),
+        )
+            .into_response();
+    }
     let Some(call) = parse_path(&method, &path) else {
         if path.len() >= 4 && path[..4].eq_ignore_ascii_case("/v1/") {
             let status = invalid(format!("Malformed request: {method} {path}"));

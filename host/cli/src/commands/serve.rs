@@ -140,6 +140,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         bail!("--rest_api_port must be different than the one specified in --port ({port})");
     }
     let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
+    let metrics_path = match tf_serving.monitoring_config_file.as_str() {
+        "" => None,
+        file => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("--monitoring_config_file {file}: {e}"))?;
+            serve::monitoring_config(&text)
+                .map_err(|e| anyhow::anyhow!("--monitoring_config_file {file}: {e}"))?
+        }
+    };
+    if metrics_path.is_some() && tf_serving.rest_api_port == 0 {
+        bail!("--monitoring_config_file: Prometheus counters are served on the REST port: give --rest_api_port");
+    }
     let tls = match (tls_cert, tls_key, tf_serving.ssl_config_file.as_str()) {
         (Some(_), _, ssl) if !ssl.is_empty() => {
             bail!("give --ssl_config_file or --tls-cert/--tls-key, not both")
@@ -232,6 +244,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .filter(|&ms| ms > 0)
                 .map(std::time::Duration::from_millis),
             concurrency: tf_serving.rest_api_threads(),
+            metrics_path,
         }),
         audit,
     };
