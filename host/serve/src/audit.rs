@@ -173,6 +173,16 @@ impl Audit {
     }
 }
 
+tokio::task_local! {
+    /// The request id of the call whose future this is.
+    static CURRENT: String;
+}
+
+/// The request id of the call being answered, for what it asks of the sandboxes.
+pub(crate) fn current_request_id() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 /// A call's request id, in its extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -269,7 +279,7 @@ where
             );
         }
         let span = tracing::info_span!("call", request_id = %id);
-        let call = self.inner.call(request).instrument(span);
+        let call = CURRENT.scope(id, self.inner.call(request).instrument(span));
         Box::pin(async move {
             let mut response = call.await?;
             response.headers_mut().insert(REQUEST_ID_HEADER, value);

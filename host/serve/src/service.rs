@@ -320,6 +320,9 @@ async fn run_examples_on(
     let n = examples.len();
     let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
     let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
+    if let Some(id) = crate::audit::current_request_id() {
+        predict = predict.request_id(id);
+    }
     if let Some(timeout) = timeout {
         predict = predict.deadline(timeout);
     }
@@ -419,6 +422,9 @@ impl PredictionService for Serving {
             .outputs(request.output_filter);
         if let Some(timeout) = timeout {
             predict = predict.deadline(timeout);
+        }
+        if let Some(id) = crate::audit::current_request_id() {
+            predict = predict.request_id(id);
         }
         let outputs = version
             .pool

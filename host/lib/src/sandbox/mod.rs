@@ -343,9 +343,15 @@ impl Model {
             output_filter: predict.outputs,
         };
         let deadline = predict.deadline.unwrap_or(self.sandbox.config.call_timeout);
+        let request_id = predict
+            .request_id
+            .filter(|id| id.len() <= 128 && id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         let response = self
             .sandbox
-            .call(&call, deadline, request, |mut c, r| async move {
+            .call(&call, deadline, request, |mut c, mut r| async move {
+                if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
+                    r.metadata_mut().insert("x-request-id", id);
+                }
                 c.predict(r).await
             })
             .await?;
@@ -410,6 +416,9 @@ pub struct Predict {
     pub outputs: Vec<String>,
     /// Unset: `Config::call_timeout`.
     pub deadline: Option<Duration>,
+    /// The caller's id for the call, sent to the worker as `x-request-id` (its log lines about
+    /// the call name it) when it is 1 to 128 printable ASCII characters.
+    pub request_id: Option<String>,
 }
 
 impl Predict {
@@ -427,6 +436,11 @@ impl Predict {
 
     pub fn outputs<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Predict {
         self.outputs = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn request_id(mut self, id: impl Into<String>) -> Predict {
+        self.request_id = Some(id.into());
         self
     }
 
