@@ -27,7 +27,8 @@ pub enum Event {
         sandbox: String,
         /// The new worker's generation.
         generation: u64,
-        /// How the one before ended.
+        /// The death that began this restart (a worker that then died while its models were
+        /// loaded again is counted, but not reported here).
         exit: WorkerExit,
     },
     /// A worker kept dying: no more restarts (`RestartPolicy::max_restarts`).
