@@ -251,6 +251,7 @@ async fn bearer_tokens_and_the_policy_on_grpc_and_rest() {
         0o644,
     );
     let rest_port = free_port();
+    let audit_log = dir.path().join("audit.jsonl");
     let server = start_serve(&[
         "--model_config_file".as_ref(),
         config_file.as_os_str(),
@@ -259,6 +260,8 @@ async fn bearer_tokens_and_the_policy_on_grpc_and_rest() {
         "--auth_policy_file".as_ref(),
         policy.as_os_str(),
         format!("--rest_api_port={rest_port}").as_ref(),
+        "--audit_log".as_ref(),
+        audit_log.as_os_str(),
     ]);
     let channel = plain_channel(&server.address("")).await;
 
@@ -350,6 +353,54 @@ async fn bearer_tokens_and_the_policy_on_grpc_and_rest() {
     assert_eq!(code, 200, "{body}");
     let (code, body) = rest(&address, "GET", "/v1/models/other", Some("bob-token")).await;
     assert_eq!(code, 200, "{body}");
+
+    // REST gives the request id back too, on a refusal as well.
+    let mut raw = tokio::net::TcpStream::connect(&address).await.unwrap();
+    raw.write_all(
+        b"GET /v1/models/other HTTP/1.1\r\nhost: x\r\nx-request-id: rest-7\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nx-request-id: rest-7\r\n"),
+        "{answer}"
+    );
+
+    // The audit log: every refusal, with who and what, and never a token.
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    for secret in ["alice-token", "alice-tokeN", "bob-token"] {
+        assert!(!text.contains(secret), "a token in the audit log: {text}");
+    }
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["event"] == "call_refused")
+        .collect();
+    let unauthenticated = refused
+        .iter()
+        .filter(|l| l["status"] == "Unauthenticated")
+        .count();
+    // gRPC: no token, a wrong token, GetModelStatus with none; REST: none, a wrong one, rest-7.
+    assert_eq!(unauthenticated, 6, "{refused:#?}");
+    let denied = |model: &str, method: &str| {
+        refused.iter().any(|l| {
+            l["status"] == "PermissionDenied"
+                && l["model"] == model
+                && l["method"] == method
+                && l["message"].as_str().unwrap_or("").contains("may not call")
+        })
+    };
+    assert!(denied("other", "Predict"), "{refused:#?}");
+    assert!(denied("half_plus_two", "GetModelStatus"), "{refused:#?}");
+    assert!(
+        refused.iter().any(|l| l["request_id"] == "rest-7"),
+        "{refused:#?}"
+    );
 }
 
 /// A CA, and certificates it signs.

@@ -664,3 +664,245 @@ async fn a_version_that_would_pass_the_memory_budget_is_not_loaded_and_the_rest_
     drop(channel);
     server.stop().await;
 }
+
+/// The digest of a folder as the README defines it, computed here on its own: every regular
+/// file (symlinks are not expected here) in the byte order of its `/`-separated relative path,
+/// each as `f`, the path's length (u64 LE), the path, the content's length (u64 LE), the content.
+fn expected_digest(dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    fn files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, PathBuf)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(root, &path, out);
+            } else {
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                out.push((relative, path));
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(dir, dir, &mut all);
+    all.sort();
+    let mut hash = Sha256::new();
+    for (relative, path) in all {
+        let bytes = std::fs::read(path).unwrap();
+        hash.update(b"f");
+        hash.update((relative.len() as u64).to_le_bytes());
+        hash.update(relative.as_bytes());
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    format!("sha256:{}", hex::encode(hash.finalize()))
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("the audit log was written")
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    // Version 2 passes the memory budget; version 3 is a symlink out of the base path.
+    copy_dir(&fixture("half_plus_two"), &half.join("2"));
+    let elsewhere = base.path().join("elsewhere");
+    copy_dir(&fixture("half_plus_two"), &elsewhere);
+    std::os::unix::fs::symlink(&elsewhere, half.join("3")).unwrap();
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
+            half.display()
+        ),
+    )
+    .unwrap();
+    let log = base.path().join("audit.jsonl");
+    let monitoring = base.path().join("monitoring.config");
+    std::fs::write(
+        &monitoring,
+        "prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" }\n",
+    )
+    .unwrap();
+    // A port free a moment ago, for REST (serve announces only gRPC's to this helper).
+    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let server = start_serve(
+        &[
+            "--model_config_file".as_ref(),
+            config_file.as_os_str(),
+            "--memory".as_ref(),
+            "512M".as_ref(),
+            "--max_total_memory".as_ref(),
+            "768M".as_ref(),
+            "--audit_log".as_ref(),
+            log.as_os_str(),
+            "--monitoring_config_file".as_ref(),
+            monitoring.as_os_str(),
+            "--rest_api_port".as_ref(),
+            rest_port.as_ref(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let call = |id: &str| {
+        let mut request = tonic::Request::new(PredictRequest {
+            model_spec: spec("half_plus_two"),
+            inputs: [("x".to_string(), x(&[2.0]))].into(),
+            output_filter: Vec::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().unwrap());
+        request.set_timeout(Duration::from_secs(60));
+        request
+    };
+    let answer = PredictionServiceClient::new(channel.clone())
+        .predict(call("abc-123"))
+        .await
+        .expect("version 1 serves");
+    assert_eq!(
+        answer.metadata().get("x-request-id").unwrap(),
+        "abc-123",
+        "the client's request id comes back"
+    );
+    // One past the length a client may give is replaced by one serve makes.
+    let long = "a".repeat(129);
+    let answer = PredictionServiceClient::new(channel.clone())
+        .predict(call(&long))
+        .await
+        .expect("version 1 serves");
+    let made = answer
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(made.starts_with("tfs-"), "{made}");
+    // The counters, as TensorFlow Serving serves them: Prometheus text on the REST port.
+    let mut http = TcpStream::connect(format!("127.0.0.1:{rest_port}")).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /monitoring/prometheus/metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    http.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let counter = |source: &str, event: &str| -> u64 {
+        let name =
+            format!("tfsandbox_security_events_total{{source=\"{source}\",event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("serve", "version_loaded"), 1, "{metrics}");
+    assert_eq!(counter("serve", "version_refused"), 2, "{metrics}");
+    assert_eq!(counter("sandbox", "model_loaded"), 1, "{metrics}");
+    assert_eq!(counter("sandbox", "worker_restarted"), 0, "{metrics}");
+    // The two Predicts, and this GET.
+    assert_eq!(counter("serve", "call"), 3, "{metrics}");
+    drop(channel);
+    server.stop().await;
+
+    let lines = audit_lines(&log);
+    let find = |event: &str, pick: &dyn Fn(&serde_json::Value) -> bool| {
+        lines
+            .iter()
+            .find(|l| l["event"] == event && pick(l))
+            .unwrap_or_else(|| panic!("no {event} line in {lines:#?}"))
+            .clone()
+    };
+    let loaded = find("version_loaded", &|l| l["version"] == 1);
+    assert_eq!(loaded["model"], "half_plus_two");
+    assert_eq!(
+        loaded["digest"],
+        expected_digest(&half.join("1")),
+        "{loaded}"
+    );
+    // The library's own load event carries the same digest.
+    let library = find("model_loaded", &|l| l["source"] == "sandbox");
+    assert_eq!(library["digest"], loaded["digest"]);
+    find("sandbox_started", &|l| l["runtime"] == "process");
+    let budget = find("version_refused", &|l| l["version"] == 2);
+    assert_eq!(budget["reason"], "budget", "{budget}");
+    assert!(budget["message"]
+        .as_str()
+        .unwrap()
+        .contains("--max_total_memory"));
+    let symlink = find("version_refused", &|l| l["version"] == 3);
+    assert_eq!(symlink["reason"], "symlink", "{symlink}");
+    let called = find("call", &|l| l["request_id"] == "abc-123");
+    assert!(
+        called["method"]
+            .as_str()
+            .unwrap()
+            .ends_with("/tensorflow.serving.PredictionService/Predict"),
+        "{called}"
+    );
+    let replaced = find("call", &|l| l["request_id"] == made.as_str());
+    assert_eq!(replaced["given_request_id_replaced"], true);
+    assert!(
+        !lines.iter().any(|l| l.to_string().contains(&long)),
+        "a refused request id is not written"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_is_a_restart_event_on_the_library_stream() {
+    let config = config(RuntimeKind::Process);
+    let mut events = config.events.subscribe();
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let half = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    assert_eq!(
+        half.digest().sha256,
+        expected_digest(&fixture("half_plus_two"))
+    );
+    kill_worker(&sandbox, RuntimeKind::Process).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let restarted = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no restart event; saw {seen:#?}"))
+            .expect("the stream is open and this subscriber keeps up");
+        if let tfsandbox::Event::WorkerRestarted {
+            exit, generation, ..
+        } = &event
+        {
+            break (exit.clone(), *generation);
+        }
+        seen.push(event);
+    };
+    assert_eq!(restarted.1, 2, "the second worker");
+    assert_eq!(restarted.0.signal, Some(9), "{:?}", restarted.0);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, tfsandbox::Event::SandboxStarted { .. })),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, tfsandbox::Event::ModelLoaded { digest, .. } if *digest == half.digest().sha256)),
+        "{seen:#?}"
+    );
+}

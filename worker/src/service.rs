@@ -195,6 +195,13 @@ impl Worker for WorkerService {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let deadline = transport::grpc_timeout(&request);
+        // The host's request id for the call (serve's `x-request-id`), for this log's lines.
+        let request_id = request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+            .map(str::to_string);
         let PredictRequest {
             model_id,
             signature_name,
@@ -211,6 +218,9 @@ impl Worker for WorkerService {
         })
         .await;
         drop(caller);
+        if let (Err(status), Some(id)) = (&outputs, &request_id) {
+            tracing::info!(request_id = %id, model_id = %model_id, "predict failed: {}", status.message());
+        }
         Ok(Response::new(PredictResponse { outputs: outputs? }))
     }
 

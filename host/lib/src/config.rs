@@ -387,6 +387,9 @@ pub struct Config {
     /// Capabilities a model may not use; the worker scans each model at load and refuses it
     /// before any session exists. Empty by default (`tfsandbox serve` denies more).
     pub op_policy: tfsandbox_scan::OpPolicy,
+    /// Where the sandbox's security events go ([`crate::Events::subscribe`]); clones of a
+    /// config share one stream.
+    pub events: crate::events::Events,
 }
 
 impl Config {
@@ -562,6 +565,7 @@ impl Default for Config {
             models: Vec::new(),
             gpu: GpuSettings::default(),
             op_policy: tfsandbox_scan::OpPolicy::default(),
+            events: crate::events::Events::default(),
         }
     }
 }

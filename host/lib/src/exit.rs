@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A worker's end.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct WorkerExit {
     /// Its exit code, when it exited.
     pub code: Option<i32>,

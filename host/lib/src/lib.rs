@@ -14,7 +14,9 @@
 
 pub mod closure;
 mod config;
+pub mod digest;
 mod error;
+pub mod events;
 mod exit;
 #[cfg(feature = "docker")]
 pub mod image;
@@ -29,6 +31,7 @@ pub use config::{
     RestartPolicy, RuntimeConfig, RuntimeKind,
 };
 pub use error::{Error, GpuError, Result};
+pub use events::{Event, Events};
 pub use exit::WorkerExit;
 pub use pool::Pool;
 pub use sandbox::{LoadOptions, Model, Predict, Sandbox};

@@ -72,6 +72,12 @@ impl Pool {
         self.members.iter().map(|m| &m.sandbox)
     }
 
+    /// The digest of the model's folder as the first sandbox loaded it
+    /// ([`crate::digest::folder`]).
+    pub fn digest(&self) -> &crate::digest::FolderDigest {
+        self.members[0].model.digest()
+    }
+
     /// Signatures, as the first sandbox reported them.
     pub fn metadata(&self) -> &ModelMetadata {
         self.members[0].model.metadata()

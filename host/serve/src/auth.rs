@@ -395,12 +395,15 @@ const GUARDED_PATHS: [&str; 2] = [
 /// no valid credentials before its body is read or decoded, so an unauthenticated client costs
 /// its headers only. Which model it may call is decided by the service once the request names
 /// it ([`Authority::decide`], the same code).
-pub(crate) fn authenticate_layer(authority: Arc<Authority>) -> AuthenticateLayer {
-    AuthenticateLayer(authority)
+pub(crate) fn authenticate_layer(
+    authority: Arc<Authority>,
+    audit: Arc<crate::audit::Audit>,
+) -> AuthenticateLayer {
+    AuthenticateLayer(authority, audit)
 }
 
 #[derive(Clone)]
-pub(crate) struct AuthenticateLayer(Arc<Authority>);
+pub(crate) struct AuthenticateLayer(Arc<Authority>, Arc<crate::audit::Audit>);
 
 impl<S> tower::Layer<S> for AuthenticateLayer {
     type Service = Authenticate<S>;
@@ -409,6 +412,7 @@ impl<S> tower::Layer<S> for AuthenticateLayer {
         Authenticate {
             inner,
             authority: self.0.clone(),
+            audit: self.1.clone(),
         }
     }
 }
@@ -417,6 +421,7 @@ impl<S> tower::Layer<S> for AuthenticateLayer {
 pub(crate) struct Authenticate<S> {
     inner: S,
     authority: Arc<Authority>,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl<S, B, ResponseBody> tower::Service<http::Request<B>> for Authenticate<S>
@@ -445,7 +450,14 @@ where
                 .and_then(|c| c.peer());
             let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
             if let Err(denied) = self.authority.authenticate(peer, authorization) {
-                let response = tonic::Status::from(denied).into_http();
+                let status = tonic::Status::from(denied);
+                let id = request
+                    .extensions()
+                    .get::<crate::audit::RequestId>()
+                    .map(|id| id.0.as_str());
+                // The model is in the body, not read for a caller with no identity.
+                crate::audit::refused(&self.audit, id, peer, None, path, &status);
+                let response = status.into_http();
                 return Box::pin(async move { Ok(response) });
             }
         }
@@ -571,7 +583,8 @@ mod tests {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) }
         });
-        let layered = authenticate_layer(Arc::new(authority())).layer(service);
+        let layered =
+            authenticate_layer(Arc::new(authority()), crate::audit::Audit::none()).layer(service);
         let call = |path: &str, token: Option<&str>| {
             let mut request = http::Request::builder().uri(path);
             if let Some(token) = token {

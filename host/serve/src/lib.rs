@@ -7,6 +7,7 @@
 //! (mutual, with `client_verify`), and lets each caller call only what the policy allows
 //! ([`auth`]).
 
+pub mod audit;
 pub mod auth;
 mod authority;
 mod convert;
@@ -32,10 +33,11 @@ use crate::proto::serving::prediction_service_server::PredictionServiceServer;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
+pub use audit::Audit;
 pub use auth::{AuthError, Authority};
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
-pub use model_config::ConfigFileError;
+pub use model_config::{monitoring_config, ConfigFileError};
 pub use service::AnswerOptions;
 pub use tls::TlsSettings;
 pub use versions::{ModelConfig, VersionPolicy};
@@ -120,6 +122,8 @@ pub struct ServeOptions {
     pub grpc: GrpcSettings,
     /// TensorFlow Serving's REST API, on its own port.
     pub rest: Option<RestOptions>,
+    /// `--audit_log`: where security events go, one JSON object a line ([`audit`]).
+    pub audit: Arc<Audit>,
 }
 
 /// `--rest_api_port` and its settings.
@@ -130,6 +134,9 @@ pub struct RestOptions {
     pub timeout: Option<Duration>,
     /// `--rest_api_num_threads`: calls handled at once.
     pub concurrency: usize,
+    /// `--monitoring_config_file`'s `prometheus_config { enable: true path: ... }`: the path the
+    /// event counters are served on; `None`: not served.
+    pub metrics_path: Option<String>,
 }
 
 /// The gRPC server's settings from `--grpc_channel_arguments`.
@@ -210,7 +217,11 @@ pub async fn serve(
         follow_symlinks: options.follow_version_symlinks,
         tags: options.tags.clone(),
         budget: options.max_total_memory.map(versions::MemoryBudget::new),
+        audit: options.audit.clone(),
     };
+    // Subscribed before anything starts, so the first sandboxes' events are in it.
+    // Also with no --audit_log: the Prometheus counters count the library's events.
+    let follower = Some(options.audit.clone().follow(&options.config.events));
 
     // Bind first, so a taken port fails before minutes of model loading.
     let tcp = match options.tcp {
@@ -270,6 +281,11 @@ pub async fn serve(
     futures::future::join_all(models.values().map(|m| m.stop(settings.drain_timeout))).await;
     if let Some(path) = &options.unix_socket {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(follower) = follower {
+        // What the sandboxes sent while stopping is written before serve returns.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        follower.abort();
     }
     result
 }
@@ -336,6 +352,7 @@ async fn run(
         },
         options.answers,
         options.auth.clone(),
+        options.audit.clone(),
     );
     let grpc = &options.grpc;
     let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);
@@ -368,8 +385,12 @@ async fn run(
             .max_concurrent_streams(grpc.max_concurrent_streams)
             .http2_keepalive_interval(grpc.keepalive_time)
             .http2_keepalive_timeout(grpc.keepalive_timeout)
+            .layer(audit::RequestIdLayer(options.audit.clone()))
             .layer(tower::layer::layer_fn(listen::count_calls))
-            .layer(auth::authenticate_layer(options.auth.clone()))
+            .layer(auth::authenticate_layer(
+                options.auth.clone(),
+                options.audit.clone(),
+            ))
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(receive)
@@ -462,6 +483,7 @@ async fn run(
                 settings.timeout,
                 options.max_request_bytes,
                 settings.concurrency,
+                settings.metrics_path.clone(),
             )
             .router();
             let addr = listener.local_addr().map_err(|source| ServeError::Listen {

@@ -159,6 +159,46 @@ pub(crate) fn flat_fields(text: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// TensorFlow Serving's `MonitoringConfig` (`--monitoring_config_file`): the path Prometheus
+/// counters are served on, `None` when `prometheus_config` is absent or not enabled. An empty
+/// path is TensorFlow Serving's default, `/monitoring/prometheus/metrics`.
+pub fn monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> {
+    let tokens = tokenize(text)?;
+    let mut pos = 0;
+    let mut path = None;
+    for (name, value) in parse_message(&tokens, &mut pos, false)? {
+        let fields = match (name.as_str(), value) {
+            ("prometheus_config", Value::Message(fields)) => fields,
+            (other, _) => return error(format!("unknown field '{other}'")),
+        };
+        let mut enable = false;
+        let mut given = String::new();
+        for (name, value) in fields {
+            match (name.as_str(), value) {
+                ("enable", Value::Scalar(v)) => {
+                    enable = match v.as_str() {
+                        "true" | "True" | "t" | "1" => true,
+                        "false" | "False" | "f" | "0" => false,
+                        other => return error(format!("enable: '{other}' is not a bool")),
+                    }
+                }
+                ("path", Value::Scalar(v)) => given = v,
+                (other, _) => return error(format!("prometheus_config: unknown field '{other}'")),
+            }
+        }
+        if given.is_empty() {
+            given = "/monitoring/prometheus/metrics".into();
+        }
+        if !given.starts_with('/') {
+            return error(format!(
+                "prometheus_config: path '{given}' does not start with '/'"
+            ));
+        }
+        path = enable.then_some(given);
+    }
+    Ok(path)
+}
+
 /// The models a config file lists.
 pub fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
     let tokens = tokenize(text)?;
@@ -318,6 +358,29 @@ mod tests {
         assert_eq!(models[1].policy, VersionPolicy::Specific([1, 3].into()));
         assert_eq!(models[2].policy, VersionPolicy::All);
         assert_eq!(models[3].policy, VersionPolicy::Latest(2));
+    }
+
+    #[test]
+    fn monitoring_config_names_the_prometheus_path() {
+        let on =
+            "prometheus_config {\n  enable: true,\n  path: \"/monitoring/prometheus/metrics\"\n}\n";
+        assert_eq!(
+            monitoring_config(on).unwrap().as_deref(),
+            Some("/monitoring/prometheus/metrics")
+        );
+        assert_eq!(
+            monitoring_config("prometheus_config { enable: true }")
+                .unwrap()
+                .as_deref(),
+            Some("/monitoring/prometheus/metrics")
+        );
+        assert_eq!(
+            monitoring_config("prometheus_config { enable: false path: '/m' }").unwrap(),
+            None
+        );
+        assert_eq!(monitoring_config("").unwrap(), None);
+        assert!(monitoring_config("prometheus_config { enabled: true }").is_err());
+        assert!(monitoring_config("prometheus_config { enable: true path: 'm' }").is_err());
     }
 
     #[test]

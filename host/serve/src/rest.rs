@@ -45,6 +45,8 @@ pub struct Rest {
     max_body_bytes: usize,
     /// `--rest_api_num_threads`: calls handled at once; further ones wait their turn.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Where the Prometheus counters are served, if anywhere.
+    metrics_path: Option<String>,
 }
 
 impl Rest {
@@ -53,9 +55,11 @@ impl Rest {
         timeout: Option<Duration>,
         max_request_bytes: usize,
         concurrency: usize,
+        metrics_path: Option<String>,
     ) -> Rest {
         Rest {
             serving,
+            metrics_path,
             timeout,
             max_body_bytes: max_request_bytes / JSON_EXPANSION,
             slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
@@ -63,7 +67,11 @@ impl Rest {
     }
 
     pub fn router(self) -> axum::Router {
-        axum::Router::new().fallback(handle).with_state(self)
+        let audit = self.serving.audit().clone();
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self)
+            .layer(crate::audit::RequestIdLayer(audit))
     }
 }
 
@@ -152,9 +160,18 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: axum::http::HeaderMap,
+    axum::Extension(request_id): axum::Extension<crate::audit::RequestId>,
     body: Body,
 ) -> Response {
     let path = uri.path().to_string();
+    if rest.metrics_path.as_deref() == Some(path.as_str()) && method == Method::GET {
+        // As TensorFlow Serving serves them: on the REST port, to whoever reaches it.
+        return (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            rest.serving.audit().prometheus_text(),
+        )
+            .into_response();
+    }
     let Some(call) = parse_path(&method, &path) else {
         if path.len() >= 4 && path[..4].eq_ignore_ascii_case("/v1/") {
             let status = invalid(format!("Malformed request: {method} {path}"));
@@ -182,6 +199,13 @@ async fn handle(
     {
         let unauthenticated = matches!(denied, Denied::Unauthenticated(_));
         let status = Status::from(denied);
+        rest.serving.audit_refusal(
+            Some(&request_id.0),
+            connection.peer(),
+            &call.model,
+            auth_method,
+            &status,
+        );
         let mut response = json_response(
             http_code(status.code()),
             &json!({ "error": status.message() }),

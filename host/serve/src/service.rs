@@ -39,6 +39,7 @@ pub struct Serving {
     limits: RequestLimits,
     answers: AnswerOptions,
     authority: Arc<Authority>,
+    audit: Arc<crate::audit::Audit>,
 }
 
 /// TensorFlow Serving's switches for how requests are checked and answers written.
@@ -68,13 +69,38 @@ impl Serving {
         limits: RequestLimits,
         answers: AnswerOptions,
         authority: Arc<Authority>,
+        audit: Arc<crate::audit::Audit>,
     ) -> Serving {
         Serving {
             models,
             limits,
             answers,
             authority,
+            audit,
         }
+    }
+
+    /// A call the authority refused, in the audit log (never its token).
+    pub(super) fn audit_refusal(
+        &self,
+        request_id: Option<&str>,
+        identity: Option<&str>,
+        model: &str,
+        method: Method,
+        status: &Status,
+    ) {
+        crate::audit::refused(
+            &self.audit,
+            request_id,
+            identity,
+            Some(model),
+            &method.to_string(),
+            status,
+        );
+    }
+
+    pub(super) fn audit(&self) -> &Arc<crate::audit::Audit> {
+        &self.audit
     }
 
     pub(super) fn authority(&self) -> &Authority {
@@ -104,7 +130,15 @@ impl Serving {
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         self.authority
             .decide(peer, authorization, model, method)
-            .map_err(Status::from)
+            .map_err(|denied| {
+                let status = Status::from(denied);
+                let id = request
+                    .extensions()
+                    .get::<crate::audit::RequestId>()
+                    .map(|id| id.0.as_str());
+                self.audit_refusal(id, peer, model, method, &status);
+                status
+            })
     }
 
     /// The version a request's ModelSpec names.
@@ -286,6 +320,9 @@ async fn run_examples_on(
     let n = examples.len();
     let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
     let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
+    if let Some(id) = crate::audit::current_request_id() {
+        predict = predict.request_id(id);
+    }
     if let Some(timeout) = timeout {
         predict = predict.deadline(timeout);
     }
@@ -385,6 +422,9 @@ impl PredictionService for Serving {
             .outputs(request.output_filter);
         if let Some(timeout) = timeout {
             predict = predict.deadline(timeout);
+        }
+        if let Some(id) = crate::audit::current_request_id() {
+            predict = predict.request_id(id);
         }
         let outputs = version
             .pool

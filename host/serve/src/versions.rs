@@ -156,6 +156,8 @@ pub struct LoadSettings {
     pub tags: Vec<String>,
     /// The memory every version's sandboxes may use together; `None`: no bound.
     pub budget: Option<Arc<MemoryBudget>>,
+    /// Where loads and refusals are recorded.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 impl ServedModel {
@@ -211,6 +213,7 @@ impl ServedModel {
                 };
                 if !known.contains(&number) {
                     tracing::error!(model = %self.config.name, version = number, "{refused}");
+                    self.refused(settings, number, dir, "symlink", &refused);
                     self.set_status(
                         number,
                         State::End,
@@ -233,6 +236,7 @@ impl ServedModel {
                         Ok(reservation) => Some(reservation),
                         Err(why) => {
                             tracing::error!(model = %self.config.name, version = number, "{why}");
+                            self.refused(settings, number, dir, "budget", &why);
                             let code = tonic::Code::ResourceExhausted;
                             self.set_status(number, State::End, Some((code, why)));
                             continue;
@@ -245,6 +249,20 @@ impl ServedModel {
             tracing::info!(model = %self.config.name, version = number, "loading {}", dir.display());
             match load(&self.config.name, dir, settings).await {
                 Ok(pool) => {
+                    let digest = pool.digest();
+                    settings.audit.record(
+                        "version_loaded",
+                        serde_json::json!({
+                            "model": self.config.name,
+                            "version": number,
+                            "path": dir.display().to_string(),
+                            "digest": digest.sha256,
+                            "files": digest.files,
+                            "bytes": digest.bytes,
+                            "not_files": digest.not_files,
+                            "sandboxes": pool.size(),
+                        }),
+                    );
                     let version = Arc::new(Version {
                         number,
                         pool,
@@ -263,6 +281,7 @@ impl ServedModel {
                 }
                 Err(error) => {
                     tracing::error!(model = %self.config.name, version = number, "loading failed: {error}");
+                    self.refused(settings, number, dir, "load_error", &error.to_string());
                     let code = error
                         .status()
                         .map(|s| s.code())
@@ -309,6 +328,27 @@ impl ServedModel {
                 tracing::info!(model = %model.config.name, version = number, "retired");
             });
         }
+    }
+
+    /// A version not served, in the audit log: `reason` is `symlink`, `budget` or `load_error`.
+    fn refused(
+        &self,
+        settings: &LoadSettings,
+        version: i64,
+        dir: &Path,
+        reason: &str,
+        message: &str,
+    ) {
+        settings.audit.record(
+            "version_refused",
+            serde_json::json!({
+                "model": self.config.name,
+                "version": version,
+                "path": dir.display().to_string(),
+                "reason": reason,
+                "message": message,
+            }),
+        );
     }
 
     /// Stops every version (the server is going away).

@@ -99,6 +99,11 @@ pub struct ServeArgs {
     /// deadline; one more is refused at once (RESOURCE_EXHAUSTED).
     #[arg(long = "max_queued_calls_per_sandbox", default_value_t = 0)]
     max_queued_calls_per_sandbox: usize,
+    /// Security events, one JSON object a line: versions loaded (with the folder's sha256)
+    /// and refused, calls (with their request id) and calls refused, worker restarts, kills,
+    /// limit hits, dropped log bytes. `-`: standard error. The file is appended to.
+    #[arg(long = "audit_log", value_name = "PATH|-")]
+    audit_log: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     // Boxed: the forty-odd flags would make every other command as large.
@@ -129,6 +134,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_total_memory,
         max_calls_per_sandbox,
         max_queued_calls_per_sandbox,
+        audit_log,
         sandbox,
         tf_serving,
     } = args;
@@ -144,6 +150,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         bail!("--rest_api_port must be different than the one specified in --port ({port})");
     }
     let channel = serve_flags::parse_channel_arguments(&tf_serving.grpc_channel_arguments)?;
+    let metrics_path = match tf_serving.monitoring_config_file.as_str() {
+        "" => None,
+        file => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("--monitoring_config_file {file}: {e}"))?;
+            serve::monitoring_config(&text)
+                .map_err(|e| anyhow::anyhow!("--monitoring_config_file {file}: {e}"))?
+        }
+    };
+    if metrics_path.is_some() && tf_serving.rest_api_port == 0 {
+        bail!("--monitoring_config_file: Prometheus counters are served on the REST port: give --rest_api_port");
+    }
     let tls = match (tls_cert, tls_key, tf_serving.ssl_config_file.as_str()) {
         (Some(_), _, ssl) if !ssl.is_empty() => {
             bail!("give --ssl_config_file or --tls-cert/--tls-key, not both")
@@ -164,6 +182,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tls.as_ref()
             .is_some_and(serve::TlsSettings::verifies_clients),
     )?;
+    let audit = match &audit_log {
+        Some(path) => serve::Audit::open(path)
+            .map_err(|e| anyhow::anyhow!("--audit_log {}: {e}", path.display()))?,
+        None => serve::Audit::none(),
+    };
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
         (None, Some(base_path)) => vec![serve::ModelConfig {
@@ -233,7 +256,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .filter(|&ms| ms > 0)
                 .map(std::time::Duration::from_millis),
             concurrency: tf_serving.rest_api_threads(),
+            metrics_path,
         }),
+        audit,
     };
     let ready = |listening: &serve::Listening| {
         // Tests and scripts read these lines to learn the port (e.g. with --port 0).

@@ -163,7 +163,9 @@ pub struct TfServingFlags {
         default_value_t = 0
     )]
     pub num_request_iterations_for_warmup: i32,
-    #[arg(long = "monitoring_config_file", hide = true, default_value = "")]
+    /// TensorFlow Serving's MonitoringConfig text proto: `prometheus_config { enable: true path:
+    /// "/monitoring/prometheus/metrics" }` serves the security event counters on the REST port.
+    #[arg(long = "monitoring_config_file", default_value = "")]
     pub monitoring_config_file: String,
     #[arg(long = "remove_unused_fields_from_bundle_metagraph", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub remove_unused_fields_from_bundle_metagraph: Option<bool>,
@@ -360,11 +362,6 @@ impl TfServingFlags {
         refuse(
             self.num_request_iterations_for_warmup != 0,
             "num_request_iterations_for_warmup",
-            NOT_YET,
-        );
-        refuse(
-            !self.monitoring_config_file.is_empty(),
-            "monitoring_config_file",
             NOT_YET,
         );
         refuse(self.prefer_tflite_model, "prefer_tflite_model", TFLITE);

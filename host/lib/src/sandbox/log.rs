@@ -29,7 +29,12 @@ const READ_BYTES: usize = 8 * 1024;
 pub type Tail = Arc<Mutex<VecDeque<String>>>;
 
 /// Forwards `stderr` until it closes or fails.
-pub async fn forward(worker: String, mut stderr: Box<dyn AsyncRead + Send + Unpin>, tail: Tail) {
+pub async fn forward(
+    worker: String,
+    mut stderr: Box<dyn AsyncRead + Send + Unpin>,
+    tail: Tail,
+    events: crate::events::Events,
+) {
     let mut lines = Lines::new(Instant::now());
     let mut buf = vec![0u8; READ_BYTES];
     loop {
@@ -38,15 +43,15 @@ pub async fn forward(worker: String, mut stderr: Box<dyn AsyncRead + Send + Unpi
             Ok(n) => n,
         };
         for event in lines.push(&buf[..n], Instant::now()) {
-            emit(&worker, &tail, event);
+            emit(&worker, &tail, &events, event);
         }
     }
     for event in lines.finish() {
-        emit(&worker, &tail, event);
+        emit(&worker, &tail, &events, event);
     }
 }
 
-fn emit(worker: &str, tail: &Tail, event: Event) {
+fn emit(worker: &str, tail: &Tail, events: &crate::events::Events, event: Event) {
     match event {
         Event::Line(line) => {
             tracing::info!(target: "tfsandbox::worker", "[worker {worker}] {line}");
@@ -56,11 +61,17 @@ fn emit(worker: &str, tail: &Tail, event: Event) {
             }
             tail.push_back(line);
         }
-        Event::Dropped(bytes) => tracing::warn!(
-            target: "tfsandbox::worker",
-            "[worker {worker}] {bytes} bytes of log dropped: over {} KiB/s",
-            RATE_BYTES_PER_SECOND as u64 / 1024
-        ),
+        Event::Dropped(bytes) => {
+            tracing::warn!(
+                target: "tfsandbox::worker",
+                "[worker {worker}] {bytes} bytes of log dropped: over {} KiB/s",
+                RATE_BYTES_PER_SECOND as u64 / 1024
+            );
+            events.emit(crate::events::Event::LogDropped {
+                worker: worker.to_string(),
+                bytes,
+            });
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::runtime::{self, Runtime};
 use crate::tensor::Tensor;
 use worker::Worker;
@@ -114,6 +115,10 @@ impl Sandbox {
             admitted,
         });
         tokio::spawn(restart::keep(Arc::downgrade(&inner), exits_rx));
+        inner.config.events.emit(Event::SandboxStarted {
+            sandbox: inner.id.clone(),
+            runtime: inner.config.runtime.kind().name().to_string(),
+        });
         Ok(Sandbox { inner })
     }
 
@@ -178,14 +183,33 @@ impl Sandbox {
         {
             let mut models = self.inner.models.lock().expect("models lock");
             if models.loaded.len() + models.loading >= limit {
-                return Err(Error::TooManyModels {
+                return Err(self.inner.limit_hit(Error::TooManyModels {
                     sandbox: self.inner.id.clone(),
                     model: model_id,
                     limit,
-                });
+                }));
             }
             models.loading += 1;
         }
+        // What is loaded, as the host sees it: hashed before the worker reads it.
+        let digest = {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::digest::folder(&dir)).await
+        };
+        let digest = match digest {
+            Ok(Ok(digest)) => digest,
+            failed => {
+                self.inner.models.lock().expect("models lock").loading -= 1;
+                let reason = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the digest's task failed".to_string(),
+                };
+                return Err(Error::ModelPath {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot compute its digest: {reason}"),
+                });
+            }
+        };
         let loaded = self
             .inner
             .call_default(
@@ -205,10 +229,19 @@ impl Sandbox {
             call: "LoadModel".into(),
             field: "metadata",
         })?;
+        self.inner.config.events.emit(Event::ModelLoaded {
+            sandbox: self.inner.id.clone(),
+            model: model_id.clone(),
+            path: dir.display().to_string(),
+            digest: digest.sha256.clone(),
+            files: digest.files,
+            bytes: digest.bytes,
+        });
         Ok(Model {
             sandbox: self.inner.clone(),
             id: model_id,
             metadata,
+            digest: Arc::new(digest),
         })
     }
 
@@ -259,11 +292,18 @@ pub struct Model {
     sandbox: Arc<Inner>,
     id: String,
     metadata: ModelMetadata,
+    digest: Arc<crate::digest::FolderDigest>,
 }
 
 impl Model {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The digest of the model's folder, taken on the host as it was loaded
+    /// ([`crate::digest::folder`]).
+    pub fn digest(&self) -> &crate::digest::FolderDigest {
+        &self.digest
     }
 
     /// Signatures, as the worker reported them when it loaded the model.
@@ -296,7 +336,7 @@ impl Model {
             })
         };
         if let Some(error) = predict.inputs.iter().find_map(|(k, t)| too_large(k, t)) {
-            return Err(error);
+            return Err(self.sandbox.limit_hit(error));
         }
         let request = PredictRequest {
             model_id: self.id.clone(),
@@ -309,9 +349,15 @@ impl Model {
             output_filter: predict.outputs,
         };
         let deadline = predict.deadline.unwrap_or(self.sandbox.config.call_timeout);
+        let request_id = predict
+            .request_id
+            .filter(|id| id.len() <= 128 && id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         let response = self
             .sandbox
-            .call(&call, deadline, request, |mut c, r| async move {
+            .call(&call, deadline, request, |mut c, mut r| async move {
+                if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
+                    r.metadata_mut().insert("x-request-id", id);
+                }
                 c.predict(r).await
             })
             .await?;
@@ -321,7 +367,7 @@ impl Model {
             .map(|(key, wire)| Ok((key, Tensor::from_wire(wire)?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
         match outputs.iter().find_map(|(k, t)| too_large(k, t)) {
-            Some(error) => Err(error),
+            Some(error) => Err(self.sandbox.limit_hit(error)),
             None => Ok(outputs),
         }
     }
@@ -376,6 +422,9 @@ pub struct Predict {
     pub outputs: Vec<String>,
     /// Unset: `Config::call_timeout`.
     pub deadline: Option<Duration>,
+    /// The caller's id for the call, sent to the worker as `x-request-id` (its log lines about
+    /// the call name it) when it is 1 to 128 printable ASCII characters.
+    pub request_id: Option<String>,
 }
 
 impl Predict {
@@ -393,6 +442,11 @@ impl Predict {
 
     pub fn outputs<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Predict {
         self.outputs = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn request_id(mut self, id: impl Into<String>) -> Predict {
+        self.request_id = Some(id.into());
         self
     }
 
@@ -460,26 +514,25 @@ impl Inner {
         // Refused here with a clear error: past the limit the transport only resets the stream.
         let bytes = message.encoded_len();
         if bytes > self.config.max_message_bytes {
-            return Err(Error::MessageTooLarge {
+            return Err(self.limit_hit(Error::MessageTooLarge {
                 call: what.to_string(),
                 bytes,
                 limit: self.config.max_message_bytes,
-            });
+            }));
         }
         if self.closing.load(Ordering::SeqCst) {
             return Err(self.closed(what));
         }
         // Past both bounds a call fails at once: a flood costs the host no more than the queue.
         let limits = &self.config.limits;
-        let _admitted = self
-            .admitted
-            .try_acquire()
-            .map_err(|_| Error::TooManyCalls {
+        let _admitted = self.admitted.try_acquire().map_err(|_| {
+            self.limit_hit(Error::TooManyCalls {
                 sandbox: self.id.clone(),
                 call: what.to_string(),
                 limit: limits.max_concurrent_calls,
                 queued: limits.max_queued_calls,
-            })?;
+            })
+        })?;
         // The queue is first come, first served (tokio's semaphore is fair), and a call waits in
         // it no longer than its own deadline.
         let _permit = match tokio::time::timeout_at(deadline, self.calls.acquire()).await {
@@ -558,6 +611,53 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Sends a limit's refusal to the event stream, and returns it.
+    fn limit_hit(&self, error: Error) -> Error {
+        let n = |v: usize| v as u64;
+        let (limit, call, value, bound) = match &error {
+            Error::TooManyCalls {
+                call,
+                limit,
+                queued,
+                ..
+            } => (
+                "max_concurrent_calls + max_queued_calls",
+                call.clone(),
+                n(*limit + *queued) + 1,
+                n(*limit + *queued),
+            ),
+            Error::TooManyModels { model, limit, .. } => (
+                "max_models",
+                format!("loading model '{model}'"),
+                n(*limit) + 1,
+                n(*limit),
+            ),
+            Error::TensorTooLarge {
+                call,
+                name,
+                bytes,
+                limit,
+            } => (
+                "max_tensor_bytes",
+                format!("{call}: tensor '{name}'"),
+                n(*bytes),
+                n(*limit),
+            ),
+            Error::MessageTooLarge { call, bytes, limit } => {
+                ("max_message_bytes", call.clone(), n(*bytes), n(*limit))
+            }
+            _ => return error,
+        };
+        self.config.events.emit(Event::LimitHit {
+            sandbox: self.id.clone(),
+            limit,
+            call,
+            value,
+            bound,
+        });
+        error
     }
 
     fn closed(&self, what: &str) -> Error {

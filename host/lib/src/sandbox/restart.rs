@@ -17,6 +17,7 @@ use tonic::Request;
 use super::worker::{Exited, Worker};
 use super::{Inner, State};
 use crate::error::Error;
+use crate::events::Event;
 
 /// Replaces the sandbox's worker each time it dies, until the sandbox goes or gives up.
 ///
@@ -39,6 +40,7 @@ pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceive
         }
         tracing::warn!(sandbox = %inner.id, status = %exited.status, "worker died; restarting it");
         // The last death, and what callers are told (it may add a start that failed since).
+        let first_exit = exited.status.clone();
         let mut death = exited.status.to_string();
         let mut last_exit = death.clone();
         drop(inner);
@@ -66,6 +68,11 @@ pub(super) async fn keep(sandbox: Weak<Inner>, mut exits: mpsc::UnboundedReceive
             let failure = match start_and_reload(&inner).await {
                 Ok(worker) => {
                     tracing::info!(sandbox = %inner.id, generation = worker.generation, "worker restarted");
+                    inner.config.events.emit(Event::WorkerRestarted {
+                        sandbox: inner.id.clone(),
+                        generation: worker.generation,
+                        exit: first_exit.clone(),
+                    });
                     inner.state.send_replace(State::Ready(worker));
                     break;
                 }
@@ -117,6 +124,10 @@ fn count_death(
             policy.max_restarts
         );
         tracing::error!(sandbox = %inner.id, %reason, "crash loop; giving up");
+        inner.config.events.emit(Event::GaveUp {
+            sandbox: inner.id.clone(),
+            reason: reason.clone(),
+        });
         inner.state.send_replace(State::Failed(reason));
         return None;
     }
@@ -200,6 +211,11 @@ pub(super) fn watch_overrun(worker: Arc<Worker>, what: &str, grace: Duration) {
             worker.kill(&format!(
                 "{what} outlived its deadline by {grace:?} inside TensorFlow"
             ));
+            worker.events.emit(Event::KilledPastDeadline {
+                sandbox: worker.sandbox.clone(),
+                call: what,
+                grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            });
         }
     });
 }

@@ -231,6 +231,12 @@ impl WorkerService for Echo {
     }
 }
 
+/// A real model folder, only read (the digest at load reads it; the in-memory worker never does),
+/// so no test leaves a folder behind.
+fn model_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checks/fixtures/half_plus_two")
+}
+
 fn config(restart: RestartPolicy) -> Config {
     Config {
         // Never run: the in-memory runtime only needs a file to be named.
@@ -318,7 +324,7 @@ async fn failed_starts_are_retried_with_growing_waits_and_do_not_count_as_deaths
     let sandbox = Sandbox::start_on(config(policy(1)), runtime).await.unwrap();
     until_generation(&sandbox, 7).await;
     assert_eq!(gaps(&seen), vec![105, 200, 400, 800, 1000, 1000]);
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     assert!(model.predict_with(x()).await.is_ok());
 }
 
@@ -326,7 +332,7 @@ async fn failed_starts_are_retried_with_growing_waits_and_do_not_count_as_deaths
 async fn a_run_that_outlives_its_deadline_gets_its_worker_replaced_after_stuck_grace() {
     let (runtime, seen) = MemoryRuntime::scripted([Step::Hang]);
     let sandbox = Sandbox::start_on(config(policy(5)), runtime).await.unwrap();
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     let called = Instant::now();
     let deadline = Duration::from_secs(3);
     match model.predict_with(x().deadline(deadline)).await {
@@ -347,7 +353,7 @@ async fn a_run_that_outlives_its_deadline_gets_its_worker_replaced_after_stuck_g
 async fn a_run_that_ends_at_its_deadline_keeps_its_worker() {
     let (runtime, seen) = MemoryRuntime::scripted([Step::Answer(Duration::from_secs(5))]);
     let sandbox = Sandbox::start_on(config(policy(5)), runtime).await.unwrap();
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     let late = model
         .predict_with(x().deadline(Duration::from_secs(1)))
         .await;
@@ -365,7 +371,7 @@ async fn a_run_that_ends_at_its_deadline_keeps_its_worker() {
 async fn shutdown_waits_for_calls_in_flight() {
     let (runtime, seen) = MemoryRuntime::scripted([Step::Answer(Duration::from_secs(1))]);
     let sandbox = Sandbox::start_on(config(policy(5)), runtime).await.unwrap();
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     let call = tokio::spawn(async move { model.predict_with(x()).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let began = Instant::now();
@@ -386,7 +392,7 @@ async fn shutdown_stops_waiting_at_the_drain_timeout() {
     let mut config = config(policy(5));
     config.drain_timeout = Duration::from_secs(2);
     let sandbox = Sandbox::start_on(config, runtime).await.unwrap();
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     let call = tokio::spawn(async move { model.predict_with(x()).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let began = Instant::now();
@@ -432,7 +438,7 @@ async fn one_running_one_queued() -> (Sandbox, Model) {
     config.limits.max_concurrent_calls = 1;
     config.limits.max_queued_calls = 1;
     let sandbox = Sandbox::start_on(config, runtime).await.unwrap();
-    let model = sandbox.load_model("m").await.unwrap();
+    let model = sandbox.load_model(model_dir()).await.unwrap();
     (sandbox, model)
 }
 

@@ -15,6 +15,7 @@ use tonic::Request;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
 use crate::exit::WorkerExit;
 use crate::runtime::{Launch, Runtime};
 
@@ -45,6 +46,8 @@ pub(super) struct Worker {
     exit: watch::Receiver<Option<WorkerExit>>,
     kill: Killer,
     stderr_tail: log::Tail,
+    /// The sandbox's security events.
+    pub events: Events,
 }
 
 impl Worker {
@@ -70,6 +73,7 @@ impl Worker {
             launch.sandbox_id.clone(),
             started.stderr,
             stderr_tail.clone(),
+            config.events.clone(),
         ));
         let host_pid = started.control.host_pid();
         let mut control = started.control;
@@ -109,6 +113,8 @@ impl Worker {
                 // The connection ends only with the worker: if it breaks first (a peer that stops
                 // reading, a protocol error) or the worker closes its stdout, the worker goes.
                 let kill = kill.clone();
+                let events = config.events.clone();
+                let worker_name = launch.sandbox_id.clone();
                 tokio::spawn(async move {
                     let reason = match driver.await {
                         Ok(Ok(())) => {
@@ -117,7 +123,18 @@ impl Worker {
                             tokio::time::sleep(EXIT_GRACE).await;
                             "it closed its end of the transport".to_string()
                         }
-                        Ok(Err(error)) => format!("the transport failed: {error}"),
+                        Ok(Err(error)) => {
+                            let reason = format!("the transport failed: {error}");
+                            // The transport's write queue passed its bound (see
+                            // `tfsandbox_proto::transport`).
+                            if reason.contains("it is not reading") {
+                                events.emit(Event::WorkerNotReading {
+                                    worker: worker_name,
+                                    reason: reason.clone(),
+                                });
+                            }
+                            reason
+                        }
                         Err(_) => "the transport task ended".to_string(),
                     };
                     kill.kill(reason);
@@ -145,6 +162,7 @@ impl Worker {
             exit,
             kill,
             stderr_tail,
+            events: config.events.clone(),
         });
         let mut request = Request::new(InfoRequest {});
         request.set_timeout(config.start_timeout);
