@@ -478,7 +478,39 @@ async fn a_denied_model_is_refused_at_load(runtime: RuntimeKind) {
     sandbox.shutdown().await;
 }
 
-each_runtime!(a_denied_model_is_refused_at_load);
+async fn a_loaded_model_reports_what_its_ops_can_do(runtime: RuntimeKind) {
+    // No policy: the worker still scans, and says what it found, as the host's own scan does.
+    let config = config(runtime).with_model(fixture("hostile/memory_bomb"));
+    let mut events = config.events.subscribe();
+    let sandbox = tfsandbox::Sandbox::start(config)
+        .await
+        .expect("sandbox starts");
+    let bomb = sandbox
+        .load_model(fixture("hostile/memory_bomb"))
+        .await
+        .unwrap();
+    let expected: Vec<Capability> = capabilities(&scan_fixture("hostile/memory_bomb"))
+        .into_iter()
+        .collect();
+    assert!(expected.contains(&Capability::Alloc), "{expected:?}");
+    assert_eq!(bomb.capabilities(), Some(&expected[..]));
+    let half = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    assert_eq!(half.capabilities(), Some(&[][..]));
+    // The load event carries them too.
+    let names: Vec<&str> = expected.iter().map(|c| c.name()).collect();
+    loop {
+        if let tfsandbox::Event::ModelLoaded { capabilities, .. } = events.recv().await.unwrap() {
+            assert_eq!(capabilities, Some(names));
+            break;
+        }
+    }
+    sandbox.shutdown().await;
+}
+
+each_runtime!(
+    a_denied_model_is_refused_at_load,
+    a_loaded_model_reports_what_its_ops_can_do
+);
 
 /// `tfsandbox serve` with its default policy: a new version that reads files is END with the
 /// policy's error in GetModelStatus, and the version before keeps serving.

@@ -842,6 +842,9 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
     // The library's own load event carries the same digest.
     let library = find("model_loaded", &|l| l["source"] == "sandbox");
     assert_eq!(library["digest"], loaded["digest"]);
+    // With what its ops can do, as the worker's scan found: half_plus_two's can do nothing more.
+    assert_eq!(loaded["capabilities"], serde_json::json!([]), "{loaded}");
+    assert_eq!(library["capabilities"], loaded["capabilities"]);
     find("sandbox_started", &|l| l["runtime"] == "process");
     let budget = find("version_refused", &|l| l["version"] == 2);
     assert_eq!(budget["reason"], "budget", "{budget}");

@@ -2,7 +2,7 @@
 //!
 //! Everything here blocks (TensorFlow does); callers run it off the async executor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tfsandbox_proto::v1::{
     DataType, ModelMetadata, Signature as WireSignature, Tensor as WireTensor, TensorSpec,
 };
 
-use tfsandbox_scan::{OpPolicy, ScanLimits};
+use tfsandbox_scan::{Capability, OpPolicy, ScanLimits};
 
 use crate::error::WorkerError;
 use crate::tensor::{tensorflow_number, wire_dtype, TfTensor};
@@ -45,21 +45,34 @@ pub struct Model {
 }
 
 impl Model {
-    /// Fails if `policy` denies an op the model at `path` uses. Called before `load`, so a
-    /// refused model never reaches TensorFlow and never gets a session.
-    pub fn check_policy(path: &str, tags: &[String], policy: &OpPolicy) -> Result<(), WorkerError> {
-        if policy.is_empty() {
-            return Ok(());
-        }
-        let report = tfsandbox_scan::scan_dir(Path::new(path), tags, &ScanLimits::default())
-            .map_err(|source| WorkerError::Scan {
+    /// What the model at `path` can do, failing if `policy` denies an op it uses. Called before
+    /// `load`, so a refused model never reaches TensorFlow and never gets a session. `None`: the
+    /// scan could not read the model, which fails the load only where a policy needs the scan.
+    pub fn scan(
+        path: &str,
+        tags: &[String],
+        policy: &OpPolicy,
+    ) -> Result<Option<BTreeSet<Capability>>, WorkerError> {
+        let report = match tfsandbox_scan::scan_dir(Path::new(path), tags, &ScanLimits::default()) {
+            Ok(report) => report,
+            Err(error) if policy.is_empty() => {
+                tracing::info!(%path, "not scanned: {error}");
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(WorkerError::Scan {
+                    path: path.to_string(),
+                    source: Box::new(source),
+                })
+            }
+        };
+        policy
+            .check(&report)
+            .map_err(|source| WorkerError::Denied {
                 path: path.to_string(),
                 source: Box::new(source),
             })?;
-        policy.check(&report).map_err(|source| WorkerError::Denied {
-            path: path.to_string(),
-            source: Box::new(source),
-        })
+        Ok(Some(report.capabilities()))
     }
 
     pub fn load(id: &str, path: &str, tags: &[String]) -> Result<Model, WorkerError> {

@@ -163,9 +163,9 @@ impl Worker for WorkerService {
         };
         tracing::info!(%model_id, %path, ?tags, deny = ?policy.names(), "loading model");
         let id = model_id.clone();
-        let model = blocking(move || {
-            Model::check_policy(&path, &tags, &policy)?;
-            Model::load(&id, &path, &tags)
+        let (model, capabilities) = blocking(move || {
+            let capabilities = Model::scan(&path, &tags, &policy)?;
+            Ok((Model::load(&id, &path, &tags)?, capabilities))
         })
         .await?;
         let metadata = model.metadata();
@@ -177,6 +177,12 @@ impl Worker for WorkerService {
         models.insert(model_id, Arc::new(model));
         Ok(Response::new(LoadModelResponse {
             metadata: Some(metadata),
+            scanned: capabilities.is_some(),
+            capabilities: capabilities
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name().to_string())
+                .collect(),
         }))
     }
 

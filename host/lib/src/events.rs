@@ -64,6 +64,9 @@ pub enum Event {
         digest: String,
         files: u64,
         bytes: u64,
+        /// What its ops can do (tfsandbox-scan's names), as the worker's scan found them; `None`
+        /// where the scan could not read the model.
+        capabilities: Option<Vec<&'static str>>,
     },
 }
 

@@ -78,6 +78,11 @@ impl Pool {
         self.members[0].model.digest()
     }
 
+    /// What the model's ops can do, as the first sandbox's worker found them.
+    pub fn capabilities(&self) -> Option<&[tfsandbox_scan::Capability]> {
+        self.members[0].model.capabilities()
+    }
+
     /// Signatures, as the first sandbox reported them.
     pub fn metadata(&self) -> &ModelMetadata {
         self.members[0].model.metadata()

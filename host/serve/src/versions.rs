@@ -260,6 +260,9 @@ impl ServedModel {
                             "files": digest.files,
                             "bytes": digest.bytes,
                             "not_files": digest.not_files,
+                            "capabilities": pool
+                                .capabilities()
+                                .map(|all| all.iter().map(|c| c.name()).collect::<Vec<_>>()),
                             "sandboxes": pool.size(),
                         }),
                     );

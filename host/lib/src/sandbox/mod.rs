@@ -8,7 +8,7 @@ mod log;
 mod restart;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::runtime::{self, Runtime};
 use crate::tensor::Tensor;
+use tfsandbox_scan::Capability;
 use worker::Worker;
 
 static NEXT_SANDBOX: AtomicU64 = AtomicU64::new(1);
@@ -225,10 +226,20 @@ impl Sandbox {
                 models.loaded.insert(model_id.clone(), request);
             }
         }
-        let metadata = loaded?.metadata.ok_or_else(|| Error::Incomplete {
+        let loaded = loaded?;
+        let metadata = loaded.metadata.ok_or_else(|| Error::Incomplete {
             call: "LoadModel".into(),
             field: "metadata",
         })?;
+        // The worker's word: only names the catalogue knows are kept, each once.
+        let capabilities: Option<Vec<Capability>> = loaded.scanned.then(|| {
+            let known: BTreeSet<Capability> = loaded
+                .capabilities
+                .iter()
+                .filter_map(|name| name.parse().ok())
+                .collect();
+            known.into_iter().collect()
+        });
         self.inner.config.events.emit(Event::ModelLoaded {
             sandbox: self.inner.id.clone(),
             model: model_id.clone(),
@@ -236,12 +247,16 @@ impl Sandbox {
             digest: digest.sha256.clone(),
             files: digest.files,
             bytes: digest.bytes,
+            capabilities: capabilities
+                .as_ref()
+                .map(|all| all.iter().map(|c| c.name()).collect()),
         });
         Ok(Model {
             sandbox: self.inner.clone(),
             id: model_id,
             metadata,
             digest: Arc::new(digest),
+            capabilities,
         })
     }
 
@@ -293,6 +308,7 @@ pub struct Model {
     id: String,
     metadata: ModelMetadata,
     digest: Arc<crate::digest::FolderDigest>,
+    capabilities: Option<Vec<Capability>>,
 }
 
 impl Model {
@@ -304,6 +320,12 @@ impl Model {
     /// ([`crate::digest::folder`]).
     pub fn digest(&self) -> &crate::digest::FolderDigest {
         &self.digest
+    }
+
+    /// What the model's ops can do, as the worker's scan at load found them (the worker's
+    /// word); `None` where that scan could not read the model and no op policy needed it.
+    pub fn capabilities(&self) -> Option<&[Capability]> {
+        self.capabilities.as_deref()
     }
 
     /// Signatures, as the worker reported them when it loaded the model.

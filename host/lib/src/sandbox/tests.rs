@@ -200,6 +200,7 @@ impl WorkerService for Echo {
                     ..Signature::default()
                 }],
             }),
+            ..LoadModelResponse::default()
         }))
     }
 
