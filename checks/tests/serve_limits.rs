@@ -174,6 +174,20 @@ async fn predict(
         .map(|r| r.into_inner())
 }
 
+/// A model config serving every version under `half` as half_plus_two, written in `base`.
+fn every_version_of_half_plus_two(base: &std::path::Path, half: &std::path::Path) -> PathBuf {
+    let config_file = base.join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
+            half.display()
+        ),
+    )
+    .unwrap();
+    config_file
+}
+
 /// GetModelStatus of one version.
 async fn version_status(channel: &Channel, model: &str, version: i64) -> ModelVersionStatus {
     let status = ModelServiceClient::new(channel.clone())
@@ -619,15 +633,7 @@ async fn a_version_that_would_pass_the_memory_budget_is_not_loaded_and_the_rest_
     let half = base.path().join("half_plus_two");
     copy_dir(&fixture("half_plus_two"), &half.join("1"));
     copy_dir(&fixture("half_plus_two"), &half.join("2"));
-    let config_file = base.path().join("models.config");
-    std::fs::write(
-        &config_file,
-        format!(
-            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
-            half.display()
-        ),
-    )
-    .unwrap();
+    let config_file = every_version_of_half_plus_two(base.path(), &half);
     // Each sandbox may use 512 MiB: the budget holds one version's, not two.
     let server = start_serve(
         &[
@@ -719,15 +725,7 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
     let elsewhere = base.path().join("elsewhere");
     copy_dir(&fixture("half_plus_two"), &elsewhere);
     std::os::unix::fs::symlink(&elsewhere, half.join("3")).unwrap();
-    let config_file = base.path().join("models.config");
-    std::fs::write(
-        &config_file,
-        format!(
-            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
-            half.display()
-        ),
-    )
-    .unwrap();
+    let config_file = every_version_of_half_plus_two(base.path(), &half);
     let log = base.path().join("audit.jsonl");
     let monitoring = base.path().join("monitoring.config");
     std::fs::write(
