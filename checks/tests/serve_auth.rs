@@ -15,7 +15,7 @@ use rcgen::{
     KeyPair,
 };
 use tfsandbox::RuntimeKind;
-use tfsandbox_checks::serve::Serve;
+use tfsandbox_checks::serve::{unix_channel, Serve};
 use tfsandbox_checks::tfsandbox;
 use tfsandbox_checks::{copy_dir, fixture};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
@@ -624,21 +624,6 @@ async fn mutual_tls_names_the_caller_by_its_certificate() {
             "{answer:?}"
         );
     }
-}
-
-/// A gRPC channel over the Unix socket at `path`.
-async fn unix_channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("connect to the Unix socket")
 }
 
 /// A rule for `uid:N` lets that user's calls on the Unix socket through (the kernel says who is

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tfsandbox::{
     Config, Predict, ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
 };
-use tfsandbox_checks::serve::Serve;
+use tfsandbox_checks::serve::{unix_channel, Serve};
 use tfsandbox_checks::{config, copy_dir, fixture, jailer_path, kill_worker};
 use tfsandbox_serve::proto::serving::model_service_client::ModelServiceClient;
 use tfsandbox_serve::proto::serving::prediction_service_client::PredictionServiceClient;
@@ -530,17 +530,7 @@ async fn a_symlinked_version_folder_is_refused_and_the_socket_mode_is_set() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
     // The socket answers as the port does.
-    let path = socket.clone();
-    let over_socket = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("connect to the Unix socket");
+    let over_socket = unix_channel(&socket).await;
     let answer = predict(&over_socket, "half_plus_two", vec![("x", x(&[2.0]))])
         .await
         .unwrap();
