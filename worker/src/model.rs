@@ -240,6 +240,7 @@ impl Signature {
                         unknown_rank: dims.is_none(),
                         shape: dims.unwrap_or_default(),
                         tensorflow_dtype: tensorflow_number(info.dtype()),
+                        tensor_name: format!("{}:{}", info.name().name, info.name().index),
                     };
                     let endpoint = Endpoint {
                         spec,

@@ -69,16 +69,19 @@ pub enum Method {
     MultiInference,
     GetModelMetadata,
     GetModelStatus,
+    /// Replaces the served models; asked on model `*`, so only a rule for every model allows it.
+    HandleReloadConfigRequest,
 }
 
 impl Method {
-    const ALL: [Method; 6] = [
+    const ALL: [Method; 7] = [
         Method::Predict,
         Method::Classify,
         Method::Regress,
         Method::MultiInference,
         Method::GetModelMetadata,
         Method::GetModelStatus,
+        Method::HandleReloadConfigRequest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Method {
             Method::MultiInference => "MultiInference",
             Method::GetModelMetadata => "GetModelMetadata",
             Method::GetModelStatus => "GetModelStatus",
+            Method::HandleReloadConfigRequest => "HandleReloadConfigRequest",
         }
     }
 }

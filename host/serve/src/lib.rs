@@ -14,6 +14,7 @@ mod convert;
 mod examples;
 mod listen;
 mod model_config;
+mod models;
 mod profiler;
 pub mod proto;
 mod rest;
@@ -21,7 +22,6 @@ mod service;
 mod tls;
 mod versions;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,12 +38,14 @@ pub use auth::{AuthError, Authority};
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
 pub use model_config::{monitoring_config, ConfigFileError};
+pub use models::ConfigError;
 pub use service::AnswerOptions;
 pub use tls::TlsSettings;
-pub use versions::{ModelConfig, VersionPolicy};
+pub use versions::{LoadRetries, ModelConfig, VersionPolicy};
 
+use models::Models;
 use service::{RequestLimits, Serving};
-use versions::{LoadSettings, ServedModel};
+use versions::LoadSettings;
 
 use tfsandbox::Config;
 
@@ -74,14 +76,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("Request to assign label to version {version} of model {model}, which is not currently available for inference (label '{label}')")]
-    Label {
-        label: String,
-        version: i64,
-        model: String,
-    },
-    #[error("no version of model '{model}' could be loaded from {} (versions are numbered folders, e.g. {}/1/saved_model.pb)", .base.display(), .base.display())]
-    NothingLoaded { model: String, base: PathBuf },
+    #[error(transparent)]
+    Models(#[from] ConfigError),
 }
 
 /// Everything `serve` needs.
@@ -94,6 +90,11 @@ pub struct ServeOptions {
     pub sandboxes_per_version: usize,
     /// How often the base paths are scanned for new versions; `None`: only at start.
     pub poll: Option<Duration>,
+    /// How a version that failed to load is tried again.
+    pub load_retries: LoadRetries,
+    /// `--model_config_file` with `--model_config_file_poll_wait_seconds`: the file read again
+    /// this often, its models put in place of the served ones when it has changed.
+    pub config_file_poll: Option<(PathBuf, Duration)>,
     pub tcp: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
     /// TLS on the TCP listeners (gRPC and REST); with a client CA, mutual.
@@ -210,7 +211,10 @@ pub async fn serve(
         Some(settings) => Some(tls::acceptors(settings).map_err(ServeError::Tls)?),
         None => None,
     };
+    let (stop_loads, stopping) = tokio::sync::watch::channel(false);
     let settings = LoadSettings {
+        retries: options.load_retries,
+        stopping,
         config: options.config.clone(),
         sandboxes: options.sandboxes_per_version.max(1),
         drain_timeout: options.config.drain_timeout,
@@ -262,15 +266,9 @@ pub async fn serve(
         None => None,
     };
 
-    let models: BTreeMap<String, Arc<ServedModel>> = options
-        .models
-        .iter()
-        .map(|m| (m.name.clone(), Arc::new(ServedModel::new(m.clone()))))
-        .collect();
-    let models = Arc::new(models);
+    let models = Arc::new(Models::new(settings, stop_loads));
     let result = run(
         &options,
-        &settings,
         Listeners { tcp, unix, rest },
         tls,
         models.clone(),
@@ -278,7 +276,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    futures::future::join_all(models.values().map(|m| m.stop(settings.drain_timeout))).await;
+    models.stop().await;
     if let Some(path) = &options.unix_socket {
         let _ = std::fs::remove_file(path);
     }
@@ -300,49 +298,31 @@ struct Listeners {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     options: &ServeOptions,
-    settings: &LoadSettings,
     listeners: Listeners,
     tls: Option<(TlsAcceptor, TlsAcceptor)>,
-    models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+    models: Arc<Models>,
     ready: impl FnOnce(&Listening),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // TensorFlow Serving also loads every model before it answers.
-    futures::future::join_all(models.values().map(|m| m.sync(settings))).await;
-    for model in models.values() {
-        if model.get(None).is_none() {
-            return Err(ServeError::NothingLoaded {
-                model: model.config.name.clone(),
-                base: model.config.base_path.clone(),
-            });
-        }
-        // As in TensorFlow Serving, a label may only name a version that is being served.
-        for (label, &version) in &model.config.labels {
-            if model.get(Some(version)).is_none() {
-                return Err(ServeError::Label {
-                    label: label.clone(),
-                    version,
-                    model: model.config.name.clone(),
-                });
-            }
-        }
-    }
+    models.apply(options.models.clone()).await?;
 
     let poller = options.poll.map(|every| {
         let models = models.clone();
-        let settings = settings.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                for model in models.values() {
-                    model.sync(&settings).await;
-                }
+                models.sync().await;
             }
         })
     });
+    let config_poller = options
+        .config_file_poll
+        .clone()
+        .map(|(path, every)| tokio::spawn(poll_config_file(models.clone(), path, every)));
 
     let serving = Serving::new(
         models.clone(),
@@ -524,7 +504,7 @@ async fn run(
             Err(error) => tracing::warn!("REST server: {error}"),
         }
     }
-    if let Some(poller) = poller {
+    for poller in poller.into_iter().chain(config_poller) {
         poller.abort();
     }
     health
@@ -586,6 +566,44 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<tokio::net::U
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&staged, path)?;
     Ok(listener)
+}
+
+/// Reads `path` every `every` and, when its text has changed, puts its models in place of the
+/// served ones. A file that cannot be read or parsed is logged and the models stay as they are,
+/// as in TensorFlow Serving.
+async fn poll_config_file(models: Arc<Models>, path: PathBuf, every: Duration) {
+    let mut applied = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!("model config file {}: {error}", path.display());
+                continue;
+            }
+        };
+        if applied.as_deref() == Some(&text[..]) {
+            continue;
+        }
+        applied = Some(text.clone());
+        let configs = match model_config::parse(&String::from_utf8_lossy(&text)) {
+            Ok(configs) => configs,
+            Err(error) => {
+                tracing::error!(
+                    "model config file {}: {error}; the models served stay as they are",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        tracing::info!("model config file {} changed: reloading", path.display());
+        if let Err(error) = models.apply(configs).await {
+            tracing::error!("reloading {}: {error}", path.display());
+        }
+    }
 }
 
 /// The models of a `--model_config_file`.

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::versions::{ModelConfig, VersionPolicy};
+use crate::proto::serving as pb;
 
 /// Worded as TensorFlow Serving's (protobuf's) parser words it, which its tests look for.
 #[derive(Debug, thiserror::Error)]
@@ -221,17 +222,75 @@ pub fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
             (other, _) => return error(format!("unknown field '{other}'")),
         }
     }
-    let mut names = BTreeSet::new();
-    for m in &models {
-        if !names.insert(m.name.clone()) {
-            return error(format!("model '{}' is listed twice", m.name));
-        }
-    }
+    distinct(&models).map_err(ConfigFileError)?;
     if models.is_empty() {
         return error(
             "no model listed (model_config_list { config { name: ... base_path: ... } })",
         );
     }
+    Ok(models)
+}
+
+fn distinct(models: &[ModelConfig]) -> Result<(), String> {
+    let mut names = BTreeSet::new();
+    match models.iter().find(|m| !names.insert(m.name.as_str())) {
+        Some(m) => Err(format!("model '{}' is listed twice", m.name)),
+        None => Ok(()),
+    }
+}
+
+/// The models of a `ModelConfigList` as `HandleReloadConfigRequest` carries it, held to the same
+/// rules as the file's; an empty list unloads every model, as in TensorFlow Serving.
+pub fn from_proto(list: pb::ModelConfigList) -> Result<Vec<ModelConfig>, String> {
+    let models = list
+        .config
+        .into_iter()
+        .map(|config| {
+            let name = config.name;
+            if name.is_empty() {
+                return Err("a config has no name".to_string());
+            }
+            if config.base_path.is_empty() {
+                return Err(format!("model '{name}' has no base_path"));
+            }
+            if !matches!(config.model_platform.as_str(), "" | "tensorflow") {
+                return Err(format!(
+                    "model '{name}': model_platform '{}' is not supported (only 'tensorflow')",
+                    config.model_platform
+                ));
+            }
+            if !matches!(config.model_type, 0 | 1) {
+                return Err(format!(
+                    "model '{name}': model_type {} is not supported (only TENSORFLOW)",
+                    config.model_type
+                ));
+            }
+            if !config.logging_config.is_empty() {
+                return Err(format!("model '{name}': logging_config is not supported"));
+            }
+            use pb::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
+            let policy = match config.model_version_policy.and_then(|p| p.policy_choice) {
+                None => VersionPolicy::default(),
+                Some(PolicyChoice::Latest(latest)) => {
+                    VersionPolicy::Latest((latest.num_versions as usize).max(1))
+                }
+                Some(PolicyChoice::All(_)) => VersionPolicy::All,
+                Some(PolicyChoice::Specific(specific)) => {
+                    VersionPolicy::Specific(specific.versions.into_iter().collect())
+                }
+            };
+            if let Some((label, _)) = config.version_labels.iter().find(|(l, _)| l.is_empty()) {
+                return Err(format!("model '{name}': version label '{label}' is empty"));
+            }
+            Ok(ModelConfig {
+                name,
+                base_path: PathBuf::from(config.base_path),
+                policy,
+                labels: config.version_labels.into_iter().collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    distinct(&models)?;
     Ok(models)
 }
 

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{Authority, Decided, Method};
 use super::convert;
 use super::examples::{classification, count_examples, regression, serialized_examples};
+use super::models::Models;
 use super::versions::{ServedModel, State, Version};
 use tfsandbox::tensor::Tensor;
 use tfsandbox::wire::{ModelMetadata, Signature};
@@ -35,7 +36,7 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 /// Both services over the same set of models.
 #[derive(Clone)]
 pub struct Serving {
-    models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+    models: Arc<Models>,
     limits: RequestLimits,
     answers: AnswerOptions,
     authority: Arc<Authority>,
@@ -65,7 +66,7 @@ pub struct RequestLimits {
 
 impl Serving {
     pub fn new(
-        models: Arc<BTreeMap<String, Arc<ServedModel>>>,
+        models: Arc<Models>,
         limits: RequestLimits,
         answers: AnswerOptions,
         authority: Arc<Authority>,
@@ -145,7 +146,7 @@ impl Serving {
     fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<Version>, Status> {
         let spec = spec.ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
         let model = self.models.get(&spec.name);
-        let version = version_asked(model.map(Arc::as_ref), spec.version_choice.as_ref())?;
+        let version = version_asked(model.as_deref(), spec.version_choice.as_ref())?;
         model.and_then(|model| model.get(version)).ok_or_else(|| {
             Status::not_found(match version {
                 None => format!("Servable not found for request: Latest({})", spec.name),
@@ -168,8 +169,8 @@ fn version_asked(
         None => Ok(None),
         Some(VersionChoice::Version(v)) => Ok(Some(*v)),
         Some(VersionChoice::VersionLabel(label)) => {
-            match model.and_then(|m| m.config.labels.get(label)) {
-                Some(&v) => Ok(Some(v)),
+            match model.and_then(|m| m.label(label)) {
+                Some(v) => Ok(Some(v)),
                 // TensorFlow Serving's word and code for a label it does not know.
                 None => Err(Status::invalid_argument(format!(
                     "Unrecognized servable version label: {label}"
@@ -238,9 +239,9 @@ pub fn status_of(error: &Error) -> Status {
 
 fn tensor_info(spec: &tfsandbox::wire::TensorSpec) -> TensorInfo {
     TensorInfo {
-        // The worker reports signature keys, not graph tensor names; the key is what clients
-        // address inputs by.
-        encoding: Some(crate::proto::tensor_info::Encoding::Name(spec.name.clone())),
+        encoding: Some(crate::proto::tensor_info::Encoding::Name(
+            spec.tensor_name.clone(),
+        )),
         dtype: spec.tensorflow_dtype,
         tensor_shape: Some(convert::shape_proto(&spec.shape, spec.unknown_rank)),
     }
@@ -656,7 +657,7 @@ impl ModelService for Serving {
             .model_spec
             .ok_or_else(|| Status::invalid_argument("Missing ModelSpec"))?;
         let wanted = version_asked(
-            self.models.get(&spec.name).map(Arc::as_ref),
+            self.models.get(&spec.name).as_deref(),
             spec.version_choice.as_ref(),
         )?;
         let model = self.models.get(&spec.name).ok_or_else(|| {
@@ -697,6 +698,44 @@ impl ModelService for Serving {
         }
         Ok(Response::new(pb::GetModelStatusResponse {
             model_version_status: statuses,
+        }))
+    }
+
+    /// Answers once the new config's versions are loaded, or failed to load: then with the
+    /// error of the first model that failed, as TensorFlow Serving answers.
+    async fn handle_reload_config_request(
+        &self,
+        request: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let every_model = ModelSpec {
+            name: "*".into(),
+            ..ModelSpec::default()
+        };
+        self.authorise(
+            &request,
+            Some(&every_model),
+            Method::HandleReloadConfigRequest,
+        )?;
+        let list = match request.into_inner().config.and_then(|c| c.config) {
+            Some(pb::model_server_config::Config::ModelConfigList(list)) => list,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only \
+                     ModelConfigList is currently supported",
+                ))
+            }
+        };
+        let configs = super::model_config::from_proto(list).map_err(Status::invalid_argument)?;
+        self.models
+            .apply(configs)
+            .await
+            .map_err(|error| Status::new(error.code(), error.to_string()))?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            status: Some(pb::StatusProto {
+                error_code: TfCode::Ok as i32,
+                error_message: String::new(),
+            }),
+            metric: Vec::new(),
         }))
     }
 }

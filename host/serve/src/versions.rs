@@ -128,9 +128,13 @@ impl Drop for Reservation {
     }
 }
 
-/// One served model: its versions and their states.
+/// One served model: its versions and their states. Its name and base path are fixed; a reload
+/// may change which versions it wants and its labels.
 pub struct ServedModel {
-    pub config: ModelConfig,
+    pub name: String,
+    pub base_path: PathBuf,
+    policy: RwLock<VersionPolicy>,
+    labels: RwLock<BTreeMap<String, i64>>,
     state: RwLock<ModelState>,
 }
 
@@ -158,14 +162,71 @@ pub struct LoadSettings {
     pub budget: Option<Arc<MemoryBudget>>,
     /// Where loads and refusals are recorded.
     pub audit: Arc<crate::audit::Audit>,
+    /// `--max_num_load_retries` and `--load_retry_interval_micros`.
+    pub retries: LoadRetries,
+    /// Set when the server stops: a load waiting to retry gives up at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How often a failed load is tried again, and how long it waits in between (TensorFlow
+/// Serving's defaults: 5 times, a minute apart). Only failures another try could change are
+/// retried: the sandbox not starting, its worker dying or timing out. A model TensorFlow refuses,
+/// or a folder refused here, fails the same way every time and is not retried.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRetries {
+    pub max: u32,
+    pub interval: Duration,
+}
+
+impl Default for LoadRetries {
+    fn default() -> Self {
+        LoadRetries {
+            max: 5,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether another try could load what failed with `error`.
+fn worth_retrying(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Spawn { .. }
+            | Error::Transport { .. }
+            | Error::WorkerExited { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::Closed { .. }
+            | Error::Engine { .. }
+            | Error::NoFreeUid(_)
+    )
 }
 
 impl ServedModel {
+    /// The model of `config`, with no labels yet: they are set once the versions they name
+    /// are served ([`ServedModel::set_labels`]).
     pub fn new(config: ModelConfig) -> ServedModel {
         ServedModel {
-            config,
+            name: config.name,
+            base_path: config.base_path,
+            policy: RwLock::new(config.policy),
+            labels: RwLock::new(BTreeMap::new()),
             state: RwLock::new(ModelState::default()),
         }
+    }
+
+    /// The version `label` names.
+    pub fn label(&self, label: &str) -> Option<i64> {
+        let labels = self.labels.read().unwrap_or_else(|e| e.into_inner());
+        labels.get(label).copied()
+    }
+
+    pub fn set_labels(&self, labels: BTreeMap<String, i64>) {
+        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// Which versions to serve from the next [`ServedModel::sync`] on.
+    pub fn set_policy(&self, policy: VersionPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
     }
 
     /// The version a call goes to: the one asked for, or the highest one ready.
@@ -191,10 +252,10 @@ impl ServedModel {
     /// Brings the served versions in line with the folders under the base path: loads the
     /// versions the policy wants that are not loaded yet, then retires the ones it no longer wants.
     pub async fn sync(self: &Arc<Self>, settings: &LoadSettings) {
-        let mut found = match scan(&self.config.base_path) {
+        let mut found = match scan(&self.base_path) {
             Ok(found) => found,
             Err(error) => {
-                tracing::warn!(model = %self.config.name, "cannot read {}: {error}", self.config.base_path.display());
+                tracing::warn!(model = %self.name, "cannot read {}: {error}", self.base_path.display());
                 return;
             }
         };
@@ -212,7 +273,7 @@ impl ServedModel {
                     return true;
                 };
                 if !known.contains(&number) {
-                    tracing::error!(model = %self.config.name, version = number, "{refused}");
+                    tracing::error!(model = %self.name, version = number, "{refused}");
                     self.refused(settings, number, dir, "symlink", &refused);
                     self.set_status(
                         number,
@@ -223,7 +284,10 @@ impl ServedModel {
                 false
             });
         }
-        let aspired = self.config.policy.aspired(&found.keys().copied().collect());
+        let aspired = {
+            let policy = self.policy.read().unwrap_or_else(|e| e.into_inner());
+            policy.aspired(&found.keys().copied().collect())
+        };
         // Versions seen before (a failed load, a retired version) are not tried again: a
         // broken version would otherwise be restarted on every poll.
         for &number in aspired.difference(&known) {
@@ -235,7 +299,7 @@ impl ServedModel {
                     match budget.reserve(bytes) {
                         Ok(reservation) => Some(reservation),
                         Err(why) => {
-                            tracing::error!(model = %self.config.name, version = number, "{why}");
+                            tracing::error!(model = %self.name, version = number, "{why}");
                             self.refused(settings, number, dir, "budget", &why);
                             let code = tonic::Code::ResourceExhausted;
                             self.set_status(number, State::End, Some((code, why)));
@@ -246,14 +310,14 @@ impl ServedModel {
                 None => None,
             };
             self.set_status(number, State::Loading, None);
-            tracing::info!(model = %self.config.name, version = number, "loading {}", dir.display());
-            match load(&self.config.name, dir, settings).await {
+            tracing::info!(model = %self.name, version = number, "loading {}", dir.display());
+            match load(&self.name, dir, settings).await {
                 Ok(pool) => {
                     let digest = pool.digest();
                     settings.audit.record(
                         "version_loaded",
                         serde_json::json!({
-                            "model": self.config.name,
+                            "model": self.name,
                             "version": number,
                             "path": dir.display().to_string(),
                             "digest": digest.sha256,
@@ -280,10 +344,10 @@ impl ServedModel {
                             error: None,
                         },
                     );
-                    tracing::info!(model = %self.config.name, version = number, "available");
+                    tracing::info!(model = %self.name, version = number, "available");
                 }
                 Err(error) => {
-                    tracing::error!(model = %self.config.name, version = number, "loading failed: {error}");
+                    tracing::error!(model = %self.name, version = number, "loading failed: {error}");
                     self.refused(settings, number, dir, "load_error", &error.to_string());
                     let code = error
                         .status()
@@ -325,10 +389,10 @@ impl ServedModel {
             let drain = settings.drain_timeout;
             tokio::spawn(async move {
                 let number = version.number;
-                tracing::info!(model = %model.config.name, version = number, "retiring");
+                tracing::info!(model = %model.name, version = number, "retiring");
                 retire_version(version, drain).await;
                 model.set_status(number, State::End, None);
-                tracing::info!(model = %model.config.name, version = number, "retired");
+                tracing::info!(model = %model.name, version = number, "retired");
             });
         }
     }
@@ -345,7 +409,7 @@ impl ServedModel {
         settings.audit.record(
             "version_refused",
             serde_json::json!({
-                "model": self.config.name,
+                "model": self.name,
                 "version": version,
                 "path": dir.display().to_string(),
                 "reason": reason,
@@ -387,13 +451,38 @@ async fn retire_version(version: Arc<Version>, drain: Duration) {
     }
 }
 
+/// Starts a version's pool, trying again as `settings.retries` says.
 async fn load(name: &str, dir: &Path, settings: &LoadSettings) -> Result<Pool, Error> {
     let config = settings.config.clone().with_model(dir);
     let options = LoadOptions {
         id: Some(name.to_string()),
         tags: settings.tags.clone(),
     };
-    Pool::start_with(config, dir, settings.sandboxes, options).await
+    let mut tries = 0;
+    loop {
+        let error = match Pool::start_with(config.clone(), dir, settings.sandboxes, options.clone())
+            .await
+        {
+            Ok(pool) => return Ok(pool),
+            Err(error) => error,
+        };
+        if tries >= settings.retries.max || !worth_retrying(&error) {
+            return Err(error);
+        }
+        tries += 1;
+        tracing::warn!(
+            model = name,
+            "loading {} failed: {error}; retry {tries} of {} in {:?}",
+            dir.display(),
+            settings.retries.max,
+            settings.retries.interval
+        );
+        let mut stopping = settings.stopping.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(settings.retries.interval) => {}
+            _ = stopping.wait_for(|stop| *stop) => return Err(error),
+        }
+    }
 }
 
 /// Why a version folder is refused: it is a symlink (naming where it points), so mounting it

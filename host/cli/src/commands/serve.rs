@@ -187,6 +187,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--audit_log {}: {e}", path.display()))?,
         None => serve::Audit::none(),
     };
+    let config_file_poll = match (&model_config_file, tf_serving.config_file_poll()) {
+        (Some(file), Some(every)) => Some((file.clone(), every)),
+        (None, Some(_)) => {
+            // As in TensorFlow Serving, where only a config file is polled.
+            tracing::warn!("--model_config_file_poll_wait_seconds without --model_config_file: nothing to poll");
+            None
+        }
+        (_, None) => None,
+    };
     let models = match (model_config_file, model_base_path) {
         (Some(file), _) => serve::read_model_config(&file)?,
         (None, Some(base_path)) => vec![serve::ModelConfig {
@@ -227,6 +236,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config,
         sandboxes_per_version: sandboxes,
         poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
+        config_file_poll,
+        load_retries: tf_serving.load_retries(),
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
         tls,

@@ -89,14 +89,22 @@ pub struct TfServingFlags {
     /// Print the version and exit.
     #[arg(long = "version", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub version: bool,
-    /// Retries of a version that failed to load (only 0, no retry, is done yet).
-    #[arg(long = "max_num_load_retries", value_name = "N")]
-    pub max_num_load_retries: Option<i32>,
-    #[arg(long = "load_retry_interval_micros", hide = true)]
-    pub load_retry_interval_micros: Option<i64>,
+    /// Retries of a version whose sandbox failed to start or whose worker died while loading
+    /// (a model TensorFlow refuses is not retried).
+    #[arg(long = "max_num_load_retries", value_name = "N", default_value_t = 5)]
+    pub max_num_load_retries: i32,
+    /// Wait between load retries, in microseconds (negative: none).
+    #[arg(
+        long = "load_retry_interval_micros",
+        value_name = "US",
+        default_value_t = 60_000_000
+    )]
+    pub load_retry_interval_micros: i64,
+    /// Read --model_config_file again this often, in seconds, and serve what it lists when it
+    /// changed (0: only at start).
     #[arg(
         long = "model_config_file_poll_wait_seconds",
-        hide = true,
+        value_name = "S",
         default_value_t = 0
     )]
     pub model_config_file_poll_wait_seconds: i32,
@@ -288,11 +296,6 @@ impl TfServingFlags {
             "rest_api_enable_cors_support",
             NOT_YET,
         );
-        refuse(
-            self.model_config_file_poll_wait_seconds != 0,
-            "model_config_file_poll_wait_seconds",
-            NOT_YET,
-        );
         refuse(self.enable_batching, "enable_batching", NOT_YET);
         refuse(
             !self.batching_parameters_file.is_empty(),
@@ -308,17 +311,6 @@ impl TfServingFlags {
             self.allow_version_labels_for_unavailable_models,
             "allow_version_labels_for_unavailable_models",
             NOT_YET,
-        );
-        // A failed version is not retried (yet): only the setting that says so is taken.
-        refuse(
-            self.max_num_load_retries.is_some_and(|n| n != 0),
-            "max_num_load_retries",
-            "not supported yet by tfsandbox serve (a version that fails to load is not retried: only 0 is taken)",
-        );
-        refuse(
-            self.load_retry_interval_micros.is_some() && self.max_num_load_retries != Some(0),
-            "load_retry_interval_micros",
-            "not supported yet by tfsandbox serve (loads are not retried; it is taken only with --max_num_load_retries=0)",
         );
         refuse(self.num_load_threads != 0, "num_load_threads", NOT_YET);
         refuse(self.num_unload_threads != 0, "num_unload_threads", NOT_YET);
@@ -417,6 +409,22 @@ impl TfServingFlags {
         }
     }
 
+    /// `--max_num_load_retries` and `--load_retry_interval_micros`.
+    pub fn load_retries(&self) -> tfsandbox_serve::LoadRetries {
+        tfsandbox_serve::LoadRetries {
+            max: self.max_num_load_retries.max(0) as u32,
+            interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
+        }
+    }
+
+    /// `--model_config_file_poll_wait_seconds`, when it asks for polling.
+    pub fn config_file_poll(&self) -> Option<Duration> {
+        u64::try_from(self.model_config_file_poll_wait_seconds)
+            .ok()
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+    }
+
     /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.
     pub fn tags(&self) -> Vec<String> {
         self.saved_model_tags
@@ -469,6 +477,27 @@ mod tests {
         assert!(flags.enable_serialization_as_tensor_content);
         assert!(!flags.enable_signature_method_name_check);
         assert!(parse(&["--enable_batching=yes"]).is_err());
+    }
+
+    #[test]
+    fn load_retries_and_config_polling_take_tensorflow_servings_defaults() {
+        let flags = parse(&[]).unwrap();
+        let retries = flags.load_retries();
+        assert_eq!(
+            (retries.max, retries.interval),
+            (5, Duration::from_secs(60))
+        );
+        assert_eq!(flags.config_file_poll(), None);
+        let flags = parse(&[
+            "--max_num_load_retries=2",
+            "--load_retry_interval_micros=-1",
+            "--model_config_file_poll_wait_seconds=3",
+        ])
+        .unwrap();
+        flags.check().unwrap();
+        let retries = flags.load_retries();
+        assert_eq!((retries.max, retries.interval), (2, Duration::ZERO));
+        assert_eq!(flags.config_file_poll(), Some(Duration::from_secs(3)));
     }
 
     #[test]
