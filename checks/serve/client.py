@@ -7,6 +7,7 @@ Run by checks/tests/serve.rs with the venv from scripts/setup-serving-client.sh:
     client.py tls    --address 127.0.0.1:PORT --root-cert PEM
     client.py auth   --address 127.0.0.1:PORT --unix-socket PATH --root-cert PEM
                      --client-cert PEM --client-key PEM --token TOKEN
+    client.py reload --address 127.0.0.1:PORT --base DIR --config-file PATH
 
 `basic` checks Predict (tensor_content and typed *_val inputs, strings), GetModelMetadata,
 GetModelStatus, health and reflection, and the status codes of bad requests. `switch` keeps a
@@ -15,7 +16,10 @@ requires zero failed calls and that the answers move to the new version. Any fai
 the exit status is then non-zero and the traceback says which. `auth` calls a server with mutual
 TLS and a policy the way a TensorFlow Serving client would: a client certificate, bearer tokens
 as call credentials and as `authorization` metadata, and the Unix socket, each with the status
-TensorFlow Serving's clients expect (UNAUTHENTICATED, PERMISSION_DENIED).
+TensorFlow Serving's clients expect (UNAUTHENTICATED, PERMISSION_DENIED). `reload` replaces the
+served models with ModelService.HandleReloadConfigRequest (a new model, a version policy and a
+label, a label naming a version not served, a base path with no version, a model left out), then
+rewrites the model config file the server polls and waits for it to be followed.
 """
 
 import argparse
@@ -30,12 +34,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.config import model_server_config_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
     regression_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -146,6 +152,7 @@ def basic(args):
     default = signatures.signature_def["serving_default"]
     assert default.method_name == "tensorflow/serving/predict", default
     assert default.inputs["x"].dtype == types_pb2.DT_FLOAT
+    assert default.inputs["x"].name == "x:0", "TensorInfo names the graph tensor"
     assert [d.size for d in default.inputs["x"].tensor_shape.dim] == [-1, 1]
     assert default.outputs["y"].dtype == types_pb2.DT_FLOAT
     assert {"serving_default", "half", "x_to_y2"} <= set(signatures.signature_def)
@@ -477,9 +484,119 @@ def switch(args):
     print("switch: all checks passed")
 
 
+def model_config(name, base_path, versions=None, labels=None):
+    config = model_server_config_pb2.ModelConfig(
+        name=name, base_path=base_path, model_platform="tensorflow"
+    )
+    if versions:
+        config.model_version_policy.specific.versions.extend(versions)
+    for label, version in (labels or {}).items():
+        config.version_labels[label] = version
+    return config
+
+
+def reload_request(*configs):
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.config.extend(configs)
+    return request
+
+
+def reload(args):
+    channel = grpc.insecure_channel(args.address)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    half = os.path.join(args.base, MODEL)
+    echo = os.path.join(args.base, ECHO)
+
+    def predict_version(model=MODEL, **spec):
+        response = stub.Predict(predict_request(model, {"x": x_content([1.0])}, **spec), timeout=60)
+        return response.model_spec.version.value
+
+    def echo_answers():
+        request = predict_request(ECHO, {"text": tf.make_tensor_proto([b"hi"])})
+        response = stub.Predict(request, timeout=60)
+        return list(response.outputs["upper"].string_val)
+
+    assert predict_version() == 2, "the config at start serves the latest version"
+
+    print("reload: a second model, version 1 only, and a label on it")
+    response = models.HandleReloadConfigRequest(
+        reload_request(
+            model_config(MODEL, half, versions=[1], labels={"stable": 1}),
+            model_config(ECHO, echo),
+        ),
+        timeout=120,
+    )
+    assert response.status.error_code == 0, response
+    assert echo_answers() == [b"HI"]
+    assert predict_version() == 1, "version 2 is no longer wanted"
+    request = predict_request(MODEL, {"x": x_content([1.0])})
+    request.model_spec.version_label = "stable"
+    assert stub.Predict(request, timeout=60).model_spec.version.value == 1
+
+    print("reload: a label on a version not served")
+    expect_error(
+        lambda: models.HandleReloadConfigRequest(
+            reload_request(
+                model_config(MODEL, half, versions=[1], labels={"stable": 2}),
+                model_config(ECHO, echo),
+            ),
+            timeout=120,
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "Request to assign label to version 2 of model half_plus_two, which is not currently available for inference",
+    )
+    request.model_spec.version_label = "stable"
+    assert stub.Predict(request, timeout=60).model_spec.version.value == 1, "the old label stays"
+
+    print("reload: a model with no version to load")
+    empty = os.path.join(args.base, "empty")
+    os.makedirs(empty, exist_ok=True)
+    expect_error(
+        lambda: models.HandleReloadConfigRequest(
+            reload_request(
+                model_config(MODEL, half, versions=[1]),
+                model_config(ECHO, echo),
+                model_config("empty", empty),
+            ),
+            timeout=120,
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "no version of model 'empty' could be loaded",
+    )
+    assert predict_version() == 1, "the models that loaded are served"
+
+    print("reload: a config that is not a model_config_list")
+    expect_error(
+        lambda: models.HandleReloadConfigRequest(
+            model_management_pb2.ReloadConfigRequest(), timeout=60
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Only ModelConfigList is currently supported",
+    )
+    assert echo_answers() == [b"HI"], "string_echo is served until a config leaves it out"
+
+    print("the model config file, rewritten: the server polls it and follows")
+    with open(args.config_file + ".new", "w") as f:
+        f.write(f"model_config_list {{ config {{ name: '{ECHO}' base_path: '{echo}' }} }}\n")
+    os.rename(args.config_file + ".new", args.config_file)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            predict_version()
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND, error
+            assert f"Servable not found for request: Latest({MODEL})" in error.details()
+            break
+        assert time.monotonic() < deadline, "the rewritten config file was not followed"
+        time.sleep(0.5)
+    assert echo_answers() == [b"HI"]
+    print("  half_plus_two unloaded, string_echo served")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("phase", choices=["basic", "switch", "tls", "auth"])
+    parser.add_argument("phase", choices=["basic", "switch", "tls", "auth", "reload"])
     parser.add_argument("--address", required=True)
     parser.add_argument("--unix-socket")
     parser.add_argument("--base")
@@ -490,8 +607,9 @@ def main():
     parser.add_argument("--client-cert")
     parser.add_argument("--client-key")
     parser.add_argument("--token")
+    parser.add_argument("--config-file")
     args = parser.parse_args()
-    {"basic": basic, "switch": switch, "tls": tls, "auth": auth}[args.phase](args)
+    {"basic": basic, "switch": switch, "tls": tls, "auth": auth, "reload": reload}[args.phase](args)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,63 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
     );
 }
 
+/// The served models replaced while serving: by ModelService.HandleReloadConfigRequest from TF
+/// Serving's client, then by rewriting the config file the server polls
+/// (`--model_config_file_poll_wait_seconds`), as TensorFlow Serving's testModelConfigReload does.
+#[test]
+fn config_reload() {
+    config_reload_on(RuntimeKind::Process);
+}
+
+#[test]
+fn config_reload_docker() {
+    config_reload_on(RuntimeKind::Docker);
+}
+
+fn config_reload_on(runtime: RuntimeKind) {
+    let python = serving_client_python();
+    let base = tempfile::tempdir().unwrap();
+    let half = base.path().join("half_plus_two");
+    copy_dir(&fixture("half_plus_two"), &half.join("1"));
+    copy_dir(&fixture("half_plus_two"), &half.join("2"));
+    copy_dir(
+        &fixture("string_echo"),
+        &base.path().join("string_echo").join("1"),
+    );
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'half_plus_two' base_path: '{}' }} }}\n",
+            half.display()
+        ),
+    )
+    .unwrap();
+    let (server, listening) = start_serve_on(
+        runtime,
+        &[
+            "--model_config_file".as_ref(),
+            config_file.as_os_str(),
+            "--model_config_file_poll_wait_seconds=1".as_ref(),
+        ],
+    );
+    run_client(
+        &python,
+        &[
+            "reload",
+            "--address",
+            &listening[0],
+            "--base",
+            &base.path().display().to_string(),
+            "--config-file",
+            &config_file.display().to_string(),
+            "--timeout",
+            "60",
+        ],
+    );
+    server.stop();
+}
+
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
 fn start_serve(args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {
