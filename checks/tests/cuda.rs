@@ -285,6 +285,7 @@ fn the_jailer_is_handed_exactly_the_nvidia_nodes_and_the_driver() {
             plan.files.contains(&Bind {
                 inside: format!("{DRIVER_LIBRARY_DIR}/libcuda.so.1"),
                 host: "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
+                tree: None,
             }),
             "{plan:?}"
         );

@@ -282,7 +282,34 @@ async fn the_message_limit_reaches_the_worker(runtime: RuntimeKind) {
     sandbox.shutdown().await;
 }
 
+/// A model below a folder only its owner may enter (0700, as `mktemp -d` and many home folders
+/// are), with files of the usual modes, loads: as TensorFlow Serving's own suite writes its models.
+async fn a_model_below_a_private_folder_loads(runtime: RuntimeKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::Builder::new()
+        .prefix("tfsandbox-0700-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let model_dir = private.path().join("half_plus_two");
+    tfsandbox_checks::copy_dir(&fixture("half_plus_two"), &model_dir);
+    let mut config = config(runtime);
+    config.models = vec![model_dir.clone()];
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let model = sandbox
+        .load_model(&model_dir)
+        .await
+        .unwrap_or_else(|e| panic!("the model below a 0700 folder loads: {e}"));
+    let outputs = model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(outputs["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+    sandbox.shutdown().await;
+}
+
 each_runtime!(
+    a_model_below_a_private_folder_loads,
     the_message_limit_reaches_the_worker,
     every_fixture_signature_gives_what_tensorflow_gave,
     the_cli_prints_half_plus_two,

@@ -31,6 +31,11 @@ pub struct Bind {
     /// `/models`.
     pub inside: String,
     pub host: PathBuf,
+    /// A model only: `host` already opened by the host as a detached, read-only mount
+    /// (`open_tree`), inherited at this descriptor and attached in place of binding the path.
+    /// The host opens it with its own rights, so a model below a folder only the host's user
+    /// may enter (mode 0700) is bound although the jailer, once nobody, could not reach it.
+    pub tree: Option<i32>,
 }
 
 /// A resource limit the jailer sets, soft and hard.
@@ -156,6 +161,8 @@ pub enum PlanError {
     UnknownWeaker(String),
     #[error("--device takes /dev/nvidia* nodes only, got {0:?}")]
     NotAGpuNode(PathBuf),
+    #[error("--model-tree: descriptor {0} is not above 2")]
+    BadTreeFd(u64),
     #[error("model name {0:?} must be one path component")]
     BadModelName(String),
     #[error("--file: {0:?} must be an absolute path inside without '..'")]
@@ -167,6 +174,13 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// The descriptors of the model trees the host handed over, lowest first.
+    pub fn tree_fds(&self) -> Vec<i32> {
+        let mut fds: Vec<i32> = self.models.iter().filter_map(|b| b.tree).collect();
+        fds.sort_unstable();
+        fds
+    }
+
     /// The seccomp allowlist this plan's worker gets.
     pub fn policy(&self) -> Policy {
         Policy::for_gpus(!self.devices.is_empty())
@@ -177,11 +191,11 @@ impl Plan {
         let mut args: Vec<OsString> = vec!["--root".into(), self.root.clone().into()];
         for (flag, binds) in [("--file", &self.files), ("--model", &self.models)] {
             for bind in binds {
-                args.extend([
-                    flag.into(),
-                    bind.inside.clone().into(),
-                    bind.host.clone().into(),
-                ]);
+                match bind.tree {
+                    None => args.push(flag.into()),
+                    Some(fd) => args.extend(["--model-tree".into(), fd.to_string().into()]),
+                }
+                args.extend([bind.inside.clone().into(), bind.host.clone().into()]);
             }
         }
         for device in &self.devices {
@@ -224,16 +238,32 @@ impl Plan {
                     if !inside.starts_with('/') || inside.split('/').any(|c| c == "..") {
                         return Err(PlanError::BadInsidePath(inside));
                     }
-                    plan.files.push(Bind { inside, host });
+                    plan.files.push(Bind {
+                        inside,
+                        host,
+                        tree: None,
+                    });
                 }
-                "--model" => {
-                    let inside = utf8(flag, value(2)?)?;
-                    let host = value(2)?.into();
+                "--model" | "--model-tree" => {
+                    let tree = match flag {
+                        "--model-tree" => {
+                            let fd = number(flag, value(3)?)?;
+                            // 0 to 2 are the protocol's pipes and the log.
+                            match i32::try_from(fd) {
+                                Ok(fd) if fd > 2 => Some(fd),
+                                _ => return Err(PlanError::BadTreeFd(fd)),
+                            }
+                        }
+                        _ => None,
+                    };
+                    let count = if tree.is_some() { 3 } else { 2 };
+                    let inside = utf8(flag, value(count)?)?;
+                    let host = value(count)?.into();
                     if inside.is_empty() || inside == "." || inside == ".." || inside.contains('/')
                     {
                         return Err(PlanError::BadModelName(inside));
                     }
-                    plan.models.push(Bind { inside, host });
+                    plan.models.push(Bind { inside, host, tree });
                 }
                 "--device" => {
                     let device = PathBuf::from(value(1)?);
@@ -276,6 +306,7 @@ fn known_flag(arg: &str) -> Option<&'static str> {
         "--root",
         "--file",
         "--model",
+        "--model-tree",
         "--device",
         "--tmp-bytes",
         "--rlimit",
@@ -316,15 +347,18 @@ mod tests {
             files: vec![Bind {
                 inside: "/usr/lib/libc.so.6".into(),
                 host: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                tree: None,
             }],
             models: vec![
                 Bind {
                     inside: "a=b".into(),
                     host: "/models/a=b".into(),
+                    tree: None,
                 },
                 Bind {
                     inside: "odd".into(),
                     host: OsString::from_vec(b"/srv/caf\xe9 models/--root".to_vec()).into(),
+                    tree: Some(7),
                 },
             ],
             devices: vec!["/dev/nvidia0".into()],
@@ -356,6 +390,10 @@ mod tests {
         assert_eq!(
             with(&["--model", "../x", "/h"]),
             Err(PlanError::BadModelName("../x".into()))
+        );
+        assert_eq!(
+            with(&["--model-tree", "1", "m", "/h"]),
+            Err(PlanError::BadTreeFd(1))
         );
         assert_eq!(
             with(&["--file", "relative", "/h"]),

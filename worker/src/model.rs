@@ -85,6 +85,15 @@ impl Model {
             return Err(bad_dir("no such directory".into()));
         }
         if !dir.join("saved_model.pb").is_file() && !dir.join("saved_model.pbtxt").is_file() {
+            // A folder the sandbox's uid may not read looks empty: say so.
+            if let Err(error) = std::fs::read_dir(dir) {
+                if error.kind() == std::io::ErrorKind::PermissionDenied {
+                    return Err(bad_dir(format!(
+                        "the sandbox's uid may not read it ({error}): make the model's folders \
+                         and files readable by others"
+                    )));
+                }
+            }
             return Err(bad_dir(
                 "it holds no saved_model.pb or saved_model.pbtxt".into(),
             ));

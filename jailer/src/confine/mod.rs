@@ -33,7 +33,7 @@ pub enum Never {}
 /// Confines and starts the worker that `plan` describes; returns only on failure.
 pub fn run(plan: &Plan) -> Result<Never> {
     privileges::die_with_parent()?;
-    close_inherited_fds()?;
+    close_inherited_fds(&plan.tree_fds())?;
     let namespaces = UnshareFlags::NEWUSER
         | UnshareFlags::NEWNS
         | UnshareFlags::NEWPID
@@ -64,6 +64,12 @@ pub fn run(plan: &Plan) -> Result<Never> {
         }
         Some(init) => {
             drop(report_write);
+            // Only pid 1 attaches the model trees.
+            for fd in plan.tree_fds() {
+                // SAFETY: the host handed this descriptor over for the plan, and nothing here
+                // holds it.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
             relay_exit(init, report_read)
         }
     }
@@ -89,14 +95,24 @@ fn fork() -> Result<Option<libc::pid_t>> {
     }
 }
 
-fn close_inherited_fds() -> Result<()> {
-    // SAFETY: closes descriptors this process does not use; nothing holds them.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if closed != 0 {
-        return Err(JailerError::Sys {
-            what: "close_range",
-            source: std::io::Error::last_os_error(),
-        });
+/// Closes every descriptor above stderr except `keep` (sorted): the model trees of the plan.
+fn close_inherited_fds(keep: &[i32]) -> Result<()> {
+    let mut from = 3u32;
+    for &fd in keep.iter().chain([&-1]) {
+        let to = if fd < 0 { u32::MAX } else { fd as u32 - 1 };
+        if from <= to {
+            // SAFETY: closes descriptors this process does not use; nothing holds them.
+            let closed = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0u32) };
+            if closed != 0 {
+                return Err(JailerError::Sys {
+                    what: "close_range",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        if fd >= 0 {
+            from = fd as u32 + 1;
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
@@ -75,7 +76,10 @@ pub fn build(plan: &Plan) -> Result<()> {
     for bind in &plan.models {
         let target = inside(&format!("/models/{}", bind.inside));
         fs::create_dir_all(&target).map_err(JailerError::io("creating", &target))?;
-        bind_read_only(&bind.host, &target, MountFlags::NOEXEC)?;
+        match bind.tree {
+            Some(fd) => attach_tree(fd, &bind.host, &target)?,
+            None => bind_read_only(&bind.host, &target, MountFlags::NOEXEC)?,
+        }
     }
     for dir in ["/models", "/etc", "/tmp", "/dev", "/proc"] {
         let dir = inside(dir);
@@ -156,10 +160,33 @@ fn make_parent(path: &Path) -> Result<()> {
     }
 }
 
+/// Attaches the detached mount the host opened for `host` (descriptor `fd`) at `target`, then
+/// remounts it as [`bind_read_only`] does; the descriptor is closed.
+fn attach_tree(fd: i32, host: &Path, target: &Path) -> Result<()> {
+    // SAFETY: the host handed this descriptor over for this model alone.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(JailerError::path(
+        "attaching the model opened by the host for",
+        host,
+    ))?;
+    remount_read_only(target, MountFlags::NOEXEC)
+}
+
 /// Binds `host` at `target`, then remounts the bind read-only, nosuid, nodev and `extra`, keeping
 /// the flags the source mount has (a user namespace may not clear them).
 fn bind_read_only(host: &Path, target: &Path, extra: MountFlags) -> Result<()> {
     rustix::mount::mount_bind(host, target).map_err(JailerError::path("binding", host))?;
+    remount_read_only(target, extra)
+}
+
+fn remount_read_only(target: &Path, extra: MountFlags) -> Result<()> {
     let kept = rustix::fs::statvfs(target)
         .map(|s| s.f_flag)
         .map_err(JailerError::path("statvfs", target))?;

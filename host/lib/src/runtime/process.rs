@@ -5,6 +5,7 @@
 //! seccomp and rlimits. This side starts it, writes its id maps when it asks (only a process
 //! outside its user namespace may), and then speaks the protocol over its stdio.
 
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -115,10 +116,12 @@ impl ProcessRuntime {
             .map(|entry| Bind {
                 inside: entry.image_path.clone(),
                 host: entry.host_path.clone(),
+                tree: None,
             })
             .chain(gpus.libraries.iter().map(|(inside, host)| Bind {
                 inside: inside.clone(),
                 host: host.clone(),
+                tree: None,
             }))
             .collect();
         let models = self
@@ -127,6 +130,7 @@ impl ProcessRuntime {
             .map(|(host, name)| Bind {
                 inside: name.to_string(),
                 host: host.to_path_buf(),
+                tree: None,
             })
             .collect();
         let mut limits = vec![(Limit::FileSize, s.file_size_bytes)];
@@ -170,12 +174,11 @@ impl Runtime for ProcessRuntime {
             // the host it stays empty and goes with the worker.
             let workdir = Workdir::create().map_err(spawn_error)?;
             let mut cgroup = self.cgroup(&launch.sandbox_id)?;
+            let mut plan = self.jailer_plan(&closure, workdir.path(), &passthrough);
+            let trees = open_model_trees(&mut plan);
             let mut command = Command::new(&jailer);
             command
-                .args(
-                    self.jailer_plan(&closure, workdir.path(), &passthrough)
-                        .to_args(),
-                )
+                .args(plan.to_args())
                 .env_clear()
                 // The jailer hands every TFSANDBOX_ variable on to the worker.
                 .envs(launch.worker_env())
@@ -193,7 +196,24 @@ impl Runtime for ProcessRuntime {
                     command.pre_exec(move || cgroup::join_self(&fds));
                 }
             }
-            let mut child = command.spawn().map_err(|source| Error::Spawn {
+            if !trees.is_empty() {
+                let fds: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
+                // SAFETY: clearing close-on-exec is one fcntl per descriptor the parent holds
+                // open, which is all a forked child may do before exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        for &fd in &fds {
+                            let fd = BorrowedFd::borrow_raw(fd);
+                            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let spawned = command.spawn();
+            // The jailer holds its own copies now.
+            drop(trees);
+            let mut child = spawned.map_err(|source| Error::Spawn {
                 path: jailer.clone(),
                 source,
             })?;
@@ -330,6 +350,33 @@ fn remove_orphaned_workdirs(tmp: &Path) {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
+}
+
+/// Opens each model folder of `plan` as a detached mount (`open_tree`) with the host's own rights
+/// and marks its bind to attach that (see `Bind::tree`). Where the host may not (it lacks
+/// CAP_SYS_ADMIN, as any user but root does), the jailer binds the path, which then works for
+/// folders the host's user may enter: the jailer's nobody is that user outside. With root as the
+/// host, nobody is nobody outside too, and only the opened mount reaches a model below a folder
+/// private to root.
+fn open_model_trees(plan: &mut Plan) -> Vec<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let mut trees = Vec::new();
+    for bind in &mut plan.models {
+        match rustix::mount::open_tree(
+            rustix::fs::CWD,
+            &bind.host,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        ) {
+            Ok(tree) => {
+                bind.tree = Some(tree.as_raw_fd());
+                trees.push(tree);
+            }
+            Err(errno) => {
+                tracing::debug!(path = %bind.host.display(), %errno, "open_tree: the jailer binds the path instead");
+            }
+        }
+    }
+    trees
 }
 
 /// Maps 65534 inside to the host's own ids, or to nobody when the host is root: a worker that
