@@ -9,7 +9,10 @@
 #   scripts/tfserving-suite.sh PATH [TEST ...]     e.g. TensorflowModelServerTest.testPredictREST
 #
 # Needs target/debug/tfsandbox (or $TFSANDBOX) and its worker built, and .cache/serving-venv
-# (scripts/setup-serving-client.sh); portpicker, which the suite imports, is added to that venv.
+# (scripts/setup-serving-client.sh); portpicker, which the suite imports, is added to that venv,
+# and tf_keras: the suite's Keras tests name their Sequential model's input `x`, which Keras 2
+# keeps in the exported signature and Keras 3 (TensorFlow 2.18's default) renames `inputs`, so
+# they run with TF_USE_LEGACY_KERAS=1, as against TensorFlow Serving's own build.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ ! -f "$1/tensorflow_serving/model_servers/tensorflow_model_server_test.py" ]; then
@@ -25,6 +28,7 @@ python="$root/.cache/serving-venv/bin/python"
 
 "$root/scripts/setup-serving-client.sh" >/dev/null
 "$python" -c 'import portpicker' 2>/dev/null || "$python" -m pip install --quiet portpicker
+"$python" -c 'import tf_keras' 2>/dev/null || "$python" -m pip install --quiet tf_keras==2.18.0
 
 work=$(mktemp -d -t tfserving-suite.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -51,4 +55,4 @@ EOF
 mkdir -p "$work/tmp"
 cd "$work"
 SUITE_CHECKOUT="$checkout" TEST_SRCDIR="$work/srcdir" TEST_TMPDIR="$work/tmp" \
-  TF_CPP_MIN_LOG_LEVEL=2 "$python" "$work/run.py" "$@"
+  TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 "$python" "$work/run.py" "$@"

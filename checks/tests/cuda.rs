@@ -146,6 +146,7 @@ fn launch() -> Launch {
         worker_path: PathBuf::from("/nonexistent/tfsandbox-worker"),
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
+        session_threads: Default::default(),
     }
 }
 

@@ -308,6 +308,41 @@ async fn a_model_below_a_private_folder_loads(runtime: RuntimeKind) {
     sandbox.shutdown().await;
 }
 
+/// The threads of the worker process once `half_plus_two` is loaded and called, with the
+/// sandbox's session threads at `threads`.
+async fn worker_threads_with(threads: (u32, u32)) -> usize {
+    let mut config = config(RuntimeKind::Process);
+    config.session_threads = tfsandbox::SessionThreads {
+        intra_op: threads.0,
+        inter_op: threads.1,
+    };
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    let pid = tfsandbox_checks::worker_host_pid(&sandbox).expect("the worker's host pid");
+    let count = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    sandbox.shutdown().await;
+    count
+}
+
+/// `Config::session_threads` sizes the worker's TensorFlow thread pools (serve's
+/// `--tensorflow_*_parallelism`): the worker has that many more threads.
+#[tokio::test]
+async fn session_thread_pools_are_sized_as_asked() {
+    let few = worker_threads_with((1, 1)).await;
+    let many = worker_threads_with((12, 12)).await;
+    eprintln!("worker threads: {few} with (1, 1), {many} with (12, 12)");
+    assert!(
+        many >= few + 16,
+        "{many} threads with 12 intra-op and 12 inter-op, {few} with 1 and 1"
+    );
+}
+
 each_runtime!(
     a_model_below_a_private_folder_loads,
     the_message_limit_reaches_the_worker,

@@ -19,6 +19,9 @@ pub mod worker_env {
     /// What bounds the sandbox as a whole (its cgroup's memory, CPUs and pids), as the host set
     /// it up; the worker reports it in its posture.
     pub const CGROUP: &str = "TFSANDBOX_CGROUP";
+    /// Every TensorFlow session's thread pools, `INTRA,INTER` (the host's
+    /// `Config::session_threads`); unset: TensorFlow's default, one thread per core.
+    pub const SESSION_THREADS: &str = "TFSANDBOX_SESSION_THREADS";
 }
 
 /// Generated from `proto/tfsandbox/v1/worker.proto`.

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use tensorflow::{Graph, Session, SessionOptions};
+use tensorflow::{Graph, Session};
 use tfsandbox_proto::v1::Gpu;
 
 /// What Info reports: the GPUs, and whether TensorFlow registered any. Computed once: creating
@@ -44,7 +44,14 @@ fn driver_gpus() -> Vec<(String, String)> {
 /// (device name, memory bytes) of each GPU device of a fresh session, in TensorFlow's order.
 fn tensorflow_gpus() -> Vec<(String, u64)> {
     let graph = Graph::new();
-    let devices = match Session::new(&SessionOptions::new(), &graph).and_then(|s| s.device_list()) {
+    let options = match crate::model::session_options() {
+        Ok(options) => options,
+        Err(error) => {
+            tracing::warn!(%error, "listing TensorFlow's devices");
+            return Vec::new();
+        }
+    };
+    let devices = match Session::new(&options, &graph).and_then(|s| s.device_list()) {
         Ok(devices) => devices,
         Err(error) => {
             tracing::warn!(%error, "listing TensorFlow's devices");

@@ -99,10 +99,9 @@ impl Model {
             ));
         }
         let mut graph = Graph::new();
-        let bundle = SavedModelBundle::load(&SessionOptions::new(), tags, &mut graph, dir)
-            .map_err(|status| {
-                WorkerError::tensorflow(format!("loading model from '{path}'"), status)
-            })?;
+        let bundle = SavedModelBundle::load(&session_options()?, tags, &mut graph, dir).map_err(
+            |status| WorkerError::tensorflow(format!("loading model from '{path}'"), status),
+        )?;
         let mut signatures = BTreeMap::new();
         for (name, def) in bundle.meta_graph_def().signatures() {
             // TF2 exports list their init op as a signature; it is not callable.
@@ -294,6 +293,42 @@ fn check_dtype(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// The options of every session this worker makes. TensorFlow sizes its thread pools, which
+/// every session of the process shares, from the first session's options, so all of them carry
+/// the host's `TFSANDBOX_SESSION_THREADS`.
+pub fn session_options() -> Result<SessionOptions, WorkerError> {
+    static CONFIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let threads = std::env::var(tfsandbox_proto::worker_env::SESSION_THREADS)
+            .ok()
+            .and_then(|v| {
+                let (intra, inter) = v.split_once(',')?;
+                Some((intra.parse().ok()?, inter.parse().ok()?))
+            })
+            .unwrap_or((0, 0));
+        session_config(threads)
+    });
+    let mut options = SessionOptions::new();
+    options
+        .set_config(config)
+        .map_err(|status| WorkerError::tensorflow("setting the session's threads", status))?;
+    Ok(options)
+}
+
+/// A serialized `tensorflow.ConfigProto` holding only `intra_op_parallelism_threads` (field 2)
+/// and `inter_op_parallelism_threads` (field 5), each where it is not 0.
+fn session_config((intra, inter): (u32, u32)) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut encoded = Vec::new();
+    for (field, value) in [(2, intra), (5, inter)] {
+        if value != 0 {
+            encode_key(field, WireType::Varint, &mut encoded);
+            encode_varint(value.into(), &mut encoded);
+        }
+    }
+    encoded
+}
+
 /// A serialized `tensorflow.RunOptions` holding only `timeout_in_ms` (field 2, varint).
 fn run_options_with_timeout(deadline: Duration) -> Vec<u8> {
     // Zero means "no timeout" to TensorFlow; a deadline already past still gets the shortest one.
@@ -309,5 +344,17 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
         "(none)".to_string()
     } else {
         list.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_session_config_carries_only_the_threads_asked_for() {
+        assert_eq!(super::session_config((0, 0)), Vec::<u8>::new());
+        assert_eq!(
+            super::session_config((1, 300)),
+            vec![0x10, 1, 0x28, 0xac, 0x02]
+        );
     }
 }

@@ -311,6 +311,16 @@ impl Default for GvisorSettings {
     }
 }
 
+/// The sizes of TensorFlow's thread pools in a worker (its `ConfigProto`'s
+/// `intra_op_parallelism_threads` and `inter_op_parallelism_threads`); 0: TensorFlow's default,
+/// one thread per core. TensorFlow makes the pools once per process, so they are the worker's,
+/// not a model's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionThreads {
+    pub intra_op: u32,
+    pub inter_op: u32,
+}
+
 /// What one sandbox accepts; beyond each, a call fails with an error naming the limit.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -377,6 +387,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The largest gRPC message either side may send.
     pub max_message_bytes: usize,
+    /// The worker's TensorFlow thread pools, which every model of the sandbox shares.
+    pub session_threads: SessionThreads,
     pub limits: Limits,
     pub restart: RestartPolicy,
     /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
@@ -560,6 +572,7 @@ impl Default for Config {
             stuck_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
             max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
+            session_threads: SessionThreads::default(),
             limits: Limits::default(),
             restart: RestartPolicy::default(),
             models: Vec::new(),

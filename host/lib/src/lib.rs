@@ -28,7 +28,7 @@ pub mod tensor;
 
 pub use config::{
     Config, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits, ProcessSettings,
-    RestartPolicy, RuntimeConfig, RuntimeKind,
+    RestartPolicy, RuntimeConfig, RuntimeKind, SessionThreads,
 };
 pub use error::{Error, GpuError, Result};
 pub use events::{Event, Events};

@@ -216,6 +216,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         docker.progress = None;
     }
     config.op_policy = policy;
+    let (intra_op, inter_op) = tf_serving.session_threads()?;
+    config.session_threads = tfsandbox::SessionThreads { intra_op, inter_op };
     config.limits.max_concurrent_calls = max_calls_per_sandbox;
     config.limits.max_queued_calls = max_queued_calls_per_sandbox;
     let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);

@@ -122,9 +122,10 @@ pub struct TfServingFlags {
     pub num_unload_threads: i32,
     #[arg(long = "flush_filesystem_caches", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub flush_filesystem_caches: Option<bool>,
+    /// Threads of each model's TensorFlow session, intra-op and inter-op alike (0: one per core).
     #[arg(
         long = "tensorflow_session_parallelism",
-        hide = true,
+        value_name = "N",
         default_value_t = 0
     )]
     pub tensorflow_session_parallelism: i64,
@@ -134,15 +135,17 @@ pub struct TfServingFlags {
         default_value = ""
     )]
     pub tensorflow_session_config_file: String,
+    /// Threads of each session's intra-op pool (overrides --tensorflow_session_parallelism).
     #[arg(
         long = "tensorflow_intra_op_parallelism",
-        hide = true,
+        value_name = "N",
         default_value_t = 0
     )]
     pub tensorflow_intra_op_parallelism: i64,
+    /// Threads of each session's inter-op pool (overrides --tensorflow_session_parallelism).
     #[arg(
         long = "tensorflow_inter_op_parallelism",
-        hide = true,
+        value_name = "N",
         default_value_t = 0
     )]
     pub tensorflow_inter_op_parallelism: i64,
@@ -315,23 +318,8 @@ impl TfServingFlags {
         refuse(self.num_load_threads != 0, "num_load_threads", NOT_YET);
         refuse(self.num_unload_threads != 0, "num_unload_threads", NOT_YET);
         refuse(
-            self.tensorflow_session_parallelism != 0,
-            "tensorflow_session_parallelism",
-            NOT_YET,
-        );
-        refuse(
             !self.tensorflow_session_config_file.is_empty(),
             "tensorflow_session_config_file",
-            NOT_YET,
-        );
-        refuse(
-            self.tensorflow_intra_op_parallelism != 0,
-            "tensorflow_intra_op_parallelism",
-            NOT_YET,
-        );
-        refuse(
-            self.tensorflow_inter_op_parallelism != 0,
-            "tensorflow_inter_op_parallelism",
             NOT_YET,
         );
         refuse(self.use_alts_credentials, "use_alts_credentials", ALTS);
@@ -425,6 +413,36 @@ impl TfServingFlags {
             .map(Duration::from_secs)
     }
 
+    /// Each session's intra-op and inter-op threads, as TensorFlow Serving's `server.cc` picks
+    /// them from the three parallelism flags (0: TensorFlow's default).
+    pub fn session_threads(&self) -> Result<(u32, u32)> {
+        let count = |flag: &str, n: i64| {
+            u32::try_from(n.max(0))
+                .map_err(|_| anyhow::anyhow!("--{flag}: {n} is too many threads"))
+        };
+        let session = count(
+            "tensorflow_session_parallelism",
+            self.tensorflow_session_parallelism,
+        )?;
+        let intra = count(
+            "tensorflow_intra_op_parallelism",
+            self.tensorflow_intra_op_parallelism,
+        )?;
+        let inter = count(
+            "tensorflow_inter_op_parallelism",
+            self.tensorflow_inter_op_parallelism,
+        )?;
+        if session > 0 && intra > 0 && inter > 0 {
+            // TensorFlow Serving's own words.
+            bail!("Either configure server_options.tensorflow_session_parallelism or (server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.");
+        }
+        Ok(if intra > 0 || inter > 0 {
+            (intra, inter)
+        } else {
+            (session, session)
+        })
+    }
+
     /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.
     pub fn tags(&self) -> Vec<String> {
         self.saved_model_tags
@@ -498,6 +516,33 @@ mod tests {
         let retries = flags.load_retries();
         assert_eq!((retries.max, retries.interval), (2, Duration::ZERO));
         assert_eq!(flags.config_file_poll(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn session_threads_as_tensorflow_serving_picks_them() {
+        let threads = |args: &[&str]| parse(args).unwrap().session_threads();
+        assert_eq!(threads(&[]).unwrap(), (0, 0));
+        assert_eq!(
+            threads(&["--tensorflow_session_parallelism=3"]).unwrap(),
+            (3, 3)
+        );
+        assert_eq!(
+            threads(&[
+                "--tensorflow_session_parallelism=3",
+                "--tensorflow_intra_op_parallelism=2"
+            ])
+            .unwrap(),
+            (2, 0)
+        );
+        let all = threads(&[
+            "--tensorflow_session_parallelism=3",
+            "--tensorflow_intra_op_parallelism=2",
+            "--tensorflow_inter_op_parallelism=1",
+        ]);
+        assert!(all
+            .unwrap_err()
+            .to_string()
+            .contains("You cannot configure all"));
     }
 
     #[test]

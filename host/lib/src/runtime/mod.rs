@@ -32,19 +32,29 @@ pub struct Launch {
     pub worker_log: String,
     /// The largest message either side sends (`Config::max_message_bytes`).
     pub max_message_bytes: usize,
+    /// `Config::session_threads`.
+    pub session_threads: crate::config::SessionThreads,
 }
 
 impl Launch {
     /// The worker's environment, which every runtime hands it as it is.
     pub fn worker_env(&self) -> Vec<(&'static str, String)> {
         use tfsandbox_proto::worker_env;
-        vec![
+        let threads = self.session_threads;
+        let mut env = vec![
             (worker_env::LOG, self.worker_log.clone()),
             (
                 worker_env::MAX_MESSAGE_BYTES,
                 self.max_message_bytes.to_string(),
             ),
-        ]
+        ];
+        if threads != Default::default() {
+            env.push((
+                worker_env::SESSION_THREADS,
+                format!("{},{}", threads.intra_op, threads.inter_op),
+            ));
+        }
+        env
     }
 }
 

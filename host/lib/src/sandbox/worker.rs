@@ -65,6 +65,7 @@ impl Worker {
             worker_path: config.resolve_worker_path()?,
             worker_log: config.worker_log.clone(),
             max_message_bytes: config.max_message_bytes,
+            session_threads: config.session_threads,
         };
         let started = runtime.start(&launch).await?;
 
