@@ -32,6 +32,9 @@ pub struct Launch {
     pub worker_log: String,
     /// The largest message either side sends (`Config::max_message_bytes`).
     pub max_message_bytes: usize,
+    /// How long the worker may take to start (`Config::start_timeout`): a runtime that waits on
+    /// the worker during its start waits no longer.
+    pub start_timeout: std::time::Duration,
 }
 
 impl Launch {
