@@ -339,7 +339,10 @@ async fn a_worker_that_never_opens_its_fifos_fails_the_start_within_the_start_ti
     assert!(matches!(error, Error::WorkerExited { .. }), "{error}");
     let text = error.to_string();
     assert!(
-        text.contains(&format!("did not open its protocol FIFO {FIFO_IN}")),
+        text.contains(&format!(
+            "the worker exited (signal: 9 (SIGKILL), killed by the host: it did not open its \
+             protocol FIFO {FIFO_IN} within 5s) during starting the worker"
+        )),
         "{text}"
     );
     assert_eq!(
