@@ -69,6 +69,7 @@ pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
         session_threads: Default::default(),
+        start_timeout: tfsandbox::Config::default().start_timeout,
     };
     let mut probe = runtime.start(&launch).await.expect("the probe starts");
     let targets = json!({

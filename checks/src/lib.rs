@@ -141,6 +141,23 @@ pub fn only_child(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// For a program run in the worker's place: the protocol FIFOs the host names, opened as the
+/// worker opens them and made fds 0 and 1, so it speaks on stdin/stdout on every runtime. Exits
+/// with 2, naming the FIFO, where one does not open.
+pub fn protocol_on_stdio() {
+    let moved = match tfsandbox_proto::open_protocol_fifos() {
+        Ok(Some((input, output))) => rustix::stdio::dup2_stdin(&input)
+            .and_then(|()| rustix::stdio::dup2_stdout(&output))
+            .map_err(|e| format!("moving the protocol FIFOs onto fds 0 and 1: {e}")),
+        Ok(None) => Ok(()),
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(message) = moved {
+        eprintln!("{message}");
+        std::process::exit(2);
+    }
+}
+
 /// The `tfsandbox` command beside the worker that `config` finds.
 pub fn tfsandbox() -> PathBuf {
     config(RuntimeKind::Process)
@@ -290,6 +307,7 @@ pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
         session_threads: Default::default(),
+        start_timeout: tfsandbox::Config::default().start_timeout,
     };
     let runtime = tfsandbox::runtime::for_config(&config)
         .await

@@ -215,7 +215,7 @@ async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();
     // Exactly the sandbox's own top level, the loader's included; the engine adds /sys and its
-    // marker file, gVisor /sys.
+    // marker file, and /run holding the protocol FIFOs; gVisor /sys.
     let interpreter = interpreter();
     let loader_top = format!(
         "/{}",
@@ -235,7 +235,7 @@ async fn hostile_models_end_in_clear_errors(runtime: RuntimeKind) {
         "/usr",
     ];
     match runtime {
-        RuntimeKind::Docker => expected.extend(["/.dockerenv", "/sys"]),
+        RuntimeKind::Docker => expected.extend(["/.dockerenv", "/run", "/sys"]),
         // gVisor's kernel mounts a /sys of its own making, none of the host's.
         RuntimeKind::Gvisor => expected.push("/sys"),
         RuntimeKind::Process => {}

@@ -147,6 +147,7 @@ fn launch() -> Launch {
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
         session_threads: Default::default(),
+        start_timeout: tfsandbox::Config::default().start_timeout,
     }
 }
 
@@ -158,6 +159,7 @@ fn a_docker_run_config_with_gpus_carries_the_device_request() {
         let identity = Identity {
             uid: UID_BASE,
             init: true,
+            fifos: None,
         };
         DockerRuntime::container_body_for(
             &settings,

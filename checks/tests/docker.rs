@@ -9,9 +9,13 @@ use bollard::Docker;
 use futures::StreamExt;
 use tfsandbox::closure::{self, Closure, Variant};
 use tfsandbox::image::{self, oci};
-use tfsandbox::runtime::docker::{MASKED_PATHS, READONLY_PATHS, UID_BASE, UID_COUNT};
-use tfsandbox::{Config, DockerSettings, RuntimeConfig, RuntimeKind, Sandbox, Tensor};
-use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, sandbox};
+use tfsandbox::runtime::docker::{
+    FIFO_IN, FIFO_OUT, MASKED_PATHS, READONLY_PATHS, UID_BASE, UID_COUNT,
+};
+use tfsandbox::{
+    Config, DockerProtocol, DockerSettings, Error, RuntimeConfig, RuntimeKind, Sandbox, Tensor,
+};
+use tfsandbox_checks::{config, container_name, fixture, fixture_dirs, only_child, sandbox};
 
 fn engine() -> Docker {
     Docker::connect_with_local_defaults().expect("a Docker engine")
@@ -152,21 +156,202 @@ async fn the_container_has_every_security_setting() {
     );
     assert_eq!(container.name.as_deref(), Some(format!("/{name}").as_str()));
 
-    // Exactly one read-only bind per model folder, and no other host path.
+    // Exactly one read-only bind per model folder and one per protocol FIFO, and no other host
+    // path.
     let mounts = container.mounts.unwrap_or_default();
-    let fixtures: BTreeSet<String> = fixture_dirs()
+    let mut expected: BTreeSet<String> = fixture_dirs()
         .iter()
         .map(|d| format!("/models/{}", d.file_name().unwrap().to_string_lossy()))
         .collect();
+    expected.extend([FIFO_IN.to_string(), FIFO_OUT.to_string()]);
     let binds: BTreeSet<String> = mounts
         .iter()
         .filter_map(|m| m.destination.clone())
         .collect();
-    assert_eq!(binds, fixtures);
+    assert_eq!(binds, expected);
     assert!(
         mounts.iter().all(|m| m.rw == Some(false)),
-        "a model mount is writable: {mounts:?}"
+        "a mount is writable: {mounts:?}"
     );
+    let env = config.env.unwrap_or_default();
+    for (name, value) in [
+        (tfsandbox_proto::worker_env::PROTOCOL_IN, FIFO_IN),
+        (tfsandbox_proto::worker_env::PROTOCOL_OUT, FIFO_OUT),
+    ] {
+        assert!(env.contains(&format!("{name}={value}")), "{env:?}");
+    }
+}
+
+/// This process's FIFO folders in the temp folder (`tfsandbox-<pid>-fifos-<n>`).
+fn fifo_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("tfsandbox-{pid}-fifos-");
+    let mut dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Where each of a process's descriptors points (`readlink /proc/PID/fd/N`).
+fn fds_of(pid: u32) -> HashMap<u32, String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the worker's descriptors (the checks run as root)")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// The worker of a docker sandbox on the host: the only child of the container's init.
+async fn docker_worker_pid(sandbox: &Sandbox) -> u32 {
+    let container = engine()
+        .inspect_container(&container_name(sandbox), None)
+        .await
+        .unwrap();
+    let init = container.state.and_then(|s| s.pid).expect("the init's pid") as u32;
+    only_child(init).expect("the init's child, the worker")
+}
+
+/// The protocol goes over the FIFOs, past the engine: the worker holds them in place of fds 0
+/// and 1, its fd 1 is its stderr (so nothing of it reaches the attached stdout), and the host's
+/// private folder holding them is gone with the sandbox.
+#[tokio::test]
+async fn the_protocol_is_on_the_fifos_and_the_attached_stdout_carries_nothing() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let sandbox = sandbox(RuntimeKind::Docker).await;
+    let model = sandbox.load_model(fixture("identity")).await.unwrap();
+    // Enough to fill the pipes many times over, both ways.
+    let big = Tensor::new(&[8 << 20], &vec![7u8; 8 << 20]).unwrap();
+    let call = tfsandbox::Predict::new([("data", big)]).signature("bytes_identity");
+    let out = model.predict_with(call).await.unwrap();
+    let echoed = out["data_out"].to_vec::<u8>().unwrap();
+    assert_eq!(echoed, vec![7u8; 8 << 20]);
+
+    let fds = fds_of(docker_worker_pid(&sandbox).await);
+    let holding = |path: &str| fds.values().filter(|t| *t == path).count();
+    assert_eq!(holding(FIFO_IN), 1, "{fds:?}");
+    assert_eq!(holding(FIFO_OUT), 1, "{fds:?}");
+    assert_eq!(fds[&0], "/dev/null", "{fds:?}");
+    assert_eq!(fds[&1], fds[&2], "fd 1 is not stderr's copy: {fds:?}");
+
+    let dirs = fifo_dirs_of(std::process::id());
+    assert_eq!(dirs.len(), 1, "one FIFO folder per sandbox: {dirs:?}");
+    let dir = &dirs[0];
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    for (name, want) in [("in", 0o204), ("out", 0o402)] {
+        let path = dir.join(name);
+        assert!(std::fs::metadata(&path).unwrap().file_type().is_fifo());
+        // The sandbox's uid may only read `in` and only write `out`: never both.
+        assert_eq!(mode(&path), want, "{}", path.display());
+    }
+
+    sandbox.shutdown().await;
+    assert_eq!(
+        fifo_dirs_of(std::process::id()),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+/// The attach stream still carries the protocol where asked (and where the FIFOs cannot be made);
+/// no FIFO is made or mounted then.
+#[tokio::test]
+async fn the_attach_fallback_still_carries_the_protocol() {
+    let config = Config {
+        runtime: RuntimeConfig::Docker(DockerSettings {
+            protocol: DockerProtocol::Attach,
+            ..DockerSettings::default()
+        }),
+        ..config(RuntimeKind::Docker)
+    };
+    let sandbox = Sandbox::start(config).await.expect("a sandbox on attach");
+    let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
+    let out = model
+        .predict([("x", Tensor::new(&[1, 1], &[2.0f32]).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![3.0]);
+    let container = engine()
+        .inspect_container(&container_name(&sandbox), None)
+        .await
+        .unwrap();
+    let binds: Vec<String> = container
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.destination)
+        .filter(|d| !d.starts_with("/models/"))
+        .collect();
+    assert!(binds.is_empty(), "{binds:?}");
+    let fds = fds_of(docker_worker_pid(&sandbox).await);
+    assert!(
+        !fds.values().any(|t| t.starts_with("/run/tfsandbox")),
+        "{fds:?}"
+    );
+    assert!(fifo_dirs_of(std::process::id()).is_empty());
+    sandbox.shutdown().await;
+}
+
+/// A worker that never opens its FIFOs does not hang the host: the start fails once the start
+/// timeout has passed, saying so, and leaves no container and no FIFO folder.
+#[tokio::test]
+async fn a_worker_that_never_opens_its_fifos_fails_the_start_within_the_start_timeout() {
+    let start_timeout = Duration::from_secs(5);
+    let config = Config {
+        worker_path: Some(
+            config(RuntimeKind::Docker)
+                .resolve_worker_path()
+                .unwrap()
+                .with_file_name("tfsandbox-hostile-peer"),
+        ),
+        worker_log: "never-opens".into(),
+        start_timeout,
+        ..config(RuntimeKind::Docker)
+    };
+    // The image of the peer's closure is built first, outside the timing.
+    tfsandbox::image::ensure_loaded(
+        &engine(),
+        &Closure::resolve(config.worker_path.as_ref().unwrap(), Variant::Cpu, &[])
+            .unwrap()
+            .with_init(
+                &closure::init_beside(config.worker_path.as_ref().unwrap()),
+                &[],
+            )
+            .unwrap(),
+        None,
+    )
+    .await
+    .expect("the peer's image");
+    let began = std::time::Instant::now();
+    let error = tokio::time::timeout(start_timeout * 4, Sandbox::start(config))
+        .await
+        .expect("the start gives up by itself")
+        .err()
+        .expect("the start fails");
+    let took = began.elapsed();
+    assert!(took >= start_timeout, "gave up after {took:?}");
+    assert!(matches!(error, Error::WorkerExited { .. }), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "the worker exited (signal: 9 (SIGKILL), killed by the host: it did not open its \
+             protocol FIFO {FIFO_IN} within 5s) during starting the worker"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        tfsandbox::runtime::docker::containers_of_this_process()
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(fifo_dirs_of(std::process::id()).is_empty());
 }
 
 #[tokio::test]
@@ -367,8 +552,12 @@ async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let orphan = owned().await.remove(0);
+    let host_pid = host.id().unwrap();
     // Give the call time to reach the endless loop, then kill the host outright.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Counted while the host lives: once it is dead, any docker start (another test's) removes
+    // its folder.
+    assert_eq!(fifo_dirs_of(host_pid).len(), 1, "the host's FIFO folder");
     host.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -376,6 +565,10 @@ async fn killing_the_host_mid_call_leaves_no_container_after_the_next_start() {
     assert!(
         owned().await.is_empty(),
         "a container of the killed host survived the next start"
+    );
+    assert!(
+        fifo_dirs_of(host_pid).is_empty(),
+        "the killed host's FIFO folder survived the next start"
     );
 
     // It was killed (137), not left to drain: by its init when the host's attach stream ended

@@ -22,6 +22,70 @@ pub mod worker_env {
     /// Every TensorFlow session's thread pools, `INTRA,INTER` (the host's
     /// `Config::session_threads`); unset: TensorFlow's default, one thread per core.
     pub const SESSION_THREADS: &str = "TFSANDBOX_SESSION_THREADS";
+    /// A FIFO the worker reads the protocol from instead of fd 0, and the one it writes it to
+    /// instead of fd 1 (the docker runtime's, bind-mounted, past the engine's attach stream).
+    /// Both or neither: unset, the protocol is on fds 0 and 1.
+    pub const PROTOCOL_IN: &str = "TFSANDBOX_PROTOCOL_IN";
+    pub const PROTOCOL_OUT: &str = "TFSANDBOX_PROTOCOL_OUT";
+}
+
+/// A protocol FIFO the worker could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum FifoError {
+    #[error("{name} is set but {other} is not: the host names both protocol FIFOs or neither")]
+    OnlyOne {
+        name: &'static str,
+        other: &'static str,
+    },
+    #[error("opening the protocol FIFO {}: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The protocol's input and output, opened from the FIFOs the host named in
+/// [`worker_env::PROTOCOL_IN`] and [`worker_env::PROTOCOL_OUT`]; `None` where it named neither
+/// (the protocol is then on fds 0 and 1).
+///
+/// The output first: the host holds its reading end before the worker starts, so that open
+/// returns at once. Then the input, whose open waits until the host opens its writing end; so
+/// once the host has opened it, the worker holds both ends, and the host's reader sees EOF when
+/// the worker is gone. Both close-on-exec, neither read-write (the FIFOs' modes refuse that).
+pub fn open_protocol_fifos() -> Result<Option<(std::fs::File, std::fs::File)>, FifoError> {
+    use worker_env::{PROTOCOL_IN, PROTOCOL_OUT};
+    let (input, output) = match (
+        std::env::var_os(PROTOCOL_IN),
+        std::env::var_os(PROTOCOL_OUT),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(input), Some(output)) => (input, output),
+        (None, Some(_)) => {
+            return Err(FifoError::OnlyOne {
+                name: PROTOCOL_OUT,
+                other: PROTOCOL_IN,
+            })
+        }
+        (Some(_), None) => {
+            return Err(FifoError::OnlyOne {
+                name: PROTOCOL_IN,
+                other: PROTOCOL_OUT,
+            })
+        }
+    };
+    let open = |path: std::ffi::OsString, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(&path)
+            .map_err(|source| FifoError::Open {
+                path: path.into(),
+                source,
+            })
+    };
+    let output = open(output, true)?;
+    let input = open(input, false)?;
+    Ok(Some((input, output)))
 }
 
 /// Generated from `proto/tfsandbox/v1/worker.proto`.

@@ -1,7 +1,8 @@
 //! The one transport both sides speak: gRPC (tonic) on yamux streams over a byte pipe pair.
 //!
-//! The pipe pair is the worker's stdin/stdout: child pipes for the `process` runtime, the attach
-//! stream for `docker`. Each HTTP/2 connection is one yamux stream; either side may open streams.
+//! The pipe pair is the worker's stdin/stdout: child pipes for the `process` and `gvisor`
+//! runtimes, two FIFOs for `docker` (its attach stream as the fallback). Each HTTP/2 connection is
+//! one yamux stream; either side may open streams.
 //!
 //! yamux needs one task that owns the `Connection` and polls it without pause, or no stream makes
 //! progress: [`Multiplexer::spawn`] starts that task and hands out an opener for outbound streams and

@@ -1,7 +1,8 @@
 //! tfsandbox-worker: the only program inside the sandbox.
 //!
-//! It serves `tfsandbox.v1.Worker` over gRPC on yamux streams on its stdin/stdout, runs the
-//! SavedModels it is told to load, and logs to stderr. It exits when its stdin closes.
+//! It serves `tfsandbox.v1.Worker` over gRPC on yamux streams on its stdin/stdout (or the FIFOs
+//! the host names in its environment), runs the SavedModels it is told to load, and logs to
+//! stderr. It exits when its protocol input closes.
 
 use std::process::ExitCode;
 
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(fds)) {
         Ok(()) => {
-            tracing::info!("stdin closed; exiting");
+            tracing::info!("the protocol input closed; exiting");
             ExitCode::SUCCESS
         }
         Err(error) => {

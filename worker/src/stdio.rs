@@ -3,6 +3,10 @@
 //! TensorFlow (or a model's `tf.print` to stdout) may write to fd 1 at any time; one stray byte
 //! would corrupt the stream. So the protocol pipes move to fresh descriptors, fd 1 becomes a copy of
 //! stderr and fd 0 reads /dev/null, before any TensorFlow code runs.
+//!
+//! Where the host names protocol FIFOs (`worker_env::PROTOCOL_IN`, `PROTOCOL_OUT`: the docker
+//! runtime), those are the protocol's descriptors instead of fds 0 and 1, which are replaced all
+//! the same: nothing of the worker's then reaches the stdout the engine attached.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -19,12 +23,19 @@ pub struct ProtocolPipes {
     pub output: pipe::Sender,
 }
 
-/// Moves the protocol off fds 0 and 1. Call first thing in `main`, before any thread starts.
+/// Moves the protocol off fds 0 and 1 (or opens the host's FIFOs). Call first thing in `main`,
+/// before any thread starts.
 pub fn take() -> io::Result<(OwnedFd, OwnedFd)> {
-    let input = dup(stdin())?;
-    let output = dup(stdout())?;
-    fcntl_setfd(&input, FdFlags::CLOEXEC)?;
-    fcntl_setfd(&output, FdFlags::CLOEXEC)?;
+    let (input, output) = match tfsandbox_proto::open_protocol_fifos().map_err(io::Error::other)? {
+        Some((input, output)) => (input.into(), output.into()),
+        None => {
+            let input = dup(stdin())?;
+            let output = dup(stdout())?;
+            fcntl_setfd(&input, FdFlags::CLOEXEC)?;
+            fcntl_setfd(&output, FdFlags::CLOEXEC)?;
+            (input, output)
+        }
+    };
     dup2_stdout(stderr())?;
     let null = open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     dup2_stdin(&null)?;

@@ -9,7 +9,11 @@
 //!   prefix claims 4 GiB;
 //! - `stderr-flood`: 256 MiB on stderr with no newline, then a line that tries to pass for one of
 //!   the host's own, then exit;
-//! - `ping-flood`: yamux pings on stdout without end, never reading stdin.
+//! - `ping-flood`: yamux pings on stdout without end, never reading stdin;
+//! - `never-opens`: never opens the protocol FIFOs the host names (docker), and waits for its
+//!   stdin to close.
+//!
+//! Every other mode speaks where the worker would: on the host's FIFOs where it names them.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -33,6 +37,9 @@ fn yamux_header(stream: u32, length: u32) -> Vec<u8> {
 
 fn main() {
     let mode = std::env::var("TFSANDBOX_LOG").unwrap_or_default();
+    if mode != "never-opens" {
+        tfsandbox_checks::protocol_on_stdio();
+    }
     let mut out = std::io::stdout().lock();
     match mode.as_str() {
         "garbage" => {
@@ -84,6 +91,7 @@ fn main() {
             drop(out);
             huge_message();
         }
+        "never-opens" => wait_for_stdin_to_close(),
         other => {
             eprintln!("tfsandbox-hostile-peer: unknown mode '{other}'");
             std::process::exit(2);

@@ -19,6 +19,8 @@ use std::io::{BufRead, Write};
 use serde_json::{json, Value};
 
 fn main() {
+    // Where the worker's protocol goes, the probe's targets and reports go too.
+    tfsandbox_checks::protocol_on_stdio();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     let targets: Value = serde_json::from_str(&line).unwrap_or(json!({}));
@@ -336,6 +338,8 @@ fn hidden_host_state() {
         tfsandbox_proto::worker_env::LOG,
         tfsandbox_proto::worker_env::MAX_MESSAGE_BYTES,
         tfsandbox_proto::worker_env::CGROUP,
+        tfsandbox_proto::worker_env::PROTOCOL_IN,
+        tfsandbox_proto::worker_env::PROTOCOL_OUT,
         "TFSANDBOX_LANDLOCK",
         "PATH",
         "HOSTNAME",

@@ -26,7 +26,8 @@ pub struct Census {
     /// Entries of this process's runsc state and bundle folders, the folders included (gvisor).
     pub runsc_state: usize,
     pub fds: usize,
-    /// This process's sandbox folders (`tfsandbox-<pid>-*`) in the temp folder.
+    /// This process's sandbox folders (`tfsandbox-<pid>-*`) in the temp folder: the process
+    /// runtime's working folders and the docker runtime's FIFO folders (`tfsandbox-<pid>-fifos-*`).
     pub temp_dirs: usize,
     /// This process's sandbox cgroups, in every hierarchy (the process runtime).
     pub cgroups: usize,

@@ -247,6 +247,24 @@ pub struct DockerSettings {
     /// engine has gVisor registered (`docker info` lists its runtimes); `None`: the engine's
     /// default. One the engine lacks fails the runtime's start, naming what it has.
     pub engine_runtime: Option<String>,
+    /// Where the protocol goes: two FIFOs bind-mounted into the container (the default), or the
+    /// engine's attach stream. Attach is used anyway with an `engine_runtime` other than runc
+    /// (gVisor's runsc of that era breaks bind-mounted host FIFOs) and where the FIFOs cannot be
+    /// made.
+    pub protocol: DockerProtocol,
+}
+
+/// How the host and a docker sandbox's worker carry the protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DockerProtocol {
+    /// Two FIFOs the host makes in a private folder and bind-mounts at `/run/tfsandbox/in` and
+    /// `/run/tfsandbox/out`: the kernel carries the bytes, the engine never sees them.
+    #[default]
+    Fifos,
+    /// The container's attached stdin and stdout, through the engine (dockerd and
+    /// containerd-shim copy every byte). For an engine that does not share this host's file
+    /// system, or an image whose worker predates the FIFOs.
+    Attach,
 }
 
 impl Default for DockerSettings {
@@ -262,6 +280,7 @@ impl Default for DockerSettings {
             #[cfg(feature = "docker")]
             progress: None,
             engine_runtime: None,
+            protocol: DockerProtocol::default(),
         }
     }
 }

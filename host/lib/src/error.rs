@@ -102,6 +102,14 @@ pub enum Error {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The docker runtime's protocol FIFOs could not be made or opened on the host.
+    #[cfg(feature = "docker")]
+    #[error("the protocol FIFO {}: {action}: {source}", .path.display())]
+    ProtocolFifo {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("choosing the engine runtime '{wanted}': the engine has no runtime of that name, only {known}")]
     NoEngineRuntime { wanted: String, known: String },
     #[error("choosing a uid for the sandbox: {0}")]

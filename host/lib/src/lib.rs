@@ -27,8 +27,8 @@ mod sandbox;
 pub mod tensor;
 
 pub use config::{
-    Config, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits, ProcessSettings,
-    RestartPolicy, RuntimeConfig, RuntimeKind, SessionThreads,
+    Config, DockerProtocol, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits,
+    ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, SessionThreads,
 };
 pub use error::{Error, GpuError, Result};
 pub use events::{Event, Events};

@@ -1,17 +1,20 @@
 //! The `docker` runtime: the worker in a locked-down container of the local engine, talked to over
-//! the container's attached stdin/stdout.
+//! two FIFOs bind-mounted into it (or, as a fallback, the container's attached stdin/stdout).
 //!
 //! No network, no capabilities, read-only root, a small noexec /tmp, CPU/memory/pids limits,
 //! no new privileges, a uid of its own, a private cgroup namespace, a read-only /proc with host
 //! files masked and no /sys, removed on exit. Each model folder is bind-mounted read-only at
-//! `/models/<name>`; nothing else of the host is visible. Pid 1 is `tfsandbox-init`, which kills
-//! the worker and ends the container when the attach stream ends.
+//! `/models/<name>`, and the protocol FIFOs at `/run/tfsandbox/{in,out}`; nothing else of the
+//! host is visible. Pid 1 is `tfsandbox-init`, which kills the worker and ends the container when
+//! the attach stream ends: the container's lifetime rests on the attach stream, never on the
+//! FIFOs. The worker's log stays on the attach stream's stderr.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::models::{
@@ -26,16 +29,18 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
 
+use tfsandbox_proto::transport::tuning;
 use tfsandbox_proto::worker_env;
 
 use super::cgroup::CgroupLimits;
 use super::{model_access, Launch, ModelMounts, Runtime, Worker, WorkerControl};
 use crate::closure;
-use crate::config::DockerSettings;
+use crate::config::{DockerProtocol, DockerSettings};
 use crate::config::{GpuSettings, Gpus};
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
@@ -93,6 +98,23 @@ pub const MASKED_PATHS: &[&str] = &[
 /// All of /proc is read-only (Docker's default makes only some folders so).
 pub const READONLY_PATHS: &[&str] = &["/proc"];
 
+/// Where the worker finds the protocol FIFOs inside the container: it reads `in` and writes
+/// `out`.
+pub const FIFO_IN: &str = "/run/tfsandbox/in";
+pub const FIFO_OUT: &str = "/run/tfsandbox/out";
+/// The prefix of a sandbox's FIFO folder in the host's temp folder, the host's pid after it
+/// (`tfsandbox-<pid>-fifos-<n>`): whose it is, should the host die before removing it.
+const FIFO_DIR_PREFIX: &str = "tfsandbox-";
+const FIFO_DIR_INFIX: &str = "-fifos-";
+/// The modes of the two FIFOs, on the host: the host (their owner) writes `in` and reads `out`;
+/// the sandbox's uid, which is neither their owner nor in their group, may only read `in` and
+/// only write `out`, so it can open neither read-write.
+const FIFO_IN_MODE: u32 = 0o204;
+const FIFO_OUT_MODE: u32 = 0o402;
+/// How long the host pauses between tries to open its end of `in`, at most: the first pauses are
+/// shorter, so a worker that opens its end quickly is not kept waiting.
+const FIFO_OPEN_PAUSE: Duration = Duration::from_millis(4);
+
 /// Uids this process has picked whose containers are not gone yet.
 static LEASED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
@@ -106,14 +128,18 @@ impl Drop for UidLease {
     }
 }
 
-/// How the container is made beyond the settings: who it runs as, and what its pid 1 is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the container is made beyond the settings: who it runs as, what its pid 1 is, and where
+/// its protocol goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The uid and gid of every process in the container.
     pub uid: u32,
     /// The image's entry point is `tfsandbox-init`: the engine's seccomp profile is then the
     /// init's, and the init installs the worker's own allowlist in the worker.
     pub init: bool,
+    /// The host folder holding the protocol FIFOs (`in`, `out`), bind-mounted read-only at
+    /// [`FIFO_IN`] and [`FIFO_OUT`]; `None`: the protocol is on the attach stream.
+    pub fifos: Option<PathBuf>,
 }
 
 pub struct DockerRuntime {
@@ -162,6 +188,7 @@ impl DockerRuntime {
     }
 
     async fn reap_orphans(&self) -> Result<()> {
+        remove_orphaned_fifo_dirs(&std::env::temp_dir());
         for container in self.containers_labelled(LABEL).await? {
             let owner = container
                 .labels
@@ -211,6 +238,16 @@ impl DockerRuntime {
         let reference =
             image::ensure_loaded(&self.docker, &closure, self.settings.progress.as_ref()).await?;
         Ok((reference, true))
+    }
+
+    /// Where the protocol goes: on FIFOs unless the settings ask for attach, or the engine runs
+    /// the container with an OCI runtime other than runc (runsc builds of this era break
+    /// bind-mounted host FIFOs: gVisor issues 8037, 3501).
+    fn protocol(&self) -> DockerProtocol {
+        match self.settings.engine_runtime.as_deref() {
+            None | Some("runc") => self.settings.protocol,
+            Some(_) => DockerProtocol::Attach,
+        }
     }
 
     /// Picks a uid that no live tfsandbox container (of any host process) and no container this
@@ -326,20 +363,35 @@ impl DockerRuntime {
             soft: Some(value),
             hard: Some(value),
         };
+        let bind = |host: &Path, target: String| Mount {
+            target: Some(target),
+            source: Some(host.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            // A FIFO on a read-only mount is still read and written; only its inode is fixed.
+            read_only: Some(true),
+            bind_options: Some(MountBindOptions {
+                non_recursive: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fifos = identity.fifos.as_deref();
         let mounts = mounts
             .iter()
-            .map(|(host, name)| Mount {
-                target: Some(format!("/models/{name}")),
-                source: Some(host.to_string_lossy().into_owned()),
-                typ: Some(MountType::BIND),
-                read_only: Some(true),
-                bind_options: Some(MountBindOptions {
-                    non_recursive: Some(true),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .map(|(host, name)| bind(host, format!("/models/{name}")))
+            .chain(fifos.into_iter().flat_map(|dir| {
+                [
+                    bind(&dir.join("in"), FIFO_IN.into()),
+                    bind(&dir.join("out"), FIFO_OUT.into()),
+                ]
+            }))
             .collect();
+        let protocol_env = fifos.into_iter().flat_map(|_| {
+            [
+                (worker_env::PROTOCOL_IN, FIFO_IN.to_string()),
+                (worker_env::PROTOCOL_OUT, FIFO_OUT.to_string()),
+            ]
+        });
         ContainerCreateBody {
             image: Some(image),
             // Numeric: the image's /etc/passwd does not name it, and nothing in it needs a name.
@@ -349,6 +401,7 @@ impl DockerRuntime {
                     .worker_env()
                     .into_iter()
                     .chain([(worker_env::CGROUP, bounds(s))])
+                    .chain(protocol_env)
                     .map(|(name, value)| format!("{name}={value}"))
                     .collect(),
             ),
@@ -357,7 +410,7 @@ impl DockerRuntime {
             attach_stderr: Some(true),
             open_stdin: Some(true),
             // When the host's attach connection goes, the init's stdin closes and it kills the
-            // worker.
+            // worker. The host holds it with the FIFOs too: it is what ends the container.
             stdin_once: Some(true),
             // A tty would mangle the binary protocol.
             tty: Some(false),
@@ -396,9 +449,9 @@ impl DockerRuntime {
                     ulimit("core", 0),
                 ]),
                 ipc_mode: Some("none".into()),
-                // The engine's default log driver writes every byte of stdout (the protocol) to
-                // a JSON file: on disk, unbounded, and most of the attach path's cost. The host
-                // forwards stderr itself.
+                // The engine's default log driver writes every byte of stdout (the protocol, on
+                // the attach fallback) to a JSON file: on disk, unbounded, and most of the attach
+                // path's cost. The host forwards stderr itself.
                 log_config: Some(HostConfigLogConfig {
                     typ: Some("none".into()),
                     config: None,
@@ -421,6 +474,19 @@ impl Runtime for DockerRuntime {
         async move {
             let (image, init) = self.image(&launch.worker_path).await?;
             let name = format!("tfsandbox-{}", launch.sandbox_id);
+            let fifos = match self.protocol() {
+                DockerProtocol::Fifos => match ProtocolFifos::create() {
+                    Ok(fifos) => Some(fifos),
+                    Err(error) => {
+                        tracing::warn!(sandbox = %launch.sandbox_id, %error, "the protocol goes over the attach stream instead");
+                        None
+                    }
+                },
+                DockerProtocol::Attach => None,
+            };
+            // Before the worker starts: its open of its end then returns at once.
+            let output = fifos.as_ref().map(ProtocolFifos::open_output).transpose()?;
+            let input = fifos.as_ref().map(ProtocolFifos::input);
             // Two host processes may pick the same uid at once; the one that made its container
             // later gives way and picks again.
             let mut attempts = 0;
@@ -431,7 +497,7 @@ impl Runtime for DockerRuntime {
                 if !grants.is_empty() {
                     tracing::debug!(sandbox = %launch.sandbox_id, uid = lease.0, files = grants.len(), "granted the sandbox's uid read on model files by ACL");
                 }
-                let identity = Identity { uid: lease.0, init };
+                let identity = Identity { uid: lease.0, init, fifos: fifos.as_ref().map(|f| f.dir.clone()) };
                 let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
                 let created = self
                     .docker
@@ -443,8 +509,7 @@ impl Runtime for DockerRuntime {
                     // Given back in this order once the container is gone.
                     break (created.id, (grants, lease));
                 }
-                let options = RemoveContainerOptions { force: true, ..Default::default() };
-                let _ = self.docker.remove_container(&created.id, Some(options)).await;
+                remove(&self.docker, &created.id).await;
                 taken?;
                 if attempts == 3 {
                     return Err(Error::NoFreeUid(format!(
@@ -453,20 +518,69 @@ impl Runtime for DockerRuntime {
                 }
             };
             // Waiting starts before the container does (as `docker run --rm` does): once it is
-            // auto-removed there is nothing left to ask. The uid is free again only then.
-            let control = DockerControl { docker: self.docker.clone(), id: id.clone(), exit: Some(spawn_wait(&self.docker, &id, held)) };
+            // auto-removed there is nothing left to ask. The uid is free again only then, and the
+            // FIFOs' folder goes then too.
+            let mut control = DockerControl {
+                docker: self.docker.clone(),
+                id: id.clone(),
+                exit: Some(spawn_wait(&self.docker, &id, (held, fifos))),
+                attached_stdin: None,
+            };
             // From here on the container exists: any failure removes it.
-            match attach_and_start(&self.docker, &id).await {
-                Ok((stdin, stdout, stderr)) => {
-                    tracing::debug!(sandbox = %launch.sandbox_id, container = %id, "worker container started");
-                    Ok(Worker { stdin, stdout, stderr, control: Box::new(control) })
-                }
+            let attached = match attach_and_start(&self.docker, &id, output.is_none()).await {
+                Ok(attached) => attached,
                 Err(error) => {
-                    let options = RemoveContainerOptions { force: true, ..Default::default() };
-                    let _ = self.docker.remove_container(&id, Some(options)).await;
-                    Err(error)
+                    remove(&self.docker, &id).await;
+                    return Err(error);
                 }
-            }
+            };
+            let (Some(output), Some(input)) = (output, input) else {
+                tracing::debug!(sandbox = %launch.sandbox_id, container = %id, "worker container started, the protocol on its attach stream");
+                return Ok(Worker {
+                    stdin: attached.input,
+                    stdout: attached.protocol.expect("the protocol is on the attach stream"),
+                    stderr: attached.log,
+                    control: Box::new(control),
+                });
+            };
+            // Held, never written: the init ends the container when it closes.
+            control.attached_stdin = Some(Mutex::new(attached.input));
+            // The host never waits on the worker's good will: not past the start timeout, not
+            // past the container's end.
+            let opening = tokio::select! {
+                opened = open_input(&input) => Opening::Opened(opened),
+                status = control.wait() => Opening::Gone(status),
+                () = tokio::time::sleep(launch.start_timeout) => Opening::TimedOut,
+            };
+            let status = match opening {
+                Opening::Opened(Ok(input)) => {
+                    // Larger pipes carry a large tensor in fewer wake-ups; best effort, as the
+                    // process runtime's.
+                    let _ = rustix::pipe::fcntl_setpipe_size(&input, tuning::PIPE_BYTES);
+                    tracing::debug!(sandbox = %launch.sandbox_id, container = %id, "worker container started, the protocol on its FIFOs");
+                    return Ok(Worker {
+                        stdin: Box::new(input),
+                        stdout: Box::new(output),
+                        stderr: attached.log,
+                        control: Box::new(control),
+                    });
+                }
+                Opening::Opened(Err(error)) => {
+                    remove(&self.docker, &id).await;
+                    return Err(error);
+                }
+                Opening::Gone(status) => status,
+                Opening::TimedOut => {
+                    control.kill().await;
+                    control.wait().await.killed_because(format!(
+                        "it did not open its protocol FIFO {FIFO_IN} within {:?}",
+                        launch.start_timeout
+                    ))
+                }
+            };
+            // The worker is gone before the protocol began: its start fails as that of any
+            // worker that exits at once does, with its status and its last log lines.
+            Ok(control.closed_worker(status, attached.log))
         }
         .boxed()
     }
@@ -476,15 +590,159 @@ impl Runtime for DockerRuntime {
     }
 }
 
-type Stdio = (
-    Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-);
+/// How waiting for the worker to open its end of the protocol ended.
+enum Opening {
+    Opened(Result<pipe::Sender>),
+    /// The container ended first.
+    Gone(WorkerExit),
+    TimedOut,
+}
+
+/// Removes a container at once; fails only if it is already going (auto-remove).
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    let _ = docker.remove_container(id, Some(options)).await;
+}
+
+/// The host's writing end of the worker's input, once the worker has opened its reading end (and
+/// so, in the worker's order, holds its end of the output already: the host's reader sees EOF
+/// when the worker is gone). Non-blocking, so an open never waits on the worker (ENXIO while it
+/// has no reader) and is tried again after a pause; the caller bounds how long. Never read-write:
+/// the host would then be a reader of the worker's input itself.
+async fn open_input(path: &Path) -> Result<pipe::Sender> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match pipe::OpenOptions::new().open_sender(path) {
+            Ok(sender) => return Ok(sender),
+            Err(error) if error.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(source) => return Err(fifo_error("opening the host's end", path, source)),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(FIFO_OPEN_PAUSE);
+    }
+}
+
+fn fifo_error(action: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::ProtocolFifo {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The two FIFOs of one container, in a private folder of the host's temp folder: `in`, which
+/// the host writes and the worker reads, and `out`, the other way. Removed when dropped, which the
+/// container's wait does once the container is gone.
+struct ProtocolFifos {
+    dir: PathBuf,
+}
+
+impl ProtocolFifos {
+    /// `tfsandbox-<pid>-fifos-<n>`, 0700: mkdir is atomic and follows no symlink, so a name
+    /// someone else took fails with EEXIST and the next is tried; the folder made is ours, and
+    /// nobody else can reach into it (the engine binds the FIFOs themselves).
+    fn create() -> Result<ProtocolFifos> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = std::env::temp_dir();
+        let dir = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = tmp.join(format!(
+                "{FIFO_DIR_PREFIX}{}{FIFO_DIR_INFIX}{n}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(fifo_error("making its folder", &dir, source)),
+            }
+        };
+        // From here on, dropping it removes what was made.
+        let fifos = ProtocolFifos { dir };
+        for (path, mode) in [
+            (fifos.input(), FIFO_IN_MODE),
+            (fifos.output(), FIFO_OUT_MODE),
+        ] {
+            use rustix::fs::{chmodat, mknodat, AtFlags, FileType, Mode, CWD};
+            let mode = Mode::from_raw_mode(mode);
+            mknodat(CWD, &path, FileType::Fifo, mode, 0)
+                .map_err(|e| fifo_error("making", &path, e.into()))?;
+            // Exactly that mode, whatever the umask took away.
+            chmodat(CWD, &path, mode, AtFlags::empty())
+                .map_err(|e| fifo_error("setting the mode of", &path, e.into()))?;
+        }
+        Ok(fifos)
+    }
+
+    fn input(&self) -> PathBuf {
+        self.dir.join("in")
+    }
+
+    fn output(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+
+    /// The host's reading end of the worker's output: read-only and non-blocking, so it opens
+    /// without a writer, and reads end (EOF) once the worker, having opened its end, is gone.
+    fn open_output(&self) -> Result<pipe::Receiver> {
+        let path = self.output();
+        let output = pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .map_err(|e| fifo_error("opening the host's end", &path, e))?;
+        let _ = rustix::pipe::fcntl_setpipe_size(&output, tuning::PIPE_BYTES);
+        Ok(output)
+    }
+}
+
+impl Drop for ProtocolFifos {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.input());
+        let _ = std::fs::remove_file(self.output());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Removes the FIFO folders that hosts killed before they could clean up left in `tmp`: only
+/// `tfsandbox-<pid>-fifos-<n>` of a pid that is gone (in this pid namespace), and in it only the
+/// two FIFOs.
+fn remove_orphaned_fifo_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(FIFO_DIR_PREFIX))
+            .and_then(|rest| rest.split_once(FIFO_DIR_INFIX))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(folder = %entry.path().display(), "removing the FIFO folder of a host that is gone");
+            drop(ProtocolFifos { dir: entry.path() });
+        }
+    }
+}
+
+/// The attach stream, split.
+struct Attached {
+    input: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    /// The protocol, where it is on the attach stream.
+    protocol: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    /// The worker's log: its stderr, and with the FIFOs its stdout too, where nothing should
+    /// come (the worker makes its fd 1 a copy of its stderr).
+    log: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+}
 
 /// Attaches before starting, so not one byte of output is missed, and splits the multiplexed
-/// output back into the protocol (stdout) and the log (stderr).
-async fn attach_and_start(docker: &Docker, id: &str) -> Result<Stdio> {
+/// output back into the protocol (stdout, where `protocol_on_attach`) and the log.
+async fn attach_and_start(docker: &Docker, id: &str, protocol_on_attach: bool) -> Result<Attached> {
     let options = AttachContainerOptions {
         stdin: true,
         stdout: true,
@@ -508,8 +766,10 @@ async fn attach_and_start(docker: &Docker, id: &str) -> Result<Stdio> {
     tokio::spawn(async move {
         while let Some(item) = output.next().await {
             let sent = match item {
-                Ok(LogOutput::StdOut { message }) => out_tx.send(Ok(message)).await.is_ok(),
-                Ok(LogOutput::StdErr { message }) => {
+                Ok(LogOutput::StdOut { message }) if protocol_on_attach => {
+                    out_tx.send(Ok(message)).await.is_ok()
+                }
+                Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }) => {
                     // Logs are best effort; the protocol goes on without them.
                     let _ = err_tx.send(Ok(message)).await;
                     true
@@ -525,11 +785,14 @@ async fn attach_and_start(docker: &Docker, id: &str) -> Result<Stdio> {
             }
         }
     });
-    Ok((
-        Box::new(attached.input),
-        Box::new(StreamReader::new(ReceiverStream::new(out_rx))),
-        Box::new(StreamReader::new(ReceiverStream::new(err_rx))),
-    ))
+    Ok(Attached {
+        input: Box::new(attached.input),
+        protocol: protocol_on_attach.then(|| {
+            Box::new(StreamReader::new(ReceiverStream::new(out_rx)))
+                as Box<dyn tokio::io::AsyncRead + Send + Unpin>
+        }),
+        log: Box::new(StreamReader::new(ReceiverStream::new(err_rx))),
+    })
 }
 
 /// Waits for the container to exit and be removed; resolves to how it ended.
@@ -584,6 +847,30 @@ struct DockerControl {
     docker: Docker,
     id: String,
     exit: Option<oneshot::Receiver<WorkerExit>>,
+    /// The attached stdin where the protocol is on the FIFOs: held, never written, until the
+    /// worker is gone, since the init ends the container when it closes. (In a mutex only so the
+    /// control is `Sync`; it is never locked.)
+    attached_stdin: Option<Mutex<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>>,
+}
+
+impl DockerControl {
+    /// The worker of a container that ended before the protocol began: closed stdio, and `status`
+    /// as its exit.
+    fn closed_worker(
+        mut self,
+        status: WorkerExit,
+        stderr: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Worker {
+        let (tx, exit) = oneshot::channel();
+        let _ = tx.send(status);
+        self.exit = Some(exit);
+        Worker {
+            stdin: Box::new(tokio::io::sink()),
+            stdout: Box::new(tokio::io::empty()),
+            stderr,
+            control: Box::new(self),
+        }
+    }
 }
 
 impl WorkerControl for DockerControl {

@@ -34,6 +34,9 @@ pub struct Launch {
     pub max_message_bytes: usize,
     /// `Config::session_threads`.
     pub session_threads: crate::config::SessionThreads,
+    /// How long the worker may take to start (`Config::start_timeout`): a runtime that waits on
+    /// the worker during its start waits no longer.
+    pub start_timeout: std::time::Duration,
 }
 
 impl Launch {

@@ -66,6 +66,7 @@ impl Worker {
             worker_log: config.worker_log.clone(),
             max_message_bytes: config.max_message_bytes,
             session_threads: config.session_threads,
+            start_timeout: config.start_timeout,
         };
         let started = runtime.start(&launch).await?;
 
