@@ -186,6 +186,95 @@ fn config_reload_on(runtime: RuntimeKind) {
     server.stop();
 }
 
+fn run_warmup_script(python: &Path, args: &[&str]) {
+    let status = Command::new(python)
+        .arg(repo_root().join("checks/serve/warmup.py"))
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .status()
+        .expect("run checks/serve/warmup.py");
+    assert!(status.success(), "warmup.py {} failed: {status}", args[0]);
+}
+
+/// Warmup as TensorFlow Serving does it (`--enable_model_warmup`, on by default): each version's
+/// assets.extra/tf_serving_warmup_requests, written by TensorFlow's own TFRecordWriter, is
+/// replayed `--num_request_iterations_for_warmup` times before the version serves; a warmup that
+/// fails (a log kind not replayed, a bad request) fails that version alone.
+#[test]
+fn warmup() {
+    warmup_on(RuntimeKind::Process);
+}
+
+#[test]
+fn warmup_docker() {
+    warmup_on(RuntimeKind::Docker);
+}
+
+fn warmup_on(runtime: RuntimeKind) {
+    let python = serving_client_python();
+    let base = tempfile::tempdir().unwrap();
+    let counter = base.path().join("counter");
+    for (version, kind) in [("1", "counter"), ("2", "session_run"), ("3", "bad_input")] {
+        let dir = counter.join(version);
+        copy_dir(&fixture("stateful_counter"), &dir);
+        std::fs::create_dir_all(dir.join("assets.extra")).unwrap();
+        let file = dir.join("assets.extra/tf_serving_warmup_requests");
+        run_warmup_script(&python, &["write", &file.display().to_string(), kind]);
+    }
+    let config_file = base.path().join("models.config");
+    std::fs::write(
+        &config_file,
+        format!(
+            "model_config_list {{ config {{ name: 'counter' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n",
+            counter.display()
+        ),
+    )
+    .unwrap();
+    let check = |extra: &str, count: &str, failures: [&str; 2]| {
+        let (server, listening) = start_serve_on(
+            runtime,
+            &[
+                "--model_config_file".as_ref(),
+                config_file.as_os_str(),
+                extra.as_ref(),
+            ],
+        );
+        let address = &listening[0];
+        let common = ["--address", address, "--model", "counter"];
+        run_warmup_script(
+            &python,
+            &[
+                &["peek"][..],
+                &common,
+                &["--version", "1", "--expect", count],
+            ]
+            .concat(),
+        );
+        for (version, error) in ["2", "3"].into_iter().zip(failures) {
+            run_warmup_script(
+                &python,
+                &[
+                    &["status"][..],
+                    &common,
+                    &["--version", version, "--error", error],
+                ]
+                .concat(),
+            );
+        }
+        server.stop();
+    };
+    // Twice 5, added by warmup alone; versions 2 and 3 fail theirs, and only they.
+    check(
+        "--num_request_iterations_for_warmup=2",
+        "10",
+        [
+            "Unsupported log_type for warmup: session_run_log",
+            "input 'nope' is not an input of signature",
+        ],
+    );
+    check("--enable_model_warmup=false", "0", ["", ""]);
+}
+
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
 fn start_serve(args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {

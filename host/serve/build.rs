@@ -5,6 +5,7 @@ use std::path::PathBuf;
 const SERVING_PROTOS: &[&str] = &[
     "proto/tensorflow_serving/apis/prediction_service.proto",
     "proto/tensorflow_serving/apis/model_service.proto",
+    "proto/tensorflow_serving/apis/prediction_log.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,7 @@ mod rest;
 mod service;
 mod tls;
 mod versions;
+mod warmup;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -92,6 +93,9 @@ pub struct ServeOptions {
     pub poll: Option<Duration>,
     /// How a version that failed to load is tried again.
     pub load_retries: LoadRetries,
+    /// `--enable_model_warmup`: each version's warmup requests are replayed this many times
+    /// before it serves (`--num_request_iterations_for_warmup`); `None`: no warmup.
+    pub warmup: Option<u32>,
     /// `--model_config_file` with `--model_config_file_poll_wait_seconds`: the file read again
     /// this often, its models put in place of the served ones when it has changed.
     pub config_file_poll: Option<(PathBuf, Duration)>,
@@ -214,6 +218,13 @@ pub async fn serve(
     let (stop_loads, stopping) = tokio::sync::watch::channel(false);
     let settings = LoadSettings {
         retries: options.load_retries,
+        warmup: options.warmup.map(|iterations| warmup::Warmup {
+            iterations,
+            answering: service::Answering {
+                limits: request_limits(&options),
+                answers: options.answers,
+            },
+        }),
         stopping,
         config: options.config.clone(),
         sandboxes: options.sandboxes_per_version.max(1),
@@ -326,10 +337,7 @@ async fn run(
 
     let serving = Serving::new(
         models.clone(),
-        RequestLimits {
-            max_request_bytes: options.max_request_bytes,
-            max_tensor_bytes: options.config.limits.max_tensor_bytes,
-        },
+        request_limits(options),
         options.answers,
         options.auth.clone(),
         options.audit.clone(),
@@ -512,6 +520,13 @@ async fn run(
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
+}
+
+fn request_limits(options: &ServeOptions) -> RequestLimits {
+    RequestLimits {
+        max_request_bytes: options.max_request_bytes,
+        max_tensor_bytes: options.config.limits.max_tensor_bytes,
+    }
 }
 
 /// The REST server on `listener`, each request given its connection's identity.

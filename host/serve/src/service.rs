@@ -37,8 +37,7 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 #[derive(Clone)]
 pub struct Serving {
     models: Arc<Models>,
-    limits: RequestLimits,
-    answers: AnswerOptions,
+    answering: Answering,
     authority: Arc<Authority>,
     audit: Arc<crate::audit::Audit>,
 }
@@ -74,8 +73,7 @@ impl Serving {
     ) -> Serving {
         Serving {
             models,
-            limits,
-            answers,
+            answering: Answering { limits, answers },
             authority,
             audit,
         }
@@ -189,7 +187,7 @@ impl Serving {
     }
 
     pub(super) fn limits(&self) -> RequestLimits {
-        self.limits
+        self.answering.limits
     }
 }
 
@@ -264,19 +262,107 @@ fn signature_def(signature: &Signature) -> SignatureDef {
     }
 }
 
-impl Serving {
-    /// Runs a classify or regress signature on serialized Examples; returns its outputs.
+/// How requests are checked and answers written, whichever way a request comes: a client's
+/// call on the version its ModelSpec resolves to, or a warmup request replayed on a version
+/// being loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct Answering {
+    pub limits: RequestLimits,
+    pub answers: AnswerOptions,
+}
+
+impl Answering {
+    /// Runs a Predict on `version`.
+    pub async fn predict(
+        &self,
+        version: &Version,
+        request: pb::PredictRequest,
+        timeout: Option<Duration>,
+    ) -> Result<pb::PredictResponse, Status> {
+        let spec = request.model_spec.as_ref();
+        let name = signature_name(spec);
+        let signature = find_signature(version.pool.metadata(), &name)?;
+        // Names first, then the whole request's size, and only then is anything built.
+        if let Some(unknown) = request
+            .inputs
+            .keys()
+            .find(|key| !signature.inputs.iter().any(|i| &i.name == *key))
+        {
+            let known: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "input '{unknown}' is not an input of signature \"{name}\" (its inputs: {})",
+                known.join(", ")
+            )));
+        }
+        let convert_status = |e: convert::ConvertError| match e {
+            convert::ConvertError::TooLarge { .. }
+            | convert::ConvertError::RequestTooLarge { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        convert::check_request(
+            request.inputs.iter().map(|(k, p)| (k.as_str(), p)),
+            self.limits.max_request_bytes,
+            self.limits.max_tensor_bytes,
+        )
+        .map_err(convert_status)?;
+        let inputs = request
+            .inputs
+            .into_iter()
+            .map(|(key, proto)| {
+                Ok((
+                    key.clone(),
+                    convert::from_proto(&key, proto, self.limits.max_tensor_bytes)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, convert::ConvertError>>()
+            .map_err(convert_status)?;
+        let mut predict = Predict::new(inputs)
+            .signature(name.clone())
+            .outputs(request.output_filter);
+        if let Some(timeout) = timeout {
+            predict = predict.deadline(timeout);
+        }
+        if let Some(id) = crate::audit::current_request_id() {
+            predict = predict.request_id(id);
+        }
+        let outputs = version
+            .pool
+            .predict_with(predict)
+            .await
+            .map_err(|e| status_of(&e))?;
+        check_answer(&outputs, &name, self.limits.max_request_bytes)?;
+        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
+        Ok(pb::PredictResponse {
+            model_spec: Some(answered_spec(model, version, Some(name))),
+            outputs: outputs
+                .into_iter()
+                .map(|(k, t)| {
+                    let proto = if self.answers.tensor_content {
+                        convert::to_proto_content(t)
+                    } else {
+                        convert::to_proto(t)
+                    };
+                    (k, proto)
+                })
+                .collect(),
+        })
+    }
+
+    /// Runs a classify or regress signature of `version` on the request's serialized Examples;
+    /// returns its outputs.
     async fn run_examples(
         &self,
+        version: &Version,
         spec: Option<&ModelSpec>,
         input: Option<pb::Input>,
         method: &str,
         timeout: Option<Duration>,
     ) -> Result<(ModelSpec, BTreeMap<String, Tensor>), Status> {
-        let version = self.resolve(spec)?;
         let examples = serialized_examples(input, self.limits.max_request_bytes)?;
         run_examples_on(
-            &version,
+            version,
             spec,
             examples,
             method,
@@ -285,6 +371,56 @@ impl Serving {
             self.answers.method_name_check,
         )
         .await
+    }
+
+    /// Runs a Classify on `version`.
+    pub async fn classify(
+        &self,
+        version: &Version,
+        request: pb::ClassificationRequest,
+        timeout: Option<Duration>,
+    ) -> Result<pb::ClassificationResponse, Status> {
+        let batch = count_examples(request.input.as_ref());
+        let (spec, outputs) = self
+            .run_examples(
+                version,
+                request.model_spec.as_ref(),
+                request.input,
+                CLASSIFY_METHOD,
+                timeout,
+            )
+            .await?;
+        Ok(pb::ClassificationResponse {
+            model_spec: Some(spec),
+            result: Some(classification(
+                &outputs,
+                batch,
+                self.limits.max_request_bytes,
+            )?),
+        })
+    }
+
+    /// Runs a Regress on `version`.
+    pub async fn regress(
+        &self,
+        version: &Version,
+        request: pb::RegressionRequest,
+        timeout: Option<Duration>,
+    ) -> Result<pb::RegressionResponse, Status> {
+        let batch = count_examples(request.input.as_ref());
+        let (spec, outputs) = self
+            .run_examples(
+                version,
+                request.model_spec.as_ref(),
+                request.input,
+                REGRESS_METHOD,
+                timeout,
+            )
+            .await?;
+        Ok(pb::RegressionResponse {
+            model_spec: Some(spec),
+            result: Some(regression(&outputs, batch)?),
+        })
     }
 }
 
@@ -378,76 +514,11 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let spec = request.model_spec.as_ref();
-        let version = self.resolve(spec)?;
-        let name = signature_name(spec);
-        let signature = find_signature(version.pool.metadata(), &name)?;
-        // Names first, then the whole request's size, and only then is anything built.
-        if let Some(unknown) = request
-            .inputs
-            .keys()
-            .find(|key| !signature.inputs.iter().any(|i| &i.name == *key))
-        {
-            let known: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(Status::invalid_argument(format!(
-                "input '{unknown}' is not an input of signature \"{name}\" (its inputs: {})",
-                known.join(", ")
-            )));
-        }
-        let convert_status = |e: convert::ConvertError| match e {
-            convert::ConvertError::TooLarge { .. }
-            | convert::ConvertError::RequestTooLarge { .. } => {
-                Status::resource_exhausted(e.to_string())
-            }
-            _ => Status::invalid_argument(e.to_string()),
-        };
-        convert::check_request(
-            request.inputs.iter().map(|(k, p)| (k.as_str(), p)),
-            self.limits.max_request_bytes,
-            self.limits.max_tensor_bytes,
-        )
-        .map_err(convert_status)?;
-        let inputs = request
-            .inputs
-            .into_iter()
-            .map(|(key, proto)| {
-                Ok((
-                    key.clone(),
-                    convert::from_proto(&key, proto, self.limits.max_tensor_bytes)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, convert::ConvertError>>()
-            .map_err(convert_status)?;
-        let mut predict = Predict::new(inputs)
-            .signature(name.clone())
-            .outputs(request.output_filter);
-        if let Some(timeout) = timeout {
-            predict = predict.deadline(timeout);
-        }
-        if let Some(id) = crate::audit::current_request_id() {
-            predict = predict.request_id(id);
-        }
-        let outputs = version
-            .pool
-            .predict_with(predict)
+        let version = self.resolve(request.model_spec.as_ref())?;
+        self.answering
+            .predict(&version, request, timeout)
             .await
-            .map_err(|e| status_of(&e))?;
-        check_answer(&outputs, &name, self.limits.max_request_bytes)?;
-        let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
-        Ok(Response::new(pb::PredictResponse {
-            model_spec: Some(answered_spec(model, &version, Some(name))),
-            outputs: outputs
-                .into_iter()
-                .map(|(k, t)| {
-                    let proto = if self.answers.tensor_content {
-                        convert::to_proto_content(t)
-                    } else {
-                        convert::to_proto(t)
-                    };
-                    (k, proto)
-                })
-                .collect(),
-        }))
+            .map(Response::new)
     }
 
     async fn get_model_metadata(
@@ -507,23 +578,11 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let batch = count_examples(request.input.as_ref());
-        let (spec, outputs) = self
-            .run_examples(
-                request.model_spec.as_ref(),
-                request.input,
-                CLASSIFY_METHOD,
-                timeout,
-            )
-            .await?;
-        Ok(Response::new(pb::ClassificationResponse {
-            model_spec: Some(spec),
-            result: Some(classification(
-                &outputs,
-                batch,
-                self.limits.max_request_bytes,
-            )?),
-        }))
+        let version = self.resolve(request.model_spec.as_ref())?;
+        self.answering
+            .classify(&version, request, timeout)
+            .await
+            .map(Response::new)
     }
 
     async fn multi_inference(
@@ -538,7 +597,10 @@ impl PredictionService for Serving {
             .and_then(|t| t.model_spec.as_ref());
         self.authorise(&request, spec, Method::MultiInference)?;
         let timeout = transport::grpc_timeout(&request);
-        multi_inference(self, request.into_inner(), timeout)
+        let request = request.into_inner();
+        let version = self.resolve(Some(check_tasks(&request)?))?;
+        self.answering
+            .multi_inference(&version, request, timeout)
             .await
             .map(Response::new)
     }
@@ -554,29 +616,17 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let batch = count_examples(request.input.as_ref());
-        let (spec, outputs) = self
-            .run_examples(
-                request.model_spec.as_ref(),
-                request.input,
-                REGRESS_METHOD,
-                timeout,
-            )
-            .await?;
-        Ok(Response::new(pb::RegressionResponse {
-            model_spec: Some(spec),
-            result: Some(regression(&outputs, batch)?),
-        }))
+        let version = self.resolve(request.model_spec.as_ref())?;
+        self.answering
+            .regress(&version, request, timeout)
+            .await
+            .map(Response::new)
     }
 }
 
-/// One classify or regress result per task, all on the same model version (resolved once, so a
-/// version switch cannot split a request). Each task is its own run in the sandbox.
-async fn multi_inference(
-    serving: &Serving,
-    request: pb::MultiInferenceRequest,
-    timeout: Option<Duration>,
-) -> Result<pb::MultiInferenceResponse, Status> {
+/// The ModelSpec every task of a MultiInference names, once the tasks are checked as TensorFlow
+/// Serving checks them.
+pub fn check_tasks(request: &pb::MultiInferenceRequest) -> Result<&ModelSpec, Status> {
     let first = request
         .tasks
         .first()
@@ -608,37 +658,50 @@ async fn multi_inference(
             )));
         }
     }
-    let version = serving.resolve(Some(first_spec))?;
-    let batch = count_examples(request.input.as_ref());
-    let examples = serialized_examples(request.input, serving.limits.max_request_bytes)?;
-    let mut results = Vec::with_capacity(request.tasks.len());
-    for task in &request.tasks {
-        let spec = task.model_spec.as_ref();
-        let (answered, outputs) = run_examples_on(
-            &version,
-            spec,
-            examples.clone(),
-            &task.method_name,
-            timeout,
-            serving.limits,
-            serving.answers.method_name_check,
-        )
-        .await?;
-        let result = if task.method_name == CLASSIFY_METHOD {
-            pb::inference_result::Result::ClassificationResult(classification(
-                &outputs,
-                batch,
-                serving.limits.max_request_bytes,
-            )?)
-        } else {
-            pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
-        };
-        results.push(pb::InferenceResult {
-            model_spec: Some(answered),
-            result: Some(result),
-        });
+    Ok(first_spec)
+}
+
+impl Answering {
+    /// One classify or regress result per task of a request [`check_tasks`] took, all on
+    /// `version` (resolved once, so a version switch cannot split a request). Each task is its
+    /// own run in the sandbox.
+    pub async fn multi_inference(
+        &self,
+        version: &Version,
+        request: pb::MultiInferenceRequest,
+        timeout: Option<Duration>,
+    ) -> Result<pb::MultiInferenceResponse, Status> {
+        let batch = count_examples(request.input.as_ref());
+        let examples = serialized_examples(request.input, self.limits.max_request_bytes)?;
+        let mut results = Vec::with_capacity(request.tasks.len());
+        for task in &request.tasks {
+            let spec = task.model_spec.as_ref();
+            let (answered, outputs) = run_examples_on(
+                version,
+                spec,
+                examples.clone(),
+                &task.method_name,
+                timeout,
+                self.limits,
+                self.answers.method_name_check,
+            )
+            .await?;
+            let result = if task.method_name == CLASSIFY_METHOD {
+                pb::inference_result::Result::ClassificationResult(classification(
+                    &outputs,
+                    batch,
+                    self.limits.max_request_bytes,
+                )?)
+            } else {
+                pb::inference_result::Result::RegressionResult(regression(&outputs, batch)?)
+            };
+            results.push(pb::InferenceResult {
+                model_spec: Some(answered),
+                result: Some(result),
+            });
+        }
+        Ok(pb::MultiInferenceResponse { results })
     }
-    Ok(pb::MultiInferenceResponse { results })
 }
 
 #[tonic::async_trait]

@@ -164,6 +164,8 @@ pub struct LoadSettings {
     pub audit: Arc<crate::audit::Audit>,
     /// `--max_num_load_retries` and `--load_retry_interval_micros`.
     pub retries: LoadRetries,
+    /// Replays each version's warmup requests before it serves (`--enable_model_warmup`).
+    pub warmup: Option<crate::warmup::Warmup>,
     /// Set when the server stops: a load waiting to retry gives up at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -311,8 +313,19 @@ impl ServedModel {
             };
             self.set_status(number, State::Loading, None);
             tracing::info!(model = %self.name, version = number, "loading {}", dir.display());
-            match load(&self.name, dir, settings).await {
-                Ok(pool) => {
+            let loaded = match load(&self.name, dir, settings).await {
+                Ok(pool) => self.warm_up(settings, number, dir, pool, memory).await,
+                Err(error) => {
+                    let code = error
+                        .status()
+                        .map(|s| s.code())
+                        .unwrap_or(tonic::Code::Unknown);
+                    Err(("load_error", code, error.to_string()))
+                }
+            };
+            match loaded {
+                Ok(version) => {
+                    let pool = &version.pool;
                     let digest = pool.digest();
                     settings.audit.record(
                         "version_loaded",
@@ -330,11 +343,6 @@ impl ServedModel {
                             "sandboxes": pool.size(),
                         }),
                     );
-                    let version = Arc::new(Version {
-                        number,
-                        pool,
-                        _memory: memory,
-                    });
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     state.ready.insert(number, version);
                     state.status.insert(
@@ -346,14 +354,10 @@ impl ServedModel {
                     );
                     tracing::info!(model = %self.name, version = number, "available");
                 }
-                Err(error) => {
-                    tracing::error!(model = %self.name, version = number, "loading failed: {error}");
-                    self.refused(settings, number, dir, "load_error", &error.to_string());
-                    let code = error
-                        .status()
-                        .map(|s| s.code())
-                        .unwrap_or(tonic::Code::Unknown);
-                    self.set_status(number, State::End, Some((code, error.to_string())));
+                Err((reason, code, message)) => {
+                    tracing::error!(model = %self.name, version = number, "loading failed: {message}");
+                    self.refused(settings, number, dir, reason, &message);
+                    self.set_status(number, State::End, Some((code, message)));
                 }
             }
         }
@@ -397,7 +401,38 @@ impl ServedModel {
         }
     }
 
-    /// A version not served, in the audit log: `reason` is `symlink`, `budget` or `load_error`.
+    /// `pool`, loaded from `dir`, as a version, once its warmup requests (if any) have run; a
+    /// failed warmup fails the load, as in TensorFlow Serving, and the pool is shut down.
+    async fn warm_up(
+        &self,
+        settings: &LoadSettings,
+        number: i64,
+        dir: &Path,
+        pool: Pool,
+        memory: Option<Reservation>,
+    ) -> Result<Arc<Version>, (&'static str, tonic::Code, String)> {
+        let version = Version {
+            number,
+            pool,
+            _memory: memory,
+        };
+        if let Some(warmup) = &settings.warmup {
+            match warmup.run(&version, dir).await {
+                Ok(0) => {}
+                Ok(run) => {
+                    tracing::info!(model = %self.name, version = number, "warmed up with {run} requests");
+                }
+                Err(error) => {
+                    version.pool.shutdown().await;
+                    return Err(("warmup", error.code(), error.to_string()));
+                }
+            }
+        }
+        Ok(Arc::new(version))
+    }
+
+    /// A version not served, in the audit log: `reason` is `symlink`, `budget`, `load_error` or
+    /// `warmup`.
     fn refused(
         &self,
         settings: &LoadSettings,

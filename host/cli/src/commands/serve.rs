@@ -240,6 +240,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
         config_file_poll,
         load_retries: tf_serving.load_retries(),
+        warmup: tf_serving.warmup(),
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
         tls,

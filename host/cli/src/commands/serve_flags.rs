@@ -166,11 +166,13 @@ pub struct TfServingFlags {
     pub per_process_gpu_memory_fraction: f32,
     #[arg(long = "grpc_max_threads", hide = true)]
     pub grpc_max_threads: Option<i32>,
-    #[arg(long = "enable_model_warmup", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
-    pub enable_model_warmup: Option<bool>,
+    /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
+    #[arg(long = "enable_model_warmup", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = tf_bool)]
+    pub enable_model_warmup: bool,
+    /// How many times each warmup request is replayed (0: once).
     #[arg(
         long = "num_request_iterations_for_warmup",
-        hide = true,
+        value_name = "N",
         default_value_t = 0
     )]
     pub num_request_iterations_for_warmup: i32,
@@ -334,16 +336,6 @@ impl TfServingFlags {
             NOT_YET,
         );
         refuse(self.grpc_max_threads.is_some(), "grpc_max_threads", NOT_YET);
-        refuse(
-            self.enable_model_warmup == Some(true),
-            "enable_model_warmup",
-            "not supported yet by tfsandbox serve (no warmup requests are replayed; --enable_model_warmup=false is taken)",
-        );
-        refuse(
-            self.num_request_iterations_for_warmup != 0,
-            "num_request_iterations_for_warmup",
-            NOT_YET,
-        );
         refuse(self.prefer_tflite_model, "prefer_tflite_model", TFLITE);
         refuse(self.num_tflite_pools.is_some(), "num_tflite_pools", TFLITE);
         refuse(
@@ -441,6 +433,13 @@ impl TfServingFlags {
         } else {
             (session, session)
         })
+    }
+
+    /// `--enable_model_warmup` with `--num_request_iterations_for_warmup`: how many times each
+    /// warmup request is replayed, or `None` for no warmup.
+    pub fn warmup(&self) -> Option<u32> {
+        self.enable_model_warmup
+            .then(|| self.num_request_iterations_for_warmup.max(1) as u32)
     }
 
     /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.
@@ -566,11 +565,17 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("load_retr"), "{message}");
-        assert!(parse(&["--enable_model_warmup=false"])
-            .unwrap()
-            .check()
-            .is_ok());
-        assert!(parse(&["--enable_model_warmup"]).unwrap().check().is_err());
+        assert_eq!(parse(&[]).unwrap().warmup(), Some(1));
+        assert_eq!(
+            parse(&["--enable_model_warmup=false"]).unwrap().warmup(),
+            None
+        );
+        assert_eq!(
+            parse(&["--num_request_iterations_for_warmup=3"])
+                .unwrap()
+                .warmup(),
+            Some(3)
+        );
         assert!(parse(&["--flush_filesystem_caches=false"])
             .unwrap()
             .check()
