@@ -275,6 +275,82 @@ fn warmup_on(runtime: RuntimeKind) {
     check("--enable_model_warmup=false", "0", ["", ""]);
 }
 
+fn run_batching_script(python: &Path, args: &[&str]) {
+    let status = Command::new(python)
+        .arg(repo_root().join("checks/serve/batching.py"))
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .status()
+        .expect("run checks/serve/batching.py");
+    assert!(status.success(), "batching.py {} failed: {status}", args[0]);
+}
+
+/// Batching (`--enable_batching`, `--batching_parameters_file` in TensorFlow Serving's format):
+/// concurrent Predicts cross into the sandbox as one run (each caller sees the rows of the run
+/// that answered it, and gets its own answer back), a batch is cut at `max_batch_size` rows and
+/// at the bytes one request may hold (`--max_request_bytes`), and a request the model refuses
+/// fails alone while its batch-mates are answered.
+#[test]
+fn batching() {
+    batching_on(RuntimeKind::Process);
+}
+
+#[test]
+fn batching_docker() {
+    batching_on(RuntimeKind::Docker);
+}
+
+fn batching_on(runtime: RuntimeKind) {
+    let python = serving_client_python();
+    let base = tempfile::tempdir().unwrap();
+    let rows = base.path().join("rows");
+    run_batching_script(&python, &["model", &rows.join("1").display().to_string()]);
+    let parameters = base.path().join("batching.config");
+    // A long timeout: the callers all arrive within it, and a full batch runs at once anyway.
+    std::fs::write(
+        &parameters,
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 2000000 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n",
+    )
+    .unwrap();
+    let serve = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--model_name=rows".as_ref(),
+            "--model_base_path".as_ref(),
+            rows.as_os_str(),
+            "--enable_batching".as_ref(),
+            "--batching_parameters_file".as_ref(),
+            parameters.as_os_str(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        start_serve_on(runtime, &args)
+    };
+    let call = |address: &str, max_rows: &str, negative: Option<&str>| {
+        let mut args = vec![
+            "call",
+            "--address",
+            address,
+            "--callers",
+            "8",
+            "--max-rows",
+            max_rows,
+        ];
+        if let Some(k) = negative {
+            args.extend(["--negative", k]);
+        }
+        run_batching_script(&python, &args);
+    };
+    let (server, listening) = serve(&[]);
+    // Eight callers, one run of eight rows.
+    call(&listening[0], "8", None);
+    // One of them refused by the model: it alone fails; the others are each answered alone.
+    call(&listening[0], "1", Some("3"));
+    server.stop();
+    // A request of one float holds 4 bytes: at 16 bytes a request, a batch holds four.
+    let (server, listening) = serve(&["--max_request_bytes=16"]);
+    call(&listening[0], "4", None);
+    server.stop();
+}
+
 /// Starts `tfsandbox serve` on a free loopback port with `args`; returns it with the addresses of
 /// its `listening on` lines, which come once every model is loaded.
 fn start_serve(args: &[&std::ffi::OsStr]) -> (Serve, Vec<String>) {

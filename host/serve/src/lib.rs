@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod auth;
 mod authority;
+mod batching;
 mod convert;
 mod examples;
 mod listen;
@@ -36,6 +37,7 @@ use tonic::transport::Server;
 
 pub use audit::Audit;
 pub use auth::{AuthError, Authority};
+pub use batching::BatchingParameters;
 pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
 pub use model_config::{monitoring_config, ConfigFileError};
@@ -79,6 +81,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Models(#[from] ConfigError),
+    #[error("Error parsing text-format tensorflow.serving.BatchingParameters in {}: {message}", .path.display())]
+    Batching { path: PathBuf, message: String },
 }
 
 /// Everything `serve` needs.
@@ -93,6 +97,8 @@ pub struct ServeOptions {
     pub poll: Option<Duration>,
     /// How a version that failed to load is tried again.
     pub load_retries: LoadRetries,
+    /// `--enable_batching`: each version merges its Predict requests with these parameters.
+    pub batching: Option<BatchingParameters>,
     /// `--enable_model_warmup`: each version's warmup requests are replayed this many times
     /// before it serves (`--num_request_iterations_for_warmup`); `None`: no warmup.
     pub warmup: Option<u32>,
@@ -218,6 +224,10 @@ pub async fn serve(
     let (stop_loads, stopping) = tokio::sync::watch::channel(false);
     let settings = LoadSettings {
         retries: options.load_retries,
+        batching: options.batching,
+        max_batch_bytes: options
+            .max_request_bytes
+            .min(options.config.max_message_bytes / 2),
         warmup: options.warmup.map(|iterations| warmup::Warmup {
             iterations,
             answering: service::Answering {
@@ -619,6 +629,18 @@ async fn poll_config_file(models: Arc<Models>, path: PathBuf, every: Duration) {
             tracing::error!("reloading {}: {error}", path.display());
         }
     }
+}
+
+/// The parameters of a `--batching_parameters_file`.
+pub fn read_batching_parameters(path: &std::path::Path) -> Result<BatchingParameters, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    model_config::batching_parameters(&text).map_err(|message| ServeError::Batching {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 /// The models of a `--model_config_file`.

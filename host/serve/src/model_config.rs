@@ -200,6 +200,36 @@ pub fn monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> 
     Ok(path)
 }
 
+/// TensorFlow Serving's `BatchingParameters` (`--batching_parameters_file`): `max_batch_size`,
+/// `batch_timeout_micros`, `max_enqueued_batches` and `num_batch_threads`, each a wrapped
+/// `{ value: N }`; any other field (padding, allowed batch sizes, splitting) is refused by name.
+pub fn batching_parameters(text: &str) -> Result<crate::batching::BatchingParameters, String> {
+    let tokens = tokenize(text).map_err(|e| e.0)?;
+    let mut pos = 0;
+    let mut parameters = crate::batching::BatchingParameters::default();
+    for (name, value) in parse_message(&tokens, &mut pos, false).map_err(|e| e.0)? {
+        let number = match value {
+            Value::Message(fields) => match fields.as_slice() {
+                [(field, Value::Scalar(v))] if field == "value" => v
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name}: '{v}' is not a whole number"))?,
+                _ => return Err(format!("{name}: expected {{ value: N }}")),
+            },
+            Value::Scalar(_) => return Err(format!("{name}: expected {{ value: N }}")),
+        };
+        match name.as_str() {
+            "max_batch_size" => parameters.max_batch_size = number.max(1) as usize,
+            "batch_timeout_micros" => {
+                parameters.batch_timeout = std::time::Duration::from_micros(number)
+            }
+            "max_enqueued_batches" => parameters.max_enqueued_batches = number.max(1) as usize,
+            "num_batch_threads" => parameters.num_batch_threads = number.max(1) as usize,
+            other => return Err(format!("'{other}' is not supported by tfsandbox serve")),
+        }
+    }
+    Ok(parameters)
+}
+
 /// The models a config file lists.
 pub fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
     let tokens = tokenize(text)?;
@@ -440,6 +470,22 @@ mod tests {
         assert_eq!(monitoring_config("").unwrap(), None);
         assert!(monitoring_config("prometheus_config { enabled: true }").is_err());
         assert!(monitoring_config("prometheus_config { enable: true path: 'm' }").is_err());
+    }
+
+    #[test]
+    fn batching_parameters_as_tensorflow_serving_writes_them() {
+        let p = batching_parameters(
+            "max_batch_size { value: 128 }\nbatch_timeout_micros { value: 500 }\nmax_enqueued_batches { value: 1000000 }\nnum_batch_threads { value: 8 }\n",
+        )
+        .unwrap();
+        assert_eq!(p.max_batch_size, 128);
+        assert_eq!(p.batch_timeout, std::time::Duration::from_micros(500));
+        assert_eq!(
+            (p.max_enqueued_batches, p.num_batch_threads),
+            (1_000_000, 8)
+        );
+        let refused = batching_parameters("pad_variable_length_inputs: true").unwrap_err();
+        assert!(refused.contains("pad_variable_length_inputs"), "{refused}");
     }
 
     #[test]

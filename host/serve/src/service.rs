@@ -272,10 +272,10 @@ pub struct Answering {
 }
 
 impl Answering {
-    /// Runs a Predict on `version`.
+    /// Runs a Predict on `version` (in a batch, where it batches).
     pub async fn predict(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         request: pb::PredictRequest,
         timeout: Option<Duration>,
     ) -> Result<pb::PredictResponse, Status> {
@@ -318,20 +318,37 @@ impl Answering {
             })
             .collect::<Result<Vec<_>, convert::ConvertError>>()
             .map_err(convert_status)?;
-        let mut predict = Predict::new(inputs)
-            .signature(name.clone())
-            .outputs(request.output_filter);
-        if let Some(timeout) = timeout {
-            predict = predict.deadline(timeout);
-        }
-        if let Some(id) = crate::audit::current_request_id() {
-            predict = predict.request_id(id);
-        }
-        let outputs = version
-            .pool
-            .predict_with(predict)
-            .await
-            .map_err(|e| status_of(&e))?;
+        let request_id = crate::audit::current_request_id();
+        let outputs = match &version.batcher {
+            Some(batcher) => {
+                batcher
+                    .predict(
+                        version,
+                        name.clone(),
+                        request.output_filter,
+                        inputs,
+                        timeout,
+                        request_id,
+                    )
+                    .await?
+            }
+            None => {
+                let mut predict = Predict::new(inputs)
+                    .signature(name.clone())
+                    .outputs(request.output_filter);
+                if let Some(timeout) = timeout {
+                    predict = predict.deadline(timeout);
+                }
+                if let Some(id) = request_id {
+                    predict = predict.request_id(id);
+                }
+                version
+                    .pool
+                    .predict_with(predict)
+                    .await
+                    .map_err(|e| status_of(&e))?
+            }
+        };
         check_answer(&outputs, &name, self.limits.max_request_bytes)?;
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         Ok(pb::PredictResponse {

@@ -71,6 +71,8 @@ pub struct VersionStatus {
 pub struct Version {
     pub number: i64,
     pub pool: Pool,
+    /// Merges its Predict requests (`--enable_batching`).
+    pub batcher: Option<Arc<crate::batching::Batcher>>,
     /// Its share of the memory budget, given back when the version is gone.
     _memory: Option<Reservation>,
 }
@@ -164,6 +166,10 @@ pub struct LoadSettings {
     pub audit: Arc<crate::audit::Audit>,
     /// `--max_num_load_retries` and `--load_retry_interval_micros`.
     pub retries: LoadRetries,
+    /// `--enable_batching` with `--batching_parameters_file`: each version batches its Predicts.
+    pub batching: Option<crate::batching::BatchingParameters>,
+    /// The most bytes one batch's inputs may hold (what one request may).
+    pub max_batch_bytes: usize,
     /// Replays each version's warmup requests before it serves (`--enable_model_warmup`).
     pub warmup: Option<crate::warmup::Warmup>,
     /// Set when the server stops: a load waiting to retry gives up at once.
@@ -411,11 +417,14 @@ impl ServedModel {
         pool: Pool,
         memory: Option<Reservation>,
     ) -> Result<Arc<Version>, (&'static str, tonic::Code, String)> {
-        let version = Version {
+        let version = Arc::new(Version {
             number,
             pool,
+            batcher: settings.batching.map(|parameters| {
+                crate::batching::Batcher::new(parameters, settings.max_batch_bytes)
+            }),
             _memory: memory,
-        };
+        });
         if let Some(warmup) = &settings.warmup {
             match warmup.run(&version, dir).await {
                 Ok(0) => {}
@@ -423,12 +432,12 @@ impl ServedModel {
                     tracing::info!(model = %self.name, version = number, "warmed up with {run} requests");
                 }
                 Err(error) => {
-                    version.pool.shutdown().await;
+                    retire_version(version, settings.drain_timeout).await;
                     return Err(("warmup", error.code(), error.to_string()));
                 }
             }
         }
-        Ok(Arc::new(version))
+        Ok(version)
     }
 
     /// A version not served, in the audit log: `reason` is `symlink`, `budget`, `load_error` or

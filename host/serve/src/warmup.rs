@@ -10,6 +10,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message;
 use tonic::Status;
@@ -84,7 +85,7 @@ impl WarmupError {
 impl Warmup {
     /// Replays `dir`'s warmup requests on `version`; how many were run. A model without the
     /// file needs no warmup.
-    pub async fn run(&self, version: &Version, dir: &Path) -> Result<usize, WarmupError> {
+    pub async fn run(&self, version: &Arc<Version>, dir: &Path) -> Result<usize, WarmupError> {
         let path = dir.join(WARMUP_FILE);
         let Some(file) = open_beneath(dir, &path)? else {
             return Ok(0);
@@ -120,7 +121,7 @@ impl Warmup {
 
     async fn replay(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         log: Option<LogType>,
         path: &Path,
         record: usize,

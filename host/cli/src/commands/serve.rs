@@ -241,6 +241,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config_file_poll,
         load_retries: tf_serving.load_retries(),
         warmup: tf_serving.warmup(),
+        batching: tf_serving.batching()?,
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
         tls,

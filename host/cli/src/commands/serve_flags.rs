@@ -108,9 +108,16 @@ pub struct TfServingFlags {
         default_value_t = 0
     )]
     pub model_config_file_poll_wait_seconds: i32,
-    #[arg(long = "enable_batching", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// Merge Predict requests to one version into batches before they cross into its sandbox.
+    #[arg(long = "enable_batching", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_batching: bool,
-    #[arg(long = "batching_parameters_file", hide = true, default_value = "")]
+    /// TensorFlow Serving's text-format BatchingParameters (max_batch_size, batch_timeout_micros,
+    /// max_enqueued_batches, num_batch_threads).
+    #[arg(
+        long = "batching_parameters_file",
+        value_name = "F",
+        default_value = ""
+    )]
     pub batching_parameters_file: String,
     #[arg(long = "enable_per_model_batching_parameters", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_per_model_batching_parameters: bool,
@@ -301,12 +308,6 @@ impl TfServingFlags {
             "rest_api_enable_cors_support",
             NOT_YET,
         );
-        refuse(self.enable_batching, "enable_batching", NOT_YET);
-        refuse(
-            !self.batching_parameters_file.is_empty(),
-            "batching_parameters_file",
-            NOT_YET,
-        );
         refuse(
             self.enable_per_model_batching_parameters,
             "enable_per_model_batching_parameters",
@@ -435,6 +436,23 @@ impl TfServingFlags {
         })
     }
 
+    /// `--enable_batching` with `--batching_parameters_file`, as TensorFlow Serving takes them.
+    pub fn batching(&self) -> Result<Option<tfsandbox_serve::BatchingParameters>> {
+        if !self.enable_batching {
+            if !self.batching_parameters_file.is_empty() {
+                // TensorFlow Serving's words.
+                bail!("server_options.batching_parameters_file is set without setting server_options.enable_batching to true.");
+            }
+            return Ok(None);
+        }
+        if self.batching_parameters_file.is_empty() {
+            return Ok(Some(Default::default()));
+        }
+        Ok(Some(tfsandbox_serve::read_batching_parameters(
+            std::path::Path::new(&self.batching_parameters_file),
+        )?))
+    }
+
     /// `--enable_model_warmup` with `--num_request_iterations_for_warmup`: how many times each
     /// warmup request is replayed, or `None` for no warmup.
     pub fn warmup(&self) -> Option<u32> {
@@ -549,7 +567,7 @@ mod tests {
         let flags = parse(&[
             "--prefer_tflite_model=true",
             "--use_alts_credentials",
-            "--enable_batching",
+            "--enable_per_model_batching_parameters",
             "--max_num_load_retries=0",
             "--load_retry_interval_micros=5",
         ])
@@ -561,7 +579,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("--enable_batching: not supported yet"),
+            message.contains("--enable_per_model_batching_parameters: not supported yet"),
             "{message}"
         );
         assert!(!message.contains("load_retr"), "{message}");
