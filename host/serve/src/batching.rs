@@ -383,12 +383,8 @@ fn split(
             return None;
         }
         let per_row: usize = wire.shape[1..].iter().map(|&d| d as usize).product();
-        let strings = !wire.string_values.is_empty() || wire.content.is_empty() && per_row > 0;
-        let row_bytes = if total == 0 {
-            0
-        } else {
-            wire.content.len() / total
-        };
+        let strings = tfsandbox::DType::from_wire(wire.dtype) == Some(tfsandbox::DType::String);
+        let row_bytes = wire.content.len().checked_div(total).unwrap_or(0);
         let mut at = 0usize;
         for (part, &n) in parts.iter_mut().zip(rows) {
             let mut shape = wire.shape.clone();
