@@ -10,6 +10,7 @@ mod image_size;
 mod raw;
 mod report;
 mod sandbox;
+mod serve;
 mod stats;
 mod timing;
 
@@ -162,6 +163,8 @@ async fn main() -> Result<()> {
     let concurrency = concurrency::measure(&plan, &fixtures).await?;
     progress("a flood on one tenant's model");
     let flood = flood::measure(&plan, &fixtures).await?;
+    progress("the serve path, and batching");
+    let serve = serve::measure(&plan, &fixtures).await?;
     progress("image");
     let image = image_size::measure(&worker)?;
     progress("done");
@@ -176,6 +179,7 @@ async fn main() -> Result<()> {
         gvisor,
         concurrency,
         flood,
+        serve,
         image,
     };
     let headline = report::headline(&figures);

@@ -12,6 +12,7 @@ use crate::flood::{Flood, FLOOD_CALLERS};
 use crate::image_size::ImageSize;
 use crate::raw;
 use crate::sandbox::RuntimeFigures;
+use crate::serve::{ServePath, CALLERS};
 use crate::stats::{micros, millis, Samples};
 use crate::Plan;
 
@@ -29,6 +30,7 @@ pub struct Figures {
     pub gvisor: Option<RuntimeFigures>,
     pub concurrency: Concurrency,
     pub flood: Flood,
+    pub serve: ServePath,
     pub image: ImageSize,
 }
 
@@ -73,6 +75,15 @@ pub fn headline(f: &Figures) -> Value {
         "p99_us_other_tenant_flooded": micros(f.flood.flooded.p99()),
         "p99_ratio_other_tenant_flooded_vs_unloaded": ratio(micros(f.flood.flooded.p99()), micros(f.flood.unloaded.p99())),
         "image_minus_closure_bytes": f.image.archive_bytes as i64 - f.image.closure_bytes as i64,
+        "serve_rtt_us_tcp": micros(f.serve.tcp.p50()),
+        "serve_rtt_us_unix": micros(f.serve.unix.p50()),
+        "serve_rtt_us_library": micros(f.serve.library.p50()),
+        "loopback_rtt_us": micros(f.serve.loopback.p50()),
+        "serve_rtt_ratio_tcp_vs_unix": ratio(micros(f.serve.tcp.p50()), micros(f.serve.unix.p50())),
+        "serve_rtt_ratio_tcp_vs_library_plus_loopback": ratio(micros(f.serve.tcp.p50()), micros(f.serve.library.p50()) + micros(f.serve.loopback.p50())),
+        "serve_calls_per_s_64_unbatched": f.serve.unbatched.per_second(),
+        "serve_calls_per_s_64_batched": f.serve.batched.per_second(),
+        "serve_batching_speedup_64": ratio(f.serve.batched.per_second(), f.serve.unbatched.per_second()),
     })
 }
 
@@ -220,6 +231,37 @@ pub fn markdown(plan: &Plan, quick: bool, f: &Figures, headline: &Value) -> Resu
         image.worker_bytes,
         image.worker_bytes as f64 / image.closure_bytes as f64
     ));
+    let serve = &f.serve;
+    md.push_str("\n### 6. The serve path: a TensorFlow Serving client's Predict through `tfsandbox serve` (half_plus_two, 1×1)\n\n");
+    md.push_str("| path | p50 µs | p99 µs | calls/s |\n|---|---|---|---|\n");
+    for (name, s) in [
+        (
+            "library call (`Model::predict`, process sandbox)",
+            &serve.library,
+        ),
+        ("loopback TCP, 1 byte there and back", &serve.loopback),
+        ("serve over its Unix socket", &serve.unix),
+        ("serve over TCP", &serve.tcp),
+    ] {
+        md.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.0} |\n",
+            micros(s.p50()),
+            micros(s.p99()),
+            s.per_second()
+        ));
+    }
+    md.push_str(&format!(
+        "\nTCP vs the Unix socket: **{}** (goal ≤ 1.3×); TCP vs the library call plus one loopback round trip: **{}** (goal ≤ 1.5×).\n",
+        fmt_ratio(&headline["serve_rtt_ratio_tcp_vs_unix"]),
+        fmt_ratio(&headline["serve_rtt_ratio_tcp_vs_library_plus_loopback"]),
+    ));
+    md.push_str(&format!(
+        "\nBatching: {CALLERS} callers over TCP, each calling again once answered: **{:.0}** calls/s without `--enable_batching`, **{:.0}** with it (max_batch_size {CALLERS}, batch_timeout_micros 0, one batch thread): **{}** (goal ≥ 2×).\n",
+        serve.unbatched.per_second(),
+        serve.batched.per_second(),
+        fmt_ratio(&headline["serve_batching_speedup_64"]),
+    ));
+
     md.push_str(&format!(
         "\nHeadline (`--json`): `{}`\n",
         serde_json::to_string(headline)?

@@ -11,15 +11,7 @@ use tfsandbox::RuntimeKind;
 
 /// A gRPC channel to the server's Unix socket at `path`.
 pub async fn unix_channel(path: &std::path::Path) -> tonic::transport::Channel {
-    let path = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    tfsandbox_serve::client::unix_channel(path)
         .await
         .expect("connect to the Unix socket")
 }

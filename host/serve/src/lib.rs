@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 mod authority;
 mod batching;
+pub mod client;
 mod convert;
 mod examples;
 mod listen;
