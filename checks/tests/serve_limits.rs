@@ -465,6 +465,68 @@ async fn idle_connections_cannot_take_a_model_down() {
 
 /// A call that runs longer than the idle timeout keeps its connection: idle means no call in
 /// flight as well as no traffic.
+/// SIGTERM drains, as TensorFlow Serving's does: serve stops taking calls, lets the one in flight
+/// finish and answer, and exits 0.
+#[tokio::test]
+async fn sigterm_lets_the_call_in_flight_finish() {
+    let base = tempfile::tempdir().unwrap();
+    let busy = base.path().join("busy_loop");
+    copy_dir(&fixture("busy_loop"), &busy.join("1"));
+    let server = start_serve(
+        &[
+            "--model_name".as_ref(),
+            "busy_loop".as_ref(),
+            "--model_base_path".as_ref(),
+            busy.as_os_str(),
+        ],
+        ChildSetup::default(),
+    );
+    let channel = server.channel().await;
+    let n = TensorProto {
+        int64_val: vec![600_000],
+        ..tensor(DataType::DtInt64, &[])
+    };
+    let started = Instant::now();
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move { predict(&channel, "busy_loop", vec![("n", n)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = rustix::process::Pid::from_raw(server.pid() as i32).expect("a real pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal serve");
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight is answered");
+    assert_eq!(answer.outputs["count"].int64_val, vec![600_000]);
+    assert!(
+        started.elapsed() > Duration::from_millis(600),
+        "the call took only {:?}: it may have ended before the signal",
+        started.elapsed()
+    );
+    // A new connection is not served any more.
+    let late = tokio::time::timeout(
+        Duration::from_secs(5),
+        Channel::from_shared(format!("http://{}", server.tcp))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .connect(),
+    )
+    .await;
+    if let Ok(Ok(late)) = late {
+        let mut request = tonic::Request::new(PredictRequest {
+            model_spec: spec("busy_loop"),
+            ..PredictRequest::default()
+        });
+        request.set_timeout(Duration::from_secs(2));
+        let refused = PredictionServiceClient::new(late).predict(request).await;
+        assert!(refused.is_err(), "a call after SIGTERM was served");
+    }
+    drop(channel);
+    // Exits 0 (stop signals again, which changes nothing, and waits).
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_long_call_outlives_the_idle_timeout() {
     let base = tempfile::tempdir().unwrap();
