@@ -871,6 +871,40 @@ async fn the_audit_log_records_loads_digests_refusals_and_request_ids() {
     assert_eq!(counter("sandbox", "worker_restarted"), 0, "{metrics}");
     // The two Predicts, and this GET.
     assert_eq!(counter("serve", "call"), 3, "{metrics}");
+    // TensorFlow Serving's own metrics, under its names, and the sandboxes' state.
+    let line = |prefix: &str| -> String {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+            .to_string()
+    };
+    assert!(metrics.contains("# TYPE :tensorflow:serving:request_count counter"));
+    assert_eq!(
+        line(":tensorflow:serving:request_count{model_name=\"half_plus_two\",status=\"OK\"}"),
+        ":tensorflow:serving:request_count{model_name=\"half_plus_two\",status=\"OK\"} 2"
+    );
+    assert!(
+        line(":tensorflow:cc:saved_model:load_attempt_count{").ends_with("status=\"success\"} 1")
+    );
+    assert_eq!(
+        line("tfsandbox_calls_in_flight{"),
+        "tfsandbox_calls_in_flight{model_name=\"half_plus_two\",version=\"1\"} 0"
+    );
+    assert!(
+        line("tfsandbox_worker_restarts_total{").ends_with(" 0"),
+        "{metrics}"
+    );
+    let memory: u64 = line("tfsandbox_worker_memory_bytes{")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        memory > 10 << 20,
+        "a worker with TensorFlow loaded holds more than {memory} bytes"
+    );
     drop(channel);
     server.stop().await;
 

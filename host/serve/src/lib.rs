@@ -15,6 +15,7 @@ pub mod client;
 mod convert;
 mod examples;
 mod listen;
+mod metrics;
 mod model_config;
 mod models;
 mod profiler;
@@ -222,9 +223,11 @@ pub async fn serve(
         Some(settings) => Some(tls::acceptors(settings).map_err(ServeError::Tls)?),
         None => None,
     };
+    let metrics = Arc::new(metrics::Metrics::default());
     let (stop_loads, stopping) = tokio::sync::watch::channel(false);
     let settings = LoadSettings {
         retries: options.load_retries,
+        metrics,
         batching: options.batching,
         max_batch_bytes: options
             .max_request_bytes
@@ -352,6 +355,7 @@ async fn run(
         options.answers,
         options.auth.clone(),
         options.audit.clone(),
+        models.metrics(),
     );
     let grpc = &options.grpc;
     let (receive, send) = (grpc.max_receive_message_bytes, grpc.max_send_message_bytes);

@@ -59,6 +59,11 @@ impl Models {
         }
     }
 
+    /// The metrics its loads are counted in.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.settings.metrics.clone()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<ServedModel>> {
         self.all().get(name).cloned()
     }

@@ -168,7 +168,7 @@ async fn handle(
         // As TensorFlow Serving serves them: on the REST port, to whoever reaches it.
         return (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            rest.serving.audit().prometheus_text(),
+            rest.serving.prometheus_text(),
         )
             .into_response();
     }

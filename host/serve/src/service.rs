@@ -38,6 +38,7 @@ const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.Sign
 pub struct Serving {
     models: Arc<Models>,
     answering: Answering,
+    metrics: Arc<crate::metrics::Metrics>,
     authority: Arc<Authority>,
     audit: Arc<crate::audit::Audit>,
 }
@@ -70,10 +71,12 @@ impl Serving {
         answers: AnswerOptions,
         authority: Arc<Authority>,
         audit: Arc<crate::audit::Audit>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Serving {
         Serving {
             models,
             answering: Answering { limits, answers },
+            metrics,
             authority,
             audit,
         }
@@ -157,6 +160,10 @@ impl Serving {
     }
 }
 
+fn model_name(spec: Option<&ModelSpec>) -> String {
+    spec.map(|s| s.name.clone()).unwrap_or_default()
+}
+
 /// The version a ModelSpec asks for (`None`: the latest), a label read through the model's
 /// `version_labels`.
 fn version_asked(
@@ -184,6 +191,20 @@ impl Serving {
     pub(super) fn signature_of(&self, spec: &ModelSpec) -> Result<Signature, Status> {
         let version = self.resolve(Some(spec))?;
         find_signature(version.pool.metadata(), &signature_name(Some(spec))).cloned()
+    }
+
+    /// `answer` to a call on `model`, counted in the request metrics.
+    fn counted<T>(&self, model: &str, answer: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = answer
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.metrics.request(model, code);
+        answer.map(Response::new)
+    }
+
+    /// Every Prometheus metric: the security event counters and [`crate::metrics`].
+    pub(super) fn prometheus_text(&self) -> String {
+        self.audit.prometheus_text() + &self.metrics.prometheus_text(&self.models)
     }
 
     pub(super) fn limits(&self) -> RequestLimits {
@@ -531,11 +552,13 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let version = self.resolve(request.model_spec.as_ref())?;
-        self.answering
-            .predict(&version, request, timeout)
-            .await
-            .map(Response::new)
+        let model = model_name(request.model_spec.as_ref());
+        let answer = async {
+            let version = self.resolve(request.model_spec.as_ref())?;
+            self.answering.predict(&version, request, timeout).await
+        }
+        .await;
+        self.counted(&model, answer)
     }
 
     async fn get_model_metadata(
@@ -595,11 +618,13 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let version = self.resolve(request.model_spec.as_ref())?;
-        self.answering
-            .classify(&version, request, timeout)
-            .await
-            .map(Response::new)
+        let model = model_name(request.model_spec.as_ref());
+        let answer = async {
+            let version = self.resolve(request.model_spec.as_ref())?;
+            self.answering.classify(&version, request, timeout).await
+        }
+        .await;
+        self.counted(&model, answer)
     }
 
     async fn multi_inference(
@@ -614,12 +639,16 @@ impl PredictionService for Serving {
             .and_then(|t| t.model_spec.as_ref());
         self.authorise(&request, spec, Method::MultiInference)?;
         let timeout = transport::grpc_timeout(&request);
+        let model = model_name(spec);
         let request = request.into_inner();
-        let version = self.resolve(Some(check_tasks(&request)?))?;
-        self.answering
-            .multi_inference(&version, request, timeout)
-            .await
-            .map(Response::new)
+        let answer = async {
+            let version = self.resolve(Some(check_tasks(&request)?))?;
+            self.answering
+                .multi_inference(&version, request, timeout)
+                .await
+        }
+        .await;
+        self.counted(&model, answer)
     }
 
     async fn regress(
@@ -633,11 +662,13 @@ impl PredictionService for Serving {
         )?;
         let timeout = transport::grpc_timeout(&request);
         let request = request.into_inner();
-        let version = self.resolve(request.model_spec.as_ref())?;
-        self.answering
-            .regress(&version, request, timeout)
-            .await
-            .map(Response::new)
+        let model = model_name(request.model_spec.as_ref());
+        let answer = async {
+            let version = self.resolve(request.model_spec.as_ref())?;
+            self.answering.regress(&version, request, timeout).await
+        }
+        .await;
+        self.counted(&model, answer)
     }
 }
 

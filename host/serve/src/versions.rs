@@ -166,6 +166,8 @@ pub struct LoadSettings {
     pub audit: Arc<crate::audit::Audit>,
     /// `--max_num_load_retries` and `--load_retry_interval_micros`.
     pub retries: LoadRetries,
+    /// Counts each load, as TensorFlow's SavedModel loads are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// `--enable_batching` with `--batching_parameters_file`: each version batches its Predicts.
     pub batching: Option<crate::batching::BatchingParameters>,
     /// The most bytes one batch's inputs may hold (what one request may).
@@ -244,6 +246,12 @@ impl ServedModel {
             Some(v) => state.ready.get(&v).cloned(),
             None => state.ready.values().next_back().cloned(),
         }
+    }
+
+    /// The versions serving, lowest first.
+    pub fn versions(&self) -> Vec<Arc<Version>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.ready.values().cloned().collect()
     }
 
     /// Every version known, with its state, lowest first.
@@ -329,6 +337,9 @@ impl ServedModel {
                     Err(("load_error", code, error.to_string()))
                 }
             };
+            settings
+                .metrics
+                .load(&dir.display().to_string(), loaded.is_ok());
             match loaded {
                 Ok(version) => {
                     let pool = &version.pool;
