@@ -99,6 +99,12 @@ pub struct ServeOptions {
     pub poll: Option<Duration>,
     /// How a version that failed to load is tried again.
     pub load_retries: LoadRetries,
+    /// `--allow_version_labels_for_unavailable_models`.
+    pub labels_for_unavailable: bool,
+    /// `--num_load_threads` and `--num_unload_threads`: versions loaded, and shut down, at once;
+    /// `None`: no bound.
+    pub load_threads: Option<usize>,
+    pub unload_threads: Option<usize>,
     /// `--enable_batching`: each version merges its Predict requests with these parameters.
     pub batching: Option<BatchingParameters>,
     /// `--enable_model_warmup`: each version's warmup requests are replayed this many times
@@ -150,6 +156,8 @@ pub struct RestOptions {
     /// `--monitoring_config_file`'s `prometheus_config { enable: true path: ... }`: the path the
     /// event counters are served on; `None`: not served.
     pub metrics_path: Option<String>,
+    /// `--rest_api_enable_cors_support`.
+    pub cors: bool,
 }
 
 /// The gRPC server's settings from `--grpc_channel_arguments`.
@@ -227,6 +235,13 @@ pub async fn serve(
     let (stop_loads, stopping) = tokio::sync::watch::channel(false);
     let settings = LoadSettings {
         retries: options.load_retries,
+        labels_for_unavailable: options.labels_for_unavailable,
+        load_threads: options
+            .load_threads
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
+        unload_threads: options
+            .unload_threads
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
         metrics,
         batching: options.batching,
         max_batch_bytes: options
@@ -487,6 +502,7 @@ async fn run(
                 options.max_request_bytes,
                 settings.concurrency,
                 settings.metrics_path.clone(),
+                settings.cors,
             )
             .router();
             let addr = listener.local_addr().map_err(|source| ServeError::Listen {

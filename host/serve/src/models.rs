@@ -110,12 +110,14 @@ impl Models {
                 }
                 continue;
             }
-            // As in TensorFlow Serving, a label may only name a version that is being served.
-            match config
-                .labels
-                .iter()
-                .find(|(_, &version)| model.get(Some(version)).is_none())
-            {
+            // As in TensorFlow Serving, a label may only name a version that is being served;
+            // with --allow_version_labels_for_unavailable_models, a label not assigned yet may
+            // name one still to come.
+            let assigned = model.labels();
+            match config.labels.iter().find(|(label, &version)| {
+                model.get(Some(version)).is_none()
+                    && !(self.settings.labels_for_unavailable && !assigned.contains_key(*label))
+            }) {
                 Some((label, &version)) => {
                     first_error.get_or_insert(ConfigError::Label {
                         label: label.clone(),

@@ -47,6 +47,8 @@ pub struct Rest {
     slots: Arc<tokio::sync::Semaphore>,
     /// Where the Prometheus counters are served, if anywhere.
     metrics_path: Option<String>,
+    /// `--rest_api_enable_cors_support`: every answer carries TensorFlow Serving's CORS headers.
+    cors: bool,
 }
 
 impl Rest {
@@ -56,10 +58,12 @@ impl Rest {
         max_request_bytes: usize,
         concurrency: usize,
         metrics_path: Option<String>,
+        cors: bool,
     ) -> Rest {
         Rest {
             serving,
             metrics_path,
+            cors,
             timeout,
             max_body_bytes: max_request_bytes / JSON_EXPANSION,
             slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
@@ -68,10 +72,14 @@ impl Rest {
 
     pub fn router(self) -> axum::Router {
         let audit = self.serving.audit().clone();
-        axum::Router::new()
-            .fallback(handle)
-            .with_state(self)
-            .layer(crate::audit::RequestIdLayer(audit))
+        let cors = self.cors;
+        let router = axum::Router::new().fallback(handle).with_state(self);
+        let router = if cors {
+            router.layer(axum::middleware::map_response(add_cors_headers))
+        } else {
+            router
+        };
+        router.layer(crate::audit::RequestIdLayer(audit))
     }
 }
 
@@ -118,6 +126,24 @@ where
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.addr)
     }
+}
+
+/// TensorFlow Serving's `AddCORSHeaders`, on every answer, errors included.
+async fn add_cors_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "access-control-allow-origin",
+        header::HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        "access-control-allow-methods",
+        header::HeaderValue::from_static("POST, GET"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        header::HeaderValue::from_static("Content-Type"),
+    );
+    response
 }
 
 /// TensorFlow Serving's `ToHTTPStatusCode`.
@@ -171,6 +197,20 @@ async fn handle(
             rest.serving.prometheus_text(),
         )
             .into_response();
+    }
+    if method == Method::OPTIONS && path.len() >= 4 && path[..4].eq_ignore_ascii_case("/v1/") {
+        // A CORS preflight, answered as TensorFlow Serving answers it: with no body.
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or_default();
+        let code = if origin.contains("http://") || origin.contains("https://") {
+            StatusCode::OK
+        } else {
+            tracing::debug!("Origin header is missing in CORS preflight");
+            http_code(Code::FailedPrecondition)
+        };
+        return code.into_response();
     }
     let Some(call) = parse_path(&method, &path) else {
         if path.len() >= 4 && path[..4].eq_ignore_ascii_case("/v1/") {

@@ -174,6 +174,13 @@ pub struct LoadSettings {
     pub max_batch_bytes: usize,
     /// Replays each version's warmup requests before it serves (`--enable_model_warmup`).
     pub warmup: Option<crate::warmup::Warmup>,
+    /// `--allow_version_labels_for_unavailable_models`: a label not yet assigned may name a version
+    /// not yet served.
+    pub labels_for_unavailable: bool,
+    /// `--num_load_threads` and `--num_unload_threads`: at most this many version loads, and
+    /// shutdowns, at once; `None`: no bound.
+    pub load_threads: Option<Arc<tokio::sync::Semaphore>>,
+    pub unload_threads: Option<Arc<tokio::sync::Semaphore>>,
     /// Set when the server stops: a load waiting to retry gives up at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -222,6 +229,14 @@ impl ServedModel {
             labels: RwLock::new(BTreeMap::new()),
             state: RwLock::new(ModelState::default()),
         }
+    }
+
+    /// The labels assigned now.
+    pub fn labels(&self) -> BTreeMap<String, i64> {
+        self.labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The version `label` names.
@@ -327,6 +342,10 @@ impl ServedModel {
             };
             self.set_status(number, State::Loading, None);
             tracing::info!(model = %self.name, version = number, "loading {}", dir.display());
+            let permit = match &settings.load_threads {
+                Some(threads) => threads.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let loaded = match load(&self.name, dir, settings).await {
                 Ok(pool) => self.warm_up(settings, number, dir, pool, memory).await,
                 Err(error) => {
@@ -337,6 +356,7 @@ impl ServedModel {
                     Err(("load_error", code, error.to_string()))
                 }
             };
+            drop(permit);
             settings
                 .metrics
                 .load(&dir.display().to_string(), loaded.is_ok());
@@ -408,9 +428,14 @@ impl ServedModel {
         for version in retire {
             let model = self.clone();
             let drain = settings.drain_timeout;
+            let threads = settings.unload_threads.clone();
             tokio::spawn(async move {
                 let number = version.number;
                 tracing::info!(model = %model.name, version = number, "retiring");
+                let _permit = match threads {
+                    Some(threads) => threads.acquire_owned().await.ok(),
+                    None => None,
+                };
                 retire_version(version, drain).await;
                 model.set_status(number, State::End, None);
                 tracing::info!(model = %model.name, version = number, "retired");

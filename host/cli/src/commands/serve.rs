@@ -240,6 +240,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         poll: (poll_seconds > 0).then(|| std::time::Duration::from_secs(poll_seconds)),
         config_file_poll,
         load_retries: tf_serving.load_retries(),
+        labels_for_unavailable: tf_serving.allow_version_labels_for_unavailable_models,
+        load_threads: tf_serving.load_threads().0,
+        unload_threads: tf_serving.load_threads().1,
         warmup: tf_serving.warmup(),
         batching: tf_serving.batching()?,
         tcp: Some(std::net::SocketAddr::new(address, port)),
@@ -272,6 +275,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .map(std::time::Duration::from_millis),
             concurrency: tf_serving.rest_api_threads(),
             metrics_path,
+            cors: tf_serving.rest_api_enable_cors_support,
         }),
         audit,
     };

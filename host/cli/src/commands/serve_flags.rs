@@ -60,7 +60,8 @@ pub struct TfServingFlags {
         default_value_t = 30000
     )]
     pub rest_api_timeout_in_ms: i64,
-    #[arg(long = "rest_api_enable_cors_support", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// Answer REST calls with CORS headers (Access-Control-Allow-Origin: *).
+    #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub rest_api_enable_cors_support: bool,
     /// Comma-separated gRPC server arguments: grpc.max_receive_message_length,
     /// grpc.max_send_message_length, grpc.so_reuseaddr, grpc.max_concurrent_streams,
@@ -121,11 +122,14 @@ pub struct TfServingFlags {
     pub batching_parameters_file: String,
     #[arg(long = "enable_per_model_batching_parameters", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_per_model_batching_parameters: bool,
-    #[arg(long = "allow_version_labels_for_unavailable_models", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// Let a label not yet assigned name a version not yet served.
+    #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub allow_version_labels_for_unavailable_models: bool,
-    #[arg(long = "num_load_threads", hide = true, default_value_t = 0)]
+    /// Versions loaded at once (0: no bound; TensorFlow Serving's 0 loads one at a time).
+    #[arg(long = "num_load_threads", value_name = "N", default_value_t = 0)]
     pub num_load_threads: i32,
-    #[arg(long = "num_unload_threads", hide = true, default_value_t = 0)]
+    /// Versions shut down at once (0: no bound).
+    #[arg(long = "num_unload_threads", value_name = "N", default_value_t = 0)]
     pub num_unload_threads: i32,
     #[arg(long = "flush_filesystem_caches", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub flush_filesystem_caches: Option<bool>,
@@ -304,22 +308,10 @@ impl TfServingFlags {
             }
         };
         refuse(
-            self.rest_api_enable_cors_support,
-            "rest_api_enable_cors_support",
-            NOT_YET,
-        );
-        refuse(
             self.enable_per_model_batching_parameters,
             "enable_per_model_batching_parameters",
             NOT_YET,
         );
-        refuse(
-            self.allow_version_labels_for_unavailable_models,
-            "allow_version_labels_for_unavailable_models",
-            NOT_YET,
-        );
-        refuse(self.num_load_threads != 0, "num_load_threads", NOT_YET);
-        refuse(self.num_unload_threads != 0, "num_unload_threads", NOT_YET);
         refuse(
             !self.tensorflow_session_config_file.is_empty(),
             "tensorflow_session_config_file",
@@ -388,6 +380,12 @@ impl TfServingFlags {
             Some(n) => n.max(1) as usize,
             None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
         }
+    }
+
+    /// `--num_load_threads` and `--num_unload_threads` as bounds (0: none).
+    pub fn load_threads(&self) -> (Option<usize>, Option<usize>) {
+        let bound = |n: i32| usize::try_from(n).ok().filter(|&n| n > 0);
+        (bound(self.num_load_threads), bound(self.num_unload_threads))
     }
 
     /// `--max_num_load_retries` and `--load_retry_interval_micros`.
