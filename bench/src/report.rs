@@ -10,6 +10,7 @@ use crate::bare::Echo;
 use crate::concurrency::Concurrency;
 use crate::flood::{Flood, FLOOD_CALLERS};
 use crate::image_size::ImageSize;
+use crate::memory::mib;
 use crate::raw;
 use crate::sandbox::RuntimeFigures;
 use crate::stats::{micros, millis, Samples};
@@ -24,6 +25,8 @@ pub struct Figures {
     pub raw: raw::Limits,
     pub echo: Echo,
     pub bare_start: Duration,
+    /// Resident bytes of the bare worker with half_plus_two loaded.
+    pub bare_worker_rss: u64,
     pub process: RuntimeFigures,
     pub docker: Option<RuntimeFigures>,
     pub gvisor: Option<RuntimeFigures>,
@@ -73,6 +76,15 @@ pub fn headline(f: &Figures) -> Value {
         "p99_us_other_tenant_flooded": micros(f.flood.flooded.p99()),
         "p99_ratio_other_tenant_flooded_vs_unloaded": ratio(micros(f.flood.flooded.p99()), micros(f.flood.unloaded.p99())),
         "image_minus_closure_bytes": f.image.archive_bytes as i64 - f.image.closure_bytes as i64,
+        "cold_first_answer_ms_process": millis(process.cold_first_answer),
+        "cold_first_answer_ms_docker": docker.as_ref().map(|d| millis(d.cold_first_answer)),
+        "warm_first_answer_ms_process": millis(process.warm_first_answer),
+        "warm_first_answer_ms_docker": docker.as_ref().map(|d| millis(d.warm_first_answer)),
+        "host_rss_mib_per_sandbox_process": mib(process.host_rss_per_sandbox),
+        "host_rss_mib_per_sandbox_docker": docker.as_ref().map(|d| mib(d.host_rss_per_sandbox)),
+        "worker_rss_mib_bare": mib(f.bare_worker_rss),
+        "worker_rss_mib_process": process.worker_rss.map(mib),
+        "worker_rss_ratio_process_vs_bare": process.worker_rss.map(|w| ratio(mib(w), mib(f.bare_worker_rss))),
     })
 }
 
@@ -209,6 +221,31 @@ pub fn markdown(plan: &Plan, quick: bool, f: &Figures, headline: &Value) -> Resu
         "\ngvisor vs process, start to first answer: **{}**.\n",
         fmt_ratio(&headline["start_ratio_gvisor_vs_process"])
     ));
+
+    md.push_str("\n### 4b. First answer, cold and warm; memory (medians)\n\n");
+    md.push_str("| | cold: new sandbox, load, first Predict ms | warm: pre-started pool, request to answer ms | host RSS per sandbox MiB | worker RSS MiB (half_plus_two loaded) |\n|---|---|---|---|---|\n");
+    md.push_str(&format!(
+        "| bare worker (no sandbox) | — | — | — | {:.1} |\n",
+        mib(f.bare_worker_rss)
+    ));
+    let mut answer_row = |name: &str, runtime: &RuntimeFigures| {
+        md.push_str(&format!(
+            "| {name} | {:.0} | **{:.1}** (goal ≤ 20) | {:.1} | {} |\n",
+            millis(runtime.cold_first_answer),
+            millis(runtime.warm_first_answer),
+            mib(runtime.host_rss_per_sandbox),
+            runtime
+                .worker_rss
+                .map_or("n/a (no host pid)".into(), |w| format!("{:.1}", mib(w))),
+        ));
+    };
+    answer_row("process sandbox (jailer and worker)", process);
+    if let Some(d) = docker {
+        answer_row("docker sandbox", d);
+    }
+    if let Some(g) = gvisor {
+        answer_row("gvisor sandbox", g);
+    }
 
     let image = &f.image;
     md.push_str("\n### 5. Image\n\n| | bytes | vs closure |\n|---|---|---|\n");
