@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use tfsandbox::Tensor;
 use tfsandbox_proto::transport;
 use tfsandbox_proto::v1::worker_client::WorkerClient;
-use tfsandbox_proto::v1::{InfoRequest, PredictRequest};
+use tfsandbox_proto::v1::{InfoRequest, LoadModelRequest, PredictRequest};
 use tfsandbox_worker::model::Model as InProcessModel;
 use tonic::transport::Channel;
 
 use crate::stats::{median, Samples};
 use crate::timing::{sequential, throughput};
-use crate::{echo, raw, tiny, Plan};
+use crate::{echo, memory, raw, tiny, Plan};
 
 /// Round trips of a tiny Predict to half_plus_two loaded in this process: no transport at all.
 pub async fn in_process_tf(plan: &Plan, fixtures: &Path) -> Result<Samples> {
@@ -109,6 +109,37 @@ pub async fn worker_start(plan: &Plan, worker: &Path) -> Result<Duration> {
 /// The worker started bare: no sandbox, straight from this process over pipes, to its first answer.
 async fn bare_worker_start(worker: &Path) -> Result<Duration> {
     let t = Instant::now();
+    let (mut child, mut client) = spawn_bare_worker(worker).await?;
+    client.info(InfoRequest {}).await?;
+    let elapsed = t.elapsed();
+    child.kill().await?;
+    Ok(elapsed)
+}
+
+/// Resident bytes of the bare worker with `model` loaded and answered once: what a sandbox's
+/// worker is compared with.
+pub async fn worker_rss(worker: &Path, model: &Path) -> Result<u64> {
+    let (mut child, mut client) = spawn_bare_worker(worker).await?;
+    client
+        .load_model(LoadModelRequest {
+            path: model.display().to_string(),
+            tags: vec![],
+            model_id: "half_plus_two".into(),
+            deny_capabilities: vec![],
+        })
+        .await?;
+    let mut predict = wire_predict(&tiny(), "x");
+    predict.model_id = "half_plus_two".into();
+    client.predict(predict).await?;
+    let rss = memory::rss_bytes(child.id().context("the bare worker's pid")?)?;
+    child.kill().await?;
+    Ok(rss)
+}
+
+/// The worker as a child of this process over pipes, and its client.
+async fn spawn_bare_worker(
+    worker: &Path,
+) -> Result<(tokio::process::Child, WorkerClient<Channel>)> {
     let mut child = tokio::process::Command::new(worker)
         .env("TFSANDBOX_LOG", "warn")
         .stdin(Stdio::piped())
@@ -120,8 +151,5 @@ async fn bare_worker_start(worker: &Path) -> Result<Duration> {
     let stdin = child.stdin.take().context("worker stdin")?;
     let stdout = child.stdout.take().context("worker stdout")?;
     let (channel, _driver) = transport::connect(stdout, stdin).await?;
-    WorkerClient::new(channel).info(InfoRequest {}).await?;
-    let elapsed = t.elapsed();
-    child.kill().await?;
-    Ok(elapsed)
+    Ok((child, WorkerClient::new(channel)))
 }

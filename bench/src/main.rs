@@ -7,6 +7,7 @@ mod concurrency;
 mod echo;
 mod flood;
 mod image_size;
+mod memory;
 mod raw;
 mod report;
 mod sandbox;
@@ -143,6 +144,7 @@ async fn main() -> Result<()> {
     let echo = bare::echo(&plan, &inputs).await?;
     let worker = config(RuntimeKind::Process, &fixtures).resolve_worker_path()?;
     let bare_start = bare::worker_start(&plan, &worker).await?;
+    let bare_worker_rss = bare::worker_rss(&worker, &fixtures.join("half_plus_two")).await?;
 
     progress("process sandbox");
     let process = sandbox::measure(&plan, RuntimeKind::Process, &fixtures, &inputs).await?;
@@ -174,6 +176,7 @@ async fn main() -> Result<()> {
         raw,
         echo,
         bare_start,
+        bare_worker_rss,
         process,
         docker,
         gvisor,

@@ -10,6 +10,7 @@ use crate::bare::Echo;
 use crate::concurrency::Concurrency;
 use crate::flood::{Flood, FLOOD_CALLERS};
 use crate::image_size::ImageSize;
+use crate::memory::mib;
 use crate::raw;
 use crate::sandbox::RuntimeFigures;
 use crate::serve::{ServePath, CALLERS};
@@ -25,6 +26,8 @@ pub struct Figures {
     pub raw: raw::Limits,
     pub echo: Echo,
     pub bare_start: Duration,
+    /// Resident bytes of the bare worker with half_plus_two loaded.
+    pub bare_worker_rss: u64,
     pub process: RuntimeFigures,
     pub docker: Option<RuntimeFigures>,
     pub gvisor: Option<RuntimeFigures>,
@@ -48,7 +51,7 @@ pub fn headline(f: &Figures) -> Value {
     let (raw, process, docker, gvisor) = (&f.raw, &f.process, &f.docker, &f.gvisor);
     let (bare_rtt, in_process, bare_start) = (&f.echo.rtt, &f.in_process, f.bare_start);
     let process_gib_s = at(&process.gib_s, 64);
-    json!({
+    let mut headline = json!({
         "raw_pipe_gib_s": raw.gib_s,
         "raw_pipe_rtt_us": micros(raw.rtt.p50()),
         "rtt_us_process": micros(process.rtt.p50()),
@@ -75,6 +78,18 @@ pub fn headline(f: &Figures) -> Value {
         "p99_us_other_tenant_flooded": micros(f.flood.flooded.p99()),
         "p99_ratio_other_tenant_flooded_vs_unloaded": ratio(micros(f.flood.flooded.p99()), micros(f.flood.unloaded.p99())),
         "image_minus_closure_bytes": f.image.archive_bytes as i64 - f.image.closure_bytes as i64,
+        "cold_first_answer_ms_process": millis(process.cold_first_answer),
+        "cold_first_answer_ms_docker": docker.as_ref().map(|d| millis(d.cold_first_answer)),
+        "warm_first_answer_ms_process": millis(process.warm_first_answer),
+        "warm_first_answer_ms_docker": docker.as_ref().map(|d| millis(d.warm_first_answer)),
+        "host_rss_mib_per_sandbox_process": mib(process.host_rss_per_sandbox),
+        "host_rss_mib_per_sandbox_docker": docker.as_ref().map(|d| mib(d.host_rss_per_sandbox)),
+        "worker_rss_mib_bare": mib(f.bare_worker_rss),
+        "worker_rss_mib_process": process.worker_rss.map(mib),
+        "worker_rss_ratio_process_vs_bare": process.worker_rss.map(|w| ratio(mib(w), mib(f.bare_worker_rss))),
+    });
+    // The serve path's keys, apart: one json! of every key passes the macro's recursion limit.
+    let serve = json!({
         "serve_rtt_us_tcp": micros(f.serve.tcp.p50()),
         "serve_rtt_us_unix": micros(f.serve.unix.p50()),
         "serve_rtt_us_library": micros(f.serve.library.p50()),
@@ -84,7 +99,11 @@ pub fn headline(f: &Figures) -> Value {
         "serve_calls_per_s_64_unbatched": f.serve.unbatched.per_second(),
         "serve_calls_per_s_64_batched": f.serve.batched.per_second(),
         "serve_batching_speedup_64": ratio(f.serve.batched.per_second(), f.serve.unbatched.per_second()),
-    })
+    });
+    if let (Some(all), Value::Object(serve)) = (headline.as_object_mut(), serve) {
+        all.extend(serve);
+    }
+    headline
 }
 
 /// The bench section of BENCHMARKS.md.
@@ -220,6 +239,31 @@ pub fn markdown(plan: &Plan, quick: bool, f: &Figures, headline: &Value) -> Resu
         "\ngvisor vs process, start to first answer: **{}**.\n",
         fmt_ratio(&headline["start_ratio_gvisor_vs_process"])
     ));
+
+    md.push_str("\n### 4b. First answer, cold and warm; memory (medians)\n\n");
+    md.push_str("| | cold: new sandbox, load, first Predict ms | warm: pre-started pool, request to answer ms | host RSS per sandbox MiB | worker RSS MiB (half_plus_two loaded) |\n|---|---|---|---|---|\n");
+    md.push_str(&format!(
+        "| bare worker (no sandbox) | — | — | — | {:.1} |\n",
+        mib(f.bare_worker_rss)
+    ));
+    let mut answer_row = |name: &str, runtime: &RuntimeFigures| {
+        md.push_str(&format!(
+            "| {name} | {:.0} | **{:.1}** (goal ≤ 20) | {:.1} | {} |\n",
+            millis(runtime.cold_first_answer),
+            millis(runtime.warm_first_answer),
+            mib(runtime.host_rss_per_sandbox),
+            runtime
+                .worker_rss
+                .map_or("n/a (no host pid)".into(), |w| format!("{:.1}", mib(w))),
+        ));
+    };
+    answer_row("process sandbox (jailer and worker)", process);
+    if let Some(d) = docker {
+        answer_row("docker sandbox", d);
+    }
+    if let Some(g) = gvisor {
+        answer_row("gvisor sandbox", g);
+    }
 
     let image = &f.image;
     md.push_str("\n### 5. Image\n\n| | bytes | vs closure |\n|---|---|---|\n");

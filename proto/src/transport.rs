@@ -9,16 +9,16 @@
 //! a receiver for inbound ones.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -45,6 +45,15 @@ pub mod tuning {
     /// HTTP/2: per-stream and per-connection receive windows.
     pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
     pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+    /// HTTP/2: the largest frame either side accepts, so sends (default 16 KiB). Every HTTP/2
+    /// frame is at least one yamux frame of its own (its 9-byte header another), so at the
+    /// default a 64 MiB message was 8192 yamux frames; at 1 MiB it is 320. It also bounds what
+    /// h2 buffers of one frame from the peer, as yamux's own 1 MiB frame limit does.
+    pub const H2_MAX_FRAME_BYTES: u32 = 1024 * 1024;
+    /// What the connection reads from the pipe at once. yamux reads each frame's 12-byte header
+    /// and then its body: unbuffered, two reads a frame. Bodies larger than this bypass the
+    /// buffer, so large frames are not copied twice.
+    pub const READ_BUFFER_BYTES: usize = 64 * 1024;
     /// The most a side holds written but not yet taken by its peer: the whole window an honest
     /// peer grants, and room for control frames.
     pub const MAX_QUEUED_WRITE_BYTES: usize = YAMUX_MAX_CONNECTION_WINDOW + 4 * 1024 * 1024;
@@ -112,6 +121,7 @@ impl Multiplexer {
             .set_max_connection_receive_window(Some(tuning::YAMUX_MAX_CONNECTION_WINDOW))
             .set_split_send_size(tuning::YAMUX_SPLIT_SEND_SIZE);
         let (queued, writing) = QueuedWriter::spawn(writer);
+        let reader = BufReader::with_capacity(tuning::READ_BUFFER_BYTES, reader);
         let io = tokio::io::join(reader, queued).compat();
         let connection = yamux::Connection::new(io, config, mode);
 
@@ -154,6 +164,10 @@ struct QueuedWriter {
 /// What one queued write costs beyond its bytes: the `Bytes` and the channel's slot.
 const QUEUED_WRITE_OVERHEAD: usize = 64;
 
+/// The most queued writes handed to one `writev`. yamux writes a frame's header and its body
+/// separately, so a tiny call's frame is two writes; batched, it is one system call.
+const WRITE_BATCH: usize = 64;
+
 impl QueuedWriter {
     /// The writer, and the task that writes what it queues.
     fn spawn<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> (QueuedWriter, AbortHandle) {
@@ -161,16 +175,14 @@ impl QueuedWriter {
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
         let task = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while pending.recv_many(&mut batch, 64).await > 0 {
-                for chunk in batch.drain(..) {
-                    if writer.write_all(&chunk).await.is_err() {
-                        // The peer is gone; the connection learns it from the read side.
-                        return;
-                    }
-                    written.fetch_sub(chunk.len() + QUEUED_WRITE_OVERHEAD, Ordering::Relaxed);
-                }
-                if writer.flush().await.is_err() {
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                // An error means the peer is gone; the connection learns it from the read side.
+                if write_batch(&mut writer, &mut batch, &written)
+                    .await
+                    .is_err()
+                    || writer.flush().await.is_err()
+                {
                     return;
                 }
             }
@@ -184,12 +196,50 @@ impl QueuedWriter {
     }
 }
 
+/// Writes `batch` (emptying it) with as few vectored writes as the writer takes, giving back each
+/// write's cost to the queue's count as it is written.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &mut Vec<Bytes>,
+    queued: &AtomicUsize,
+) -> io::Result<()> {
+    let mut first = 0;
+    while first < batch.len() {
+        let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+        let count = (batch.len() - first).min(WRITE_BATCH);
+        for (slice, chunk) in slices.iter_mut().zip(&batch[first..]) {
+            *slice = IoSlice::new(chunk);
+        }
+        let mut n = writer.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let chunk = &mut batch[first];
+            if n < chunk.len() {
+                chunk.advance(n);
+                queued.fetch_sub(n, Ordering::Relaxed);
+                break;
+            }
+            n -= chunk.len();
+            queued.fetch_sub(chunk.len() + QUEUED_WRITE_OVERHEAD, Ordering::Relaxed);
+            first += 1;
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
 impl AsyncWrite for QueuedWriter {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            // Queued, it would be an empty slice that the batch's writes never get past.
+            return Poll::Ready(Ok(0));
+        }
         let cost = buf.len() + QUEUED_WRITE_OVERHEAD;
         let queued = self.queued.fetch_add(cost, Ordering::Relaxed);
         if queued + cost > tuning::MAX_QUEUED_WRITE_BYTES {
@@ -311,6 +361,7 @@ pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
         .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
+        .max_frame_size(tuning::H2_MAX_FRAME_BYTES)
 }
 
 /// Serves `router` on every inbound stream until the peer closes the pipe.
@@ -389,6 +440,7 @@ where
     let channel = Endpoint::from_static("http://worker.tfsandbox")
         .initial_stream_window_size(tuning::H2_STREAM_WINDOW)
         .initial_connection_window_size(tuning::H2_CONNECTION_WINDOW)
+        .max_frame_size(tuning::H2_MAX_FRAME_BYTES)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let opener = opener.clone();
             async move { opener.open().await.map(TokioIo::new) }
@@ -399,7 +451,73 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
     use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::AsyncWrite;
+
+    /// A vectored writer that takes at most a few bytes per write, so every write is partial.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(5);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut left = 7;
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.0.extend_from_slice(&buf[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(7 - left))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Partial vectored writes keep the order of the bytes, and every write's cost goes back.
+    #[tokio::test]
+    async fn a_batch_is_written_whole_and_in_order_through_partial_writes() {
+        let chunks: Vec<&[u8]> = vec![b"header 12 b.", b"body", b"x", b"another frame's body"];
+        let mut batch: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        let cost: usize = chunks
+            .iter()
+            .map(|c| c.len() + super::QUEUED_WRITE_OVERHEAD)
+            .sum();
+        let queued = AtomicUsize::new(cost);
+        let mut writer = Trickle(Vec::new());
+        super::write_batch(&mut writer, &mut batch, &queued)
+            .await
+            .unwrap();
+        assert_eq!(writer.0, chunks.concat());
+        assert!(batch.is_empty());
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

@@ -115,8 +115,9 @@ impl Models {
             // name one still to come.
             let assigned = model.labels();
             match config.labels.iter().find(|(label, &version)| {
-                model.get(Some(version)).is_none()
-                    && !(self.settings.labels_for_unavailable && !assigned.contains_key(*label))
+                let may_wait =
+                    self.settings.labels_for_unavailable && !assigned.contains_key(*label);
+                !may_wait && model.get(Some(version)).is_none()
             }) {
                 Some((label, &version)) => {
                     first_error.get_or_insert(ConfigError::Label {
