@@ -96,8 +96,9 @@ pub struct ServeArgs {
     #[arg(long = "max_calls_per_sandbox", default_value_t = tfsandbox::Limits::default().max_concurrent_calls)]
     max_calls_per_sandbox: usize,
     /// Calls that wait, first come first served, for one of those, each no longer than its
-    /// deadline; one more is refused at once (RESOURCE_EXHAUSTED).
-    #[arg(long = "max_queued_calls_per_sandbox", default_value_t = 0)]
+    /// deadline, as TensorFlow Serving's calls wait; one more is refused at once
+    /// (RESOURCE_EXHAUSTED).
+    #[arg(long = "max_queued_calls_per_sandbox", default_value_t = 1024)]
     max_queued_calls_per_sandbox: usize,
     /// Security events, one JSON object a line: versions loaded (with the folder's sha256)
     /// and refused, calls (with their request id) and calls refused, worker restarts, kills,
