@@ -276,19 +276,23 @@ fn key_of(
     ))
 }
 
+/// Runs one request of a batch on its own and answers it.
+async fn run_alone(pool: &Pool, key: &Key, entry: Entry) {
+    let predict = single(
+        key.signature.clone(),
+        key.outputs.clone(),
+        entry.inputs,
+        entry.deadline,
+        entry.request_id,
+    );
+    let _ = entry.reply.send(pool.predict_with(predict).await);
+}
+
 /// Runs one batch and answers each of its requests.
 async fn run(pool: &Pool, key: &Key, entries: Vec<Entry>) {
     if entries.len() == 1 {
         let entry = entries.into_iter().next().expect("one");
-        let predict = single(
-            key.signature.clone(),
-            key.outputs.clone(),
-            entry.inputs,
-            entry.deadline,
-            entry.request_id,
-        );
-        let _ = entry.reply.send(pool.predict_with(predict).await);
-        return;
+        return run_alone(pool, key, entry).await;
     }
     let rows: Vec<usize> = entries.iter().map(|e| e.rows).collect();
     let merged: Vec<(String, Tensor)> = key
@@ -332,16 +336,7 @@ async fn run(pool: &Pool, key: &Key, entries: Vec<Entry>) {
         None => {
             // A request the model refused, or outputs not by rows: each runs alone, so one bad
             // request fails only itself.
-            let runs = entries.into_iter().map(|entry| async move {
-                let predict = single(
-                    key.signature.clone(),
-                    key.outputs.clone(),
-                    entry.inputs,
-                    entry.deadline,
-                    entry.request_id,
-                );
-                let _ = entry.reply.send(pool.predict_with(predict).await);
-            });
+            let runs = entries.into_iter().map(|entry| run_alone(pool, key, entry));
             futures::future::join_all(runs).await;
         }
     }
