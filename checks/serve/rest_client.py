@@ -107,6 +107,32 @@ def main():
     print("still serving")
     expect(f"{model}:predict", {"instances": [2.0, 3.0, 4.0]}, 200, {"predictions": [3.0, 3.5, 4.0]})
 
+    print("CORS (--rest_api_enable_cors_support), as TF Serving answers it")
+    preflight = urllib.request.Request(f"{model}:predict", method="OPTIONS",
+                                       headers={"Origin": "https://example.com"})
+    with urllib.request.urlopen(preflight) as response:
+        assert response.status == 200, response.status
+        assert response.headers["Access-Control-Allow-Origin"] == "*", dict(response.headers)
+        assert response.headers["Access-Control-Allow-Methods"] == "POST, GET"
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{model}:predict", method="OPTIONS"))
+        raise AssertionError("a preflight with no Origin was answered 200")
+    except urllib.error.HTTPError as error:
+        assert error.code == 400, error.code
+        assert error.headers["Access-Control-Allow-Origin"] == "*", "errors carry the headers too"
+
+    print("metrics, scraped over HTTP (--monitoring_config_file)")
+    with urllib.request.urlopen(f"{base}/monitoring/prometheus/metrics") as response:
+        metrics = response.read().decode()
+    lines = metrics.splitlines()
+    assert "# TYPE :tensorflow:serving:request_count counter" in lines, metrics
+    ok = [l for l in lines if l.startswith(':tensorflow:serving:request_count{model_name="default",status="OK"} ')]
+    assert ok and int(ok[0].split()[-1]) >= 8, metrics
+    assert 'tfsandbox_calls_in_flight{model_name="default",version="123"} 0' in lines, metrics
+    assert any(l.startswith("tfsandbox_worker_restarts_total{") and l.endswith(" 0") for l in lines), metrics
+    assert any(l.startswith(":tensorflow:cc:saved_model:load_attempt_count{") and l.endswith('status="success"} 1')
+               for l in lines), metrics
+
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,18 @@ fn run_client(python: &Path, args: &[&str]) {
 
 #[test]
 fn tensorflow_serving_client_against_tfsandbox_serve() {
+    client_against(RuntimeKind::Process, true);
+}
+
+/// The same calls and answers (typed answer fields, metadata, status codes, Classify, Regress,
+/// MultiInference, the Unix socket) on the docker runtime; the version switch under load runs on
+/// the process runtime only.
+#[test]
+fn tensorflow_serving_client_against_tfsandbox_serve_docker() {
+    client_against(RuntimeKind::Docker, false);
+}
+
+fn client_against(runtime: RuntimeKind, switch: bool) {
     let python = serving_client_python();
 
     // half_plus_two with versions 1 and 2 (the same model: answers say which version ran them),
@@ -82,15 +94,18 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
     .unwrap();
     let socket = base.path().join("serve.sock");
 
-    let (server, listening) = start_serve(&[
-        "--model_config_file".as_ref(),
-        config_file.as_os_str(),
-        "--grpc_socket_path".as_ref(),
-        socket.as_os_str(),
-        // Both off by default, as in TensorFlow Serving; the client checks them.
-        "--enable_grpc_healthcheck_service".as_ref(),
-        "--enable_signature_method_name_check=true".as_ref(),
-    ]);
+    let (server, listening) = start_serve_on(
+        runtime,
+        &[
+            "--model_config_file".as_ref(),
+            config_file.as_os_str(),
+            "--grpc_socket_path".as_ref(),
+            socket.as_os_str(),
+            // Both off by default, as in TensorFlow Serving; the client checks them.
+            "--enable_grpc_healthcheck_service".as_ref(),
+            "--enable_signature_method_name_check=true".as_ref(),
+        ],
+    );
     let [tcp, unix] = &listening[..] else {
         panic!("expected a TCP and a Unix listener: {listening:?}");
     };
@@ -108,20 +123,22 @@ fn tensorflow_serving_client_against_tfsandbox_serve() {
             &socket.display().to_string(),
         ],
     );
-    run_client(
-        &python,
-        &[
-            "switch",
-            "--address",
-            &tcp,
-            "--base",
-            &half.display().to_string(),
-            "--source",
-            &fixture("half_plus_two").display().to_string(),
-            "--new-version",
-            "3",
-        ],
-    );
+    if switch {
+        run_client(
+            &python,
+            &[
+                "switch",
+                "--address",
+                &tcp,
+                "--base",
+                &half.display().to_string(),
+                "--source",
+                &fixture("half_plus_two").display().to_string(),
+                "--new-version",
+                "3",
+            ],
+        );
+    }
     server.stop();
     assert!(
         !socket.exists(),
@@ -552,10 +569,14 @@ fn rest_api_on(runtime: RuntimeKind) {
         ),
     )
     .unwrap();
+    let monitoring = base.path().join("monitoring.config");
+    std::fs::write(&monitoring, "prometheus_config { enable: true }\n").unwrap();
     let (server, listening) = start_serve_on(
         runtime,
         &[
             format!("--model_config_file={}", config_file.display()).as_ref(),
+            format!("--monitoring_config_file={}", monitoring.display()).as_ref(),
+            "--rest_api_enable_cors_support".as_ref(),
             format!("--rest_api_port={rest_port}").as_ref(),
             "--rest_api_timeout_in_ms=60000".as_ref(),
             // A small bound, so a body past it is cheap to send: 1 MiB / 32 for REST bodies.

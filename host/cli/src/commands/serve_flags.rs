@@ -30,6 +30,10 @@ const NO_EFFECT: &[(&str, &str)] = &[
         "the server never holds a MetaGraphDef; the worker's TensorFlow keeps what it loads",
     ),
     ("skip_initialize_tpu", "no TPU is ever initialized"),
+    (
+        "grpc_max_threads",
+        "the gRPC server runs calls as tasks on a fixed set of workers and starts no thread per call; --max_calls_per_sandbox and --max_connections bound the work",
+    ),
 ];
 
 /// `true`, `false`, `1`, `0`, as TensorFlow's flag parser takes them (`--flag` alone is `true`).
@@ -328,7 +332,6 @@ impl TfServingFlags {
             "per_process_gpu_memory_fraction",
             NOT_YET,
         );
-        refuse(self.grpc_max_threads.is_some(), "grpc_max_threads", NOT_YET);
         refuse(self.prefer_tflite_model, "prefer_tflite_model", TFLITE);
         refuse(self.num_tflite_pools.is_some(), "num_tflite_pools", TFLITE);
         refuse(
@@ -365,6 +368,7 @@ impl TfServingFlags {
             self.flush_filesystem_caches.is_some(),
             self.remove_unused_fields_from_bundle_metagraph.is_some(),
             self.skip_initialize_tpu.is_some(),
+            self.grpc_max_threads.is_some(),
         ];
         for (&(flag, why), given) in NO_EFFECT.iter().zip(given) {
             if given {
