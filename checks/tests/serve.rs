@@ -628,12 +628,12 @@ fn tensorflow_model_server_command_lines() {
         &model,
         "--port=0",
         "--prefer_tflite_model=true",
-        "--enable_batching",
+        "--mixed_precision=bfloat16",
         "--use_alts_credentials=true",
     ]);
     for expected in [
         "--prefer_tflite_model: not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite",
-        "--enable_batching: not supported yet",
+        "--mixed_precision: not supported yet",
         "--use_alts_credentials: not supported: ALTS",
     ] {
         assert!(stderr.contains(expected), "expected '{expected}' in: {stderr}");
@@ -666,6 +666,12 @@ fn tensorflow_model_server_command_lines() {
     ]);
     assert!(
         stderr.contains("Request to assign label to version 9 of model m, which is not currently available for inference"),
+        "{stderr}"
+    );
+    // TensorFlow Serving's words for a batching file without batching.
+    let stderr = serve_refuses(&[&model, "--batching_parameters_file=/nonexistent"]);
+    assert!(
+        stderr.contains("server_options.batching_parameters_file is set without setting server_options.enable_batching to true."),
         "{stderr}"
     );
     let stderr = serve_refuses(&[&model, "--enable_batching=maybe"]);
