@@ -306,7 +306,8 @@ fn run_batching_script(python: &Path, args: &[&str]) {
 /// concurrent Predicts cross into the sandbox as one run (each caller sees the rows of the run
 /// that answered it, and gets its own answer back), a batch is cut at `max_batch_size` rows and
 /// at the bytes one request may hold (`--max_request_bytes`), and a request the model refuses
-/// fails alone while its batch-mates are answered.
+/// fails alone while its batch-mates are answered; a version's own `batching_params.pbtxt` is
+/// taken with `--enable_per_model_batching_parameters`.
 #[test]
 fn batching() {
     batching_on(RuntimeKind::Process);
@@ -365,6 +366,15 @@ fn batching_on(runtime: RuntimeKind) {
     // A request of one float holds 4 bytes: at 16 bytes a request, a batch holds four.
     let (server, listening) = serve(&["--max_request_bytes=16"]);
     call(&listening[0], "4", None);
+    server.stop();
+    // The version's own parameters, in place of the file's (--enable_per_model_batching_parameters).
+    std::fs::write(
+        rows.join("1/batching_params.pbtxt"),
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 2000000 }\n",
+    )
+    .unwrap();
+    let (server, listening) = serve(&["--enable_per_model_batching_parameters"]);
+    call(&listening[0], "2", None);
     server.stop();
 }
 

@@ -17,6 +17,7 @@ mod examples;
 mod listen;
 mod metrics;
 mod model_config;
+mod model_files;
 mod models;
 mod profiler;
 pub mod proto;
@@ -107,6 +108,9 @@ pub struct ServeOptions {
     pub unload_threads: Option<usize>,
     /// `--enable_batching`: each version merges its Predict requests with these parameters.
     pub batching: Option<BatchingParameters>,
+    /// `--enable_per_model_batching_parameters`: with batching, each version's own
+    /// `batching_params.pbtxt` in place of `batching` (a version without one is not batched).
+    pub per_model_batching: bool,
     /// `--enable_model_warmup`: each version's warmup requests are replayed this many times
     /// before it serves (`--num_request_iterations_for_warmup`); `None`: no warmup.
     pub warmup: Option<u32>,
@@ -244,6 +248,7 @@ pub async fn serve(
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
         metrics,
         batching: options.batching,
+        per_model_batching: options.per_model_batching,
         max_batch_bytes: options
             .max_request_bytes
             .min(options.config.max_message_bytes / 2),

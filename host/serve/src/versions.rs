@@ -170,6 +170,8 @@ pub struct LoadSettings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `--enable_batching` with `--batching_parameters_file`: each version batches its Predicts.
     pub batching: Option<crate::batching::BatchingParameters>,
+    /// `--enable_per_model_batching_parameters`: each version's own `batching_params.pbtxt`.
+    pub per_model_batching: bool,
     /// The most bytes one batch's inputs may hold (what one request may).
     pub max_batch_bytes: usize,
     /// Replays each version's warmup requests before it serves (`--enable_model_warmup`).
@@ -453,10 +455,17 @@ impl ServedModel {
         pool: Pool,
         memory: Option<Reservation>,
     ) -> Result<Arc<Version>, (&'static str, tonic::Code, String)> {
+        let parameters = match batching_of(settings, dir) {
+            Ok(parameters) => parameters,
+            Err(message) => {
+                pool.shutdown().await;
+                return Err(("batching", tonic::Code::InvalidArgument, message));
+            }
+        };
         let version = Arc::new(Version {
             number,
             pool,
-            batcher: settings.batching.map(|parameters| {
+            batcher: parameters.map(|parameters| {
                 crate::batching::Batcher::new(parameters, settings.max_batch_bytes)
             }),
             _memory: memory,
@@ -528,6 +537,35 @@ async fn retire_version(version: Arc<Version>, drain: Duration) {
                 return;
             }
         }
+    }
+}
+
+/// Where a version keeps its own batching parameters (`--enable_per_model_batching_parameters`).
+const PER_MODEL_BATCHING_FILE: &str = "batching_params.pbtxt";
+
+/// How the version in `dir` batches: as `--batching_parameters_file` says, or with
+/// `--enable_per_model_batching_parameters` as its own `batching_params.pbtxt` says (a version
+/// without one is not batched, as in TensorFlow Serving). The file is the model author's: read
+/// as [`crate::model_files`] reads such files, at most 64 KiB.
+fn batching_of(
+    settings: &LoadSettings,
+    dir: &Path,
+) -> Result<Option<crate::batching::BatchingParameters>, String> {
+    if settings.batching.is_none() || !settings.per_model_batching {
+        return Ok(settings.batching);
+    }
+    let path = dir.join(PER_MODEL_BATCHING_FILE);
+    match crate::model_files::read_text(dir, PER_MODEL_BATCHING_FILE, 64 << 10) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => crate::model_config::batching_parameters(&text)
+            .map(Some)
+            .map_err(|e| {
+                format!(
+                    "Error parsing text-format tensorflow.serving.BatchingParameters in {}: {e}",
+                    path.display()
+                )
+            }),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

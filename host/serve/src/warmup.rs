@@ -2,8 +2,8 @@
 //! `assets.extra/tf_serving_warmup_requests` (a TFRecord file of `PredictionLog`s) are replayed on
 //! a version before it serves, so its first client does not pay for TensorFlow's first runs.
 //!
-//! The file comes with the model, so it is hostile: it is opened beneath the version folder with
-//! no symlink followed and only as a regular file; a record's declared length is bounded by
+//! The file comes with the model, so it is hostile: it is opened as [`crate::model_files`] opens
+//! such files; a record's declared length is bounded by
 //! `--max_request_bytes` before anything is allocated, and checked by its CRC; at most
 //! [`MAX_RECORDS`] records are read; and each request goes through the same checks as a client's.
 //! The TFRecord framing is read by hand: it is four fields, and no crate here reads it.
@@ -39,8 +39,6 @@ pub enum WarmupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the warmup file {} is not a regular file", .path.display())]
-    NotAFile { path: PathBuf },
     #[error("{what} at offset {offset} of {}. Please verify your warmup data is in TFRecord format.", .path.display())]
     Corrupt {
         path: PathBuf,
@@ -87,8 +85,10 @@ impl Warmup {
     /// file needs no warmup.
     pub async fn run(&self, version: &Arc<Version>, dir: &Path) -> Result<usize, WarmupError> {
         let path = dir.join(WARMUP_FILE);
-        let Some(file) = open_beneath(dir, &path)? else {
-            return Ok(0);
+        let file = match crate::model_files::open_beneath(dir, WARMUP_FILE) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(0),
+            Err(source) => return Err(WarmupError::Open { path, source }),
         };
         let limit = self.answering.limits.max_request_bytes as u64;
         let mut reader = Records {
@@ -167,40 +167,6 @@ impl Warmup {
             status,
         })
     }
-}
-
-/// Opens `path` (`dir`'s [`WARMUP_FILE`]) beneath `dir` with no symlink followed, without
-/// blocking on a FIFO; `None` where there is none.
-fn open_beneath(dir: &Path, path: &Path) -> Result<Option<std::fs::File>, WarmupError> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let open_error = |source: std::io::Error| WarmupError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let base = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open_error(e.into()))?;
-    let file = match rustix::fs::openat2(
-        &base,
-        WARMUP_FILE,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Ok(file) => std::fs::File::from(file),
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(errno) => return Err(open_error(errno.into())),
-    };
-    let meta = file.metadata().map_err(open_error)?;
-    if !meta.is_file() {
-        return Err(WarmupError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(Some(file))
 }
 
 /// TFRecord's framing: a little-endian u64 length, the masked CRC-32C of those 8 bytes, the

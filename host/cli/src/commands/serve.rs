@@ -246,6 +246,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         unload_threads: tf_serving.load_threads().1,
         warmup: tf_serving.warmup(),
         batching: tf_serving.batching()?,
+        per_model_batching: tf_serving.enable_per_model_batching_parameters,
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
         tls,

@@ -124,7 +124,9 @@ pub struct TfServingFlags {
         default_value = ""
     )]
     pub batching_parameters_file: String,
-    #[arg(long = "enable_per_model_batching_parameters", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// With --enable_batching: each version's own batching_params.pbtxt in place of
+    /// --batching_parameters_file (a version without one is not batched).
+    #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_per_model_batching_parameters: bool,
     /// Let a label not yet assigned name a version not yet served.
     #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
@@ -311,11 +313,6 @@ impl TfServingFlags {
                 refused.push(format!("--{flag}: {why}"));
             }
         };
-        refuse(
-            self.enable_per_model_batching_parameters,
-            "enable_per_model_batching_parameters",
-            NOT_YET,
-        );
         refuse(
             !self.tensorflow_session_config_file.is_empty(),
             "tensorflow_session_config_file",
@@ -569,7 +566,7 @@ mod tests {
         let flags = parse(&[
             "--prefer_tflite_model=true",
             "--use_alts_credentials",
-            "--enable_per_model_batching_parameters",
+            "--xla_cpu_compilation_enabled",
             "--max_num_load_retries=0",
             "--load_retry_interval_micros=5",
         ])
@@ -581,7 +578,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("--enable_per_model_batching_parameters: not supported yet"),
+            message.contains("--xla_cpu_compilation_enabled: not supported yet"),
             "{message}"
         );
         assert!(!message.contains("load_retr"), "{message}");
