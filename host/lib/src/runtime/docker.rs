@@ -710,23 +710,9 @@ impl Drop for ProtocolFifos {
 /// `tfsandbox-<pid>-fifos-<n>` of a pid that is gone (in this pid namespace), and in it only the
 /// two FIFOs.
 fn remove_orphaned_fifo_dirs(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(FIFO_DIR_PREFIX))
-            .and_then(|rest| rest.split_once(FIFO_DIR_INFIX))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::debug!(folder = %entry.path().display(), "removing the FIFO folder of a host that is gone");
-            drop(ProtocolFifos { dir: entry.path() });
-        }
+    for dir in super::orphaned_folders(tmp, FIFO_DIR_PREFIX, FIFO_DIR_INFIX) {
+        tracing::debug!(folder = %dir.display(), "removing the FIFO folder of a host that is gone");
+        drop(ProtocolFifos { dir });
     }
 }
 

@@ -21,6 +21,26 @@ use crate::config::{Config, RuntimeConfig};
 use crate::error::{Error, Result};
 use crate::exit::WorkerExit;
 
+/// The folders in `tmp` named `<prefix><pid><separator>...` whose pid is gone (in this pid
+/// namespace): what hosts killed before they could clean up left behind.
+pub(crate) fn orphaned_folders(tmp: &Path, prefix: &str, separator: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            name.to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split_once(separator))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// What a runtime needs to start one worker.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -169,4 +189,26 @@ pub trait WorkerControl: Send + Sync {
     /// The host pid of the process the runtime started (the jailer, the engine's shim...), where
     /// the host has one of its own.
     fn host_pid(&self) -> Option<u32>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_folders_of_pids_that_are_gone_are_orphans() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        // No pid is this high (the kernel's pid_max is at most 2^22).
+        for name in [
+            "tfsandbox-999999999-3".to_string(),
+            format!("tfsandbox-{me}-3"),
+            "tfsandbox-x-3".into(),
+            "other-999999999-3".into(),
+        ] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            super::orphaned_folders(tmp.path(), "tfsandbox-", "-"),
+            vec![tmp.path().join("tfsandbox-999999999-3")]
+        );
+    }
 }

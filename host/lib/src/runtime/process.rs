@@ -332,23 +332,9 @@ impl Drop for Workdir {
 /// empty on the host (the root was built on a tmpfs inside the sandbox's own mount namespace), so
 /// only an empty folder of a pid that is gone is removed.
 fn remove_orphaned_workdirs(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(WORKDIR_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            // Fails, as it should, on anything not empty.
-            let _ = std::fs::remove_dir(entry.path());
-        }
+    for dir in super::orphaned_folders(tmp, WORKDIR_PREFIX, "-") {
+        // Fails, as it should, on anything not empty.
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
