@@ -31,15 +31,20 @@ fn serving_client_python() -> PathBuf {
     root.join(".cache/serving-venv/bin/python")
 }
 
-fn run_client(python: &Path, args: &[&str]) {
+/// Runs `checks/serve/<script>` with the venv's Python; it must succeed.
+fn run_script(python: &Path, script: &str, args: &[&str]) {
     let status = Command::new(python)
-        .arg(repo_root().join("checks/serve/client.py"))
+        .arg(repo_root().join("checks/serve").join(script))
         .args(args)
-        // TensorFlow's start-up chatter would bury the client's own lines.
+        // TensorFlow's start-up chatter would bury the script's own lines.
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .status()
-        .expect("run checks/serve/client.py");
-    assert!(status.success(), "client.py {} failed: {status}", args[0]);
+        .unwrap_or_else(|e| panic!("run checks/serve/{script}: {e}"));
+    assert!(status.success(), "{script} {} failed: {status}", args[0]);
+}
+
+fn run_client(python: &Path, args: &[&str]) {
+    run_script(python, "client.py", args);
 }
 
 #[test]
@@ -203,16 +208,6 @@ fn config_reload_on(runtime: RuntimeKind) {
     server.stop();
 }
 
-fn run_warmup_script(python: &Path, args: &[&str]) {
-    let status = Command::new(python)
-        .arg(repo_root().join("checks/serve/warmup.py"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .status()
-        .expect("run checks/serve/warmup.py");
-    assert!(status.success(), "warmup.py {} failed: {status}", args[0]);
-}
-
 /// Warmup as TensorFlow Serving does it (`--enable_model_warmup`, on by default): each version's
 /// assets.extra/tf_serving_warmup_requests, written by TensorFlow's own TFRecordWriter, is
 /// replayed `--num_request_iterations_for_warmup` times before the version serves; a warmup that
@@ -236,7 +231,11 @@ fn warmup_on(runtime: RuntimeKind) {
         copy_dir(&fixture("stateful_counter"), &dir);
         std::fs::create_dir_all(dir.join("assets.extra")).unwrap();
         let file = dir.join("assets.extra/tf_serving_warmup_requests");
-        run_warmup_script(&python, &["write", &file.display().to_string(), kind]);
+        run_script(
+            &python,
+            "warmup.py",
+            &["write", &file.display().to_string(), kind],
+        );
     }
     let config_file = base.path().join("models.config");
     std::fs::write(
@@ -258,8 +257,9 @@ fn warmup_on(runtime: RuntimeKind) {
         );
         let address = &listening[0];
         let common = ["--address", address, "--model", "counter"];
-        run_warmup_script(
+        run_script(
             &python,
+            "warmup.py",
             &[
                 &["peek"][..],
                 &common,
@@ -268,8 +268,9 @@ fn warmup_on(runtime: RuntimeKind) {
             .concat(),
         );
         for (version, error) in ["2", "3"].into_iter().zip(failures) {
-            run_warmup_script(
+            run_script(
                 &python,
+                "warmup.py",
                 &[
                     &["status"][..],
                     &common,
@@ -292,16 +293,6 @@ fn warmup_on(runtime: RuntimeKind) {
     check("--enable_model_warmup=false", "0", ["", ""]);
 }
 
-fn run_batching_script(python: &Path, args: &[&str]) {
-    let status = Command::new(python)
-        .arg(repo_root().join("checks/serve/batching.py"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .status()
-        .expect("run checks/serve/batching.py");
-    assert!(status.success(), "batching.py {} failed: {status}", args[0]);
-}
-
 /// Batching (`--enable_batching`, `--batching_parameters_file` in TensorFlow Serving's format):
 /// concurrent Predicts cross into the sandbox as one run (each caller sees the rows of the run
 /// that answered it, and gets its own answer back), a batch is cut at `max_batch_size` rows and
@@ -322,7 +313,11 @@ fn batching_on(runtime: RuntimeKind) {
     let python = serving_client_python();
     let base = tempfile::tempdir().unwrap();
     let rows = base.path().join("rows");
-    run_batching_script(&python, &["model", &rows.join("1").display().to_string()]);
+    run_script(
+        &python,
+        "batching.py",
+        &["model", &rows.join("1").display().to_string()],
+    );
     let parameters = base.path().join("batching.config");
     // A long timeout: the callers all arrive within it, and a full batch runs at once anyway.
     std::fs::write(
@@ -355,7 +350,7 @@ fn batching_on(runtime: RuntimeKind) {
         if let Some(k) = negative {
             args.extend(["--negative", k]);
         }
-        run_batching_script(&python, &args);
+        run_script(&python, "batching.py", &args);
     };
     let (server, listening) = serve(&[]);
     // Eight callers, one run of eight rows.

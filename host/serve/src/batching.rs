@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tfsandbox::wire::Tensor as WireTensor;
-use tfsandbox::{Pool, Predict, Tensor};
+use tfsandbox::{Pool, Tensor};
 
+use crate::service::library_call;
 use crate::versions::Version;
 use tonic::Status;
 
@@ -66,7 +67,7 @@ struct Entry {
 /// A batch being filled: its first request's task runs it once it may (its timeout passed, or
 /// it is full) and a batch thread is free; requests keep joining until then.
 struct Batch {
-    entries: Mutex<Option<Vec<Entry>>>,
+    entries: Mutex<Vec<Entry>>,
     full: tokio::sync::Notify,
 }
 
@@ -118,7 +119,7 @@ impl Batcher {
         request_id: Option<String>,
     ) -> Result<BTreeMap<String, Tensor>, Status> {
         let Some((key, rows)) = key_of(&signature, &outputs, &inputs) else {
-            let predict = single(signature, outputs, inputs, deadline, request_id);
+            let predict = library_call(signature, outputs, inputs, deadline, request_id);
             return version
                 .pool
                 .predict_with(predict)
@@ -162,7 +163,7 @@ impl Batcher {
                     key.clone(),
                     Open {
                         batch: Arc::new(Batch {
-                            entries: Mutex::new(Some(Vec::new())),
+                            entries: Mutex::new(Vec::new()),
                             full: tokio::sync::Notify::new(),
                         }),
                         rows: 0,
@@ -175,12 +176,11 @@ impl Batcher {
             open.bytes += bytes;
             let batch = open.batch.clone();
             let full = open.rows >= self.parameters.max_batch_size;
+            // Under the state lock, as the taking is: no request joins a batch already taken.
             batch
                 .entries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-                .expect("an open batch has not been taken")
                 .push(entry);
             if full {
                 state.open.remove(&key);
@@ -217,33 +217,12 @@ impl Batcher {
                 state.open.remove(&key);
             }
             state.waiting = state.waiting.saturating_sub(1);
-            let entries = batch
-                .entries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            entries.unwrap_or_default()
+            let mut entries = batch.entries.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *entries)
         };
         run(&version.pool, &key, entries).await;
         drop(permit);
     }
-}
-
-fn single(
-    signature: String,
-    outputs: Vec<String>,
-    inputs: Vec<(String, Tensor)>,
-    deadline: Option<Duration>,
-    request_id: Option<String>,
-) -> Predict {
-    let mut predict = Predict::new(inputs).signature(signature).outputs(outputs);
-    if let Some(deadline) = deadline {
-        predict = predict.deadline(deadline);
-    }
-    if let Some(id) = request_id {
-        predict = predict.request_id(id);
-    }
-    predict
 }
 
 /// The key and rows of a request that can be batched: every input has a first dimension, the
@@ -278,7 +257,7 @@ fn key_of(
 
 /// Runs one request of a batch on its own and answers it.
 async fn run_alone(pool: &Pool, key: &Key, entry: Entry) {
-    let predict = single(
+    let predict = library_call(
         key.signature.clone(),
         key.outputs.clone(),
         entry.inputs,
@@ -318,7 +297,7 @@ async fn run(pool: &Pool, key: &Key, entries: Vec<Entry>) {
         .map(|e| e.deadline)
         .try_fold(Duration::ZERO, |most, d| d.map(|d| most.max(d)));
     let answer = pool
-        .predict_with(single(
+        .predict_with(library_call(
             key.signature.clone(),
             key.outputs.clone(),
             merged,

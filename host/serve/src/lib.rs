@@ -639,8 +639,9 @@ async fn poll_config_file(models: Arc<Models>, path: PathBuf, every: Duration) {
         if applied.as_deref() == Some(&text[..]) {
             continue;
         }
-        applied = Some(text.clone());
-        let configs = match model_config::parse(&String::from_utf8_lossy(&text)) {
+        let parsed = model_config::parse(&String::from_utf8_lossy(&text));
+        applied = Some(text);
+        let configs = match parsed {
             Ok(configs) => configs,
             Err(error) => {
                 tracing::error!(

@@ -353,22 +353,17 @@ impl Answering {
                     )
                     .await?
             }
-            None => {
-                let mut predict = Predict::new(inputs)
-                    .signature(name.clone())
-                    .outputs(request.output_filter);
-                if let Some(timeout) = timeout {
-                    predict = predict.deadline(timeout);
-                }
-                if let Some(id) = request_id {
-                    predict = predict.request_id(id);
-                }
-                version
-                    .pool
-                    .predict_with(predict)
-                    .await
-                    .map_err(|e| status_of(&e))?
-            }
+            None => version
+                .pool
+                .predict_with(library_call(
+                    name.clone(),
+                    request.output_filter,
+                    inputs,
+                    timeout,
+                    request_id,
+                ))
+                .await
+                .map_err(|e| status_of(&e))?,
         };
         check_answer(&outputs, &name, self.limits.max_request_bytes)?;
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
@@ -494,13 +489,13 @@ async fn run_examples_on(
     };
     let n = examples.len();
     let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
-    let mut predict = Predict::new([(input_spec.name.clone(), tensor)]).signature(name.clone());
-    if let Some(id) = crate::audit::current_request_id() {
-        predict = predict.request_id(id);
-    }
-    if let Some(timeout) = timeout {
-        predict = predict.deadline(timeout);
-    }
+    let predict = library_call(
+        name.clone(),
+        Vec::new(),
+        vec![(input_spec.name.clone(), tensor)],
+        timeout,
+        crate::audit::current_request_id(),
+    );
     let outputs = version
         .pool
         .predict_with(predict)
@@ -509,6 +504,25 @@ async fn run_examples_on(
     check_answer(&outputs, &name, limits.max_request_bytes)?;
     let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
     Ok((answered_spec(model, version, Some(name)), outputs))
+}
+
+/// The library call a request makes: `signature` on `inputs`, answering only `outputs` (empty:
+/// all), within `deadline`, its `request_id` passed on to the worker's log.
+pub(crate) fn library_call(
+    signature: String,
+    outputs: Vec<String>,
+    inputs: Vec<(String, Tensor)>,
+    deadline: Option<Duration>,
+    request_id: Option<String>,
+) -> Predict {
+    let mut predict = Predict::new(inputs).signature(signature).outputs(outputs);
+    if let Some(deadline) = deadline {
+        predict = predict.deadline(deadline);
+    }
+    if let Some(id) = request_id {
+        predict = predict.request_id(id);
+    }
+    predict
 }
 
 /// Refuses an answer (the worker's, so hostile) whose tensors together hold more than `limit`

@@ -110,9 +110,16 @@ impl Warmup {
                     record,
                     source,
                 })?;
-            for _ in 0..self.iterations.max(1) {
-                self.replay(version, log.log_type.clone(), &path, record)
-                    .await?;
+            let iterations = self.iterations.max(1);
+            let mut log_type = log.log_type;
+            for i in 1..=iterations {
+                // The last replay takes the request itself; the ones before, a copy.
+                let this = if i == iterations {
+                    log_type.take()
+                } else {
+                    log_type.clone()
+                };
+                self.replay(version, this, &path, record).await?;
                 run += 1;
             }
         }

@@ -234,6 +234,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     grpc.keepalive_timeout = channel.keepalive_timeout;
     grpc.max_connection_age = channel.max_connection_age;
     grpc.max_connection_age_grace = channel.max_connection_age_grace;
+    let (load_threads, unload_threads) = tf_serving.load_threads();
     let options = serve::ServeOptions {
         models,
         config,
@@ -242,8 +243,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config_file_poll,
         load_retries: tf_serving.load_retries(),
         labels_for_unavailable: tf_serving.allow_version_labels_for_unavailable_models,
-        load_threads: tf_serving.load_threads().0,
-        unload_threads: tf_serving.load_threads().1,
+        load_threads,
+        unload_threads,
         warmup: tf_serving.warmup(),
         batching: tf_serving.batching()?,
         per_model_batching: tf_serving.enable_per_model_batching_parameters,
