@@ -68,7 +68,7 @@ pub async fn run_probe(config: &Config, mode: &str) -> ProbeRun {
         worker_path: probe_path(),
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
-        session_threads: Default::default(),
+        session: Default::default(),
         start_timeout: tfsandbox::Config::default().start_timeout,
     };
     let mut probe = runtime.start(&launch).await.expect("the probe starts");

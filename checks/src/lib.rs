@@ -306,7 +306,7 @@ pub async fn raw_worker() -> (WorkerClient<Channel>, Box<dyn WorkerControl>) {
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
-        session_threads: Default::default(),
+        session: Default::default(),
         start_timeout: tfsandbox::Config::default().start_timeout,
     };
     let runtime = tfsandbox::runtime::for_config(&config)

@@ -146,7 +146,7 @@ fn launch() -> Launch {
         worker_path: PathBuf::from("/nonexistent/tfsandbox-worker"),
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
-        session_threads: Default::default(),
+        session: Default::default(),
         start_timeout: tfsandbox::Config::default().start_timeout,
     }
 }

@@ -312,9 +312,10 @@ async fn a_model_below_a_private_folder_loads(runtime: RuntimeKind) {
 /// sandbox's session threads at `threads`.
 async fn worker_threads_with(threads: (u32, u32)) -> usize {
     let mut config = config(RuntimeKind::Process);
-    config.session_threads = tfsandbox::SessionThreads {
-        intra_op: threads.0,
-        inter_op: threads.1,
+    config.session = tfsandbox::SessionConfig {
+        intra_op_threads: threads.0,
+        inter_op_threads: threads.1,
+        ..Default::default()
     };
     let sandbox = Sandbox::start(config).await.unwrap();
     let model = sandbox.load_model(fixture("half_plus_two")).await.unwrap();
@@ -330,7 +331,7 @@ async fn worker_threads_with(threads: (u32, u32)) -> usize {
     count
 }
 
-/// `Config::session_threads` sizes the worker's TensorFlow thread pools (serve's
+/// `Config::session`'s threads size the worker's TensorFlow thread pools (serve's
 /// `--tensorflow_*_parallelism`): the worker has that many more threads.
 #[tokio::test]
 async fn session_thread_pools_are_sized_as_asked() {

@@ -76,7 +76,7 @@ async fn feed_worker(runtime: RuntimeKind, bytes: &[u8]) -> (tfsandbox::WorkerEx
         worker_path: config.resolve_worker_path().expect("worker built"),
         worker_log: "info".into(),
         max_message_bytes: tfsandbox::Config::default().max_message_bytes,
-        session_threads: Default::default(),
+        session: Default::default(),
         start_timeout: tfsandbox::Config::default().start_timeout,
     };
     let runtime = runtime::for_config(&config).await.unwrap();

@@ -600,6 +600,77 @@ fn rest_api_on(runtime: RuntimeKind) {
     server.stop();
 }
 
+/// TensorFlow's session options as TensorFlow Serving takes them, reaching the worker: a
+/// function marked for XLA (`jit_compile`) fails with TensorFlow's "XLA compilation disabled"
+/// unless `--xla_cpu_compilation_enabled` is given, and a `--tensorflow_session_config_file`
+/// with `--mixed_precision` is taken by the worker's TensorFlow.
+#[test]
+fn session_options() {
+    session_options_on(RuntimeKind::Process);
+}
+
+#[test]
+fn session_options_docker() {
+    session_options_on(RuntimeKind::Docker);
+}
+
+fn session_options_on(runtime: RuntimeKind) {
+    let base = tempfile::tempdir().unwrap();
+    let session_config = base.path().join("session.config");
+    std::fs::write(
+        &session_config,
+        "allow_soft_placement: true\ngraph_options { optimizer_options { opt_level: L0 } }\n",
+    )
+    .unwrap();
+    let predict = |extra: &[&str]| -> String {
+        let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut args = vec![
+            format!("--model_base_path={}", fixture("xla_jit").display()),
+            format!("--rest_api_port={rest_port}"),
+            format!(
+                "--tensorflow_session_config_file={}",
+                session_config.display()
+            ),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (server, _) = start_serve_on(runtime, &args);
+        let body = r#"{"instances": [1.0, 2.5]}"#;
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", rest_port)).unwrap();
+        std::io::Write::write_all(
+            &mut http,
+            format!(
+                "POST /v1/models/default:predict HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut http, &mut answer).unwrap();
+        server.stop();
+        answer
+    };
+    let refused = predict(&[]);
+    assert!(refused.starts_with("HTTP/1.1 500"), "{refused}");
+    assert!(refused.contains("XLA compilation disabled"), "{refused}");
+    let answered = predict(&[
+        "--xla_cpu_compilation_enabled",
+        "--mixed_precision=bfloat16",
+    ]);
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let body = &answered[answered.find("\r\n\r\n").unwrap() + 4..];
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        body["predictions"],
+        serde_json::json!([3.0, 6.0]),
+        "{answered}"
+    );
+}
+
 /// What `tfsandbox serve` prints on stderr, and whether it succeeded, when started with `args`
 /// and no model is expected to load.
 fn serve_refuses(args: &[&str]) -> String {
@@ -633,12 +704,12 @@ fn tensorflow_model_server_command_lines() {
         &model,
         "--port=0",
         "--prefer_tflite_model=true",
-        "--mixed_precision=bfloat16",
+        "--thread_pool_factory_config_file=/etc/pools.config",
         "--use_alts_credentials=true",
     ]);
     for expected in [
         "--prefer_tflite_model: not supported: the sandbox's worker runs TensorFlow SavedModels, not TensorFlow Lite",
-        "--mixed_precision: not supported yet",
+        "--thread_pool_factory_config_file: not supported: it names a thread pool factory compiled into a TensorFlow Serving build",
         "--use_alts_credentials: not supported: ALTS",
     ] {
         assert!(stderr.contains(expected), "expected '{expected}' in: {stderr}");
@@ -671,6 +742,20 @@ fn tensorflow_model_server_command_lines() {
     ]);
     assert!(
         stderr.contains("Request to assign label to version 9 of model m, which is not currently available for inference"),
+        "{stderr}"
+    );
+    // A session config tfsandbox cannot follow whole is refused by field, in protobuf's words.
+    let session_config = base.path().join("session.config");
+    std::fs::write(&session_config, "rpc_options { compression_level: 1 }\n").unwrap();
+    let stderr = serve_refuses(&[
+        &model,
+        &format!(
+            "--tensorflow_session_config_file={}",
+            session_config.display()
+        ),
+    ]);
+    assert!(
+        stderr.contains("Error parsing text-format tensorflow.ConfigProto: rpc_options: not a field tfsandbox serve supports"),
         "{stderr}"
     );
     // TensorFlow Serving's words for a batching file without batching.

@@ -19,9 +19,12 @@ pub mod worker_env {
     /// What bounds the sandbox as a whole (its cgroup's memory, CPUs and pids), as the host set
     /// it up; the worker reports it in its posture.
     pub const CGROUP: &str = "TFSANDBOX_CGROUP";
-    /// Every TensorFlow session's thread pools, `INTRA,INTER` (the host's
-    /// `Config::session_threads`); unset: TensorFlow's default, one thread per core.
-    pub const SESSION_THREADS: &str = "TFSANDBOX_SESSION_THREADS";
+    /// Every TensorFlow session's options: a serialized `tensorflow.ConfigProto` in hex (the
+    /// host's `Config::session`); unset: TensorFlow's defaults.
+    pub const SESSION_CONFIG: &str = "TFSANDBOX_SESSION_CONFIG";
+    /// `off`: functions marked for XLA (`jit_compile`) fail instead of compiling (the host's
+    /// `SessionConfig::disable_xla_compilation`); unset: they compile.
+    pub const XLA_COMPILATION: &str = "TFSANDBOX_XLA_COMPILATION";
     /// A FIFO the worker reads the protocol from instead of fd 0, and the one it writes it to
     /// instead of fd 1 (the docker runtime's, bind-mounted, past the engine's attach stream).
     /// Both or neither: unset, the protocol is on fds 0 and 1.

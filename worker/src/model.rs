@@ -295,38 +295,43 @@ fn check_dtype(wire: &WireTensor, spec: &TensorSpec) -> Result<(), String> {
 
 /// The options of every session this worker makes. TensorFlow sizes its thread pools, which
 /// every session of the process shares, from the first session's options, so all of them carry
-/// the host's `TFSANDBOX_SESSION_THREADS`.
+/// the host's `TFSANDBOX_SESSION_CONFIG`.
 pub fn session_options() -> Result<SessionOptions, WorkerError> {
-    static CONFIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    static CONFIG: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
     let config = CONFIG.get_or_init(|| {
-        let threads = std::env::var(tfsandbox_proto::worker_env::SESSION_THREADS)
-            .ok()
-            .and_then(|v| {
-                let (intra, inter) = v.split_once(',')?;
-                Some((intra.parse().ok()?, inter.parse().ok()?))
-            })
-            .unwrap_or((0, 0));
-        session_config(threads)
+        if std::env::var(tfsandbox_proto::worker_env::XLA_COMPILATION).as_deref() == Ok("off") {
+            disable_xla_compilation();
+        }
+        let name = tfsandbox_proto::worker_env::SESSION_CONFIG;
+        match std::env::var(name) {
+            Ok(text) => hex::decode(text).map_err(|e| format!("{name} is not hex: {e}")),
+            Err(_) => Ok(Vec::new()),
+        }
     });
+    let config = config
+        .as_ref()
+        .map_err(|message| WorkerError::InvalidInput {
+            context: "the session's options".into(),
+            message: message.clone(),
+        })?;
     let mut options = SessionOptions::new();
-    options
-        .set_config(config)
-        .map_err(|status| WorkerError::tensorflow("setting the session's threads", status))?;
+    options.set_config(config).map_err(|status| {
+        WorkerError::tensorflow("the session's options (its ConfigProto)", status)
+    })?;
     Ok(options)
 }
 
-/// A serialized `tensorflow.ConfigProto` holding only `intra_op_parallelism_threads` (field 2)
-/// and `inter_op_parallelism_threads` (field 5), each where it is not 0.
-fn session_config((intra, inter): (u32, u32)) -> Vec<u8> {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-    let mut encoded = Vec::new();
-    for (field, value) in [(2, intra), (5, inter)] {
-        if value != 0 {
-            encode_key(field, WireType::Varint, &mut encoded);
-            encode_varint(value.into(), &mut encoded);
-        }
+/// TensorFlow's `tensorflow::DisableXlaCompilation()`, which TensorFlow Serving calls unless
+/// one of its XLA flags is given; after it, an XLA launch fails with "XLA compilation disabled".
+/// The C API has no such call, so the C++ function is called by its mangled name: it takes and
+/// returns nothing and only sets a flag, which the C calling convention carries the same.
+fn disable_xla_compilation() {
+    extern "C" {
+        #[link_name = "_ZN10tensorflow21DisableXlaCompilationEv"]
+        fn DisableXlaCompilation();
     }
-    encoded
+    // SAFETY: a function of libtensorflow (linked) that takes no arguments and returns nothing.
+    unsafe { DisableXlaCompilation() }
 }
 
 /// A serialized `tensorflow.RunOptions` holding only `timeout_in_ms` (field 2, varint).
@@ -344,17 +349,5 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
         "(none)".to_string()
     } else {
         list.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_session_config_carries_only_the_threads_asked_for() {
-        assert_eq!(super::session_config((0, 0)), Vec::<u8>::new());
-        assert_eq!(
-            super::session_config((1, 300)),
-            vec![0x10, 1, 0x28, 0xac, 0x02]
-        );
     }
 }

@@ -330,14 +330,54 @@ impl Default for GvisorSettings {
     }
 }
 
-/// The sizes of TensorFlow's thread pools in a worker (its `ConfigProto`'s
-/// `intra_op_parallelism_threads` and `inter_op_parallelism_threads`); 0: TensorFlow's default,
-/// one thread per core. TensorFlow makes the pools once per process, so they are the worker's,
-/// not a model's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionThreads {
-    pub intra_op: u32,
-    pub inter_op: u32,
+/// The `tensorflow.ConfigProto` every TensorFlow session of a worker is made with, the device
+/// probe's included. TensorFlow makes its thread pools once per process, from the first
+/// session's options, so these are the worker's, not a model's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionConfig {
+    /// `intra_op_parallelism_threads`; 0: as `config_proto` has it (TensorFlow's default: one
+    /// per core).
+    pub intra_op_threads: u32,
+    /// `inter_op_parallelism_threads`; 0: as `config_proto` has it.
+    pub inter_op_threads: u32,
+    /// `gpu_options.per_process_gpu_memory_fraction`, the share of each GPU's memory
+    /// TensorFlow takes; 0: as `config_proto` has it (TensorFlow's default: nearly all).
+    pub gpu_memory_fraction: f64,
+    /// Functions marked for XLA (`jit_compile=True`) fail when they would compile, as in
+    /// TensorFlow Serving without `--xla_cpu_compilation_enabled` (TensorFlow's
+    /// `DisableXlaCompilation`, for the whole worker). Off: they compile, TensorFlow's default.
+    pub disable_xla_compilation: bool,
+    /// More of the `ConfigProto`, serialized (e.g. serve's `--tensorflow_session_config_file`);
+    /// the fields above, where set, override its own. TensorFlow checks it when the worker
+    /// makes its first session, and a load it refuses fails with TensorFlow's message.
+    pub config_proto: Vec<u8>,
+}
+
+impl SessionConfig {
+    /// The largest `config_proto` taken: it reaches the worker in its environment.
+    pub const MAX_CONFIG_PROTO_BYTES: usize = 64 << 10;
+
+    /// The whole `ConfigProto`, serialized: `config_proto`, then each field set above, which
+    /// protobuf's parser lets override the same field of `config_proto`.
+    pub fn to_config_proto(&self) -> Vec<u8> {
+        use prost::encoding::{double, encode_key, encode_varint, WireType};
+        let mut encoded = self.config_proto.clone();
+        for (field, threads) in [(2, self.intra_op_threads), (5, self.inter_op_threads)] {
+            if threads != 0 {
+                encode_key(field, WireType::Varint, &mut encoded);
+                encode_varint(threads.into(), &mut encoded);
+            }
+        }
+        if self.gpu_memory_fraction != 0.0 {
+            // gpu_options (6) { per_process_gpu_memory_fraction (1): double }
+            let mut gpu_options = Vec::new();
+            double::encode(1, &self.gpu_memory_fraction, &mut gpu_options);
+            encode_key(6, WireType::LengthDelimited, &mut encoded);
+            encode_varint(gpu_options.len() as u64, &mut encoded);
+            encoded.extend_from_slice(&gpu_options);
+        }
+        encoded
+    }
 }
 
 /// What one sandbox accepts; beyond each, a call fails with an error naming the limit.
@@ -406,8 +446,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The largest gRPC message either side may send.
     pub max_message_bytes: usize,
-    /// The worker's TensorFlow thread pools, which every model of the sandbox shares.
-    pub session_threads: SessionThreads,
+    /// The worker's TensorFlow session options, which every model of the sandbox shares.
+    pub session: SessionConfig,
     pub limits: Limits,
     pub restart: RestartPolicy,
     /// Model folders the sandbox may load from. Runtimes that isolate the file system mount
@@ -454,6 +494,31 @@ impl Config {
                     "{} is less than {MIN_MESSAGE_BYTES}",
                     self.max_message_bytes
                 ),
+            );
+        }
+        if self.session.config_proto.len() > SessionConfig::MAX_CONFIG_PROTO_BYTES {
+            return bad(
+                "session.config_proto",
+                format!(
+                    "{} bytes is more than {}",
+                    self.session.config_proto.len(),
+                    SessionConfig::MAX_CONFIG_PROTO_BYTES
+                ),
+            );
+        }
+        // Only the wire format is checked here (every field skipped as unknown); TensorFlow
+        // checks the fields themselves.
+        if let Err(e) = <() as prost::Message>::decode(self.session.config_proto.as_slice()) {
+            return bad(
+                "session.config_proto",
+                format!("not a serialized protobuf message: {e}"),
+            );
+        }
+        let fraction = self.session.gpu_memory_fraction;
+        if !(fraction.is_finite() && fraction >= 0.0) {
+            return bad(
+                "session.gpu_memory_fraction",
+                format!("{fraction} is not a number from 0 up"),
             );
         }
         if self.limits.max_models == 0 {
@@ -591,7 +656,7 @@ impl Default for Config {
             stuck_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
             max_message_bytes: tuning::DEFAULT_MAX_MESSAGE_BYTES,
-            session_threads: SessionThreads::default(),
+            session: SessionConfig::default(),
             limits: Limits::default(),
             restart: RestartPolicy::default(),
             models: Vec::new(),

@@ -28,7 +28,7 @@ pub mod tensor;
 
 pub use config::{
     Config, DockerProtocol, DockerSettings, GpuSettings, Gpus, GvisorSettings, Limits,
-    ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, SessionThreads,
+    ProcessSettings, RestartPolicy, RuntimeConfig, RuntimeKind, SessionConfig,
 };
 pub use error::{Error, GpuError, Result};
 pub use events::{Event, Events};

@@ -19,10 +19,13 @@ mod metrics;
 mod model_config;
 mod model_files;
 mod models;
+mod platform_config;
 mod profiler;
 pub mod proto;
 mod rest;
 mod service;
+mod session_config;
+mod text_format;
 mod tls;
 mod versions;
 mod warmup;
@@ -45,7 +48,9 @@ pub use convert::ConvertError;
 pub use listen::{max_connections, ConnectionLimits, LimitError};
 pub use model_config::{monitoring_config, ConfigFileError};
 pub use models::ConfigError;
+pub use platform_config::{PlatformConfig, PlatformConfigError};
 pub use service::AnswerOptions;
+pub use session_config::{mixed_precision, SessionConfigError};
 pub use tls::TlsSettings;
 pub use versions::{LoadRetries, ModelConfig, VersionPolicy};
 
@@ -86,6 +91,16 @@ pub enum ServeError {
     Models(#[from] ConfigError),
     #[error("Error parsing text-format tensorflow.serving.BatchingParameters in {}: {message}", .path.display())]
     Batching { path: PathBuf, message: String },
+    #[error("Invalid protobuf file: '{}'", .path.display())]
+    SessionConfig {
+        path: PathBuf,
+        source: SessionConfigError,
+    },
+    #[error("Invalid protobuf file: '{}'", .path.display())]
+    PlatformConfig {
+        path: PathBuf,
+        source: PlatformConfigError,
+    },
 }
 
 /// Everything `serve` needs.
@@ -667,6 +682,31 @@ pub fn read_batching_parameters(path: &std::path::Path) -> Result<BatchingParame
     model_config::batching_parameters(&text).map_err(|message| ServeError::Batching {
         path: path.to_path_buf(),
         message,
+    })
+}
+
+/// A `--tensorflow_session_config_file` (a text-format `tensorflow.ConfigProto`), serialized
+/// for `tfsandbox::SessionConfig::config_proto`.
+pub fn read_session_config(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    session_config::encode(&text).map_err(|source| ServeError::SessionConfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A `--platform_config_file`.
+pub fn read_platform_config(path: &std::path::Path) -> Result<PlatformConfig, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    platform_config::parse(&text).map_err(|source| ServeError::PlatformConfig {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

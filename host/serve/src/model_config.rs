@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::versions::{ModelConfig, VersionPolicy};
 use crate::proto::serving as pb;
+use crate::text_format::{self, Value};
 
 /// Worded as TensorFlow Serving's (protobuf's) parser words it, which its tests look for.
 #[derive(Debug, thiserror::Error)]
@@ -19,139 +20,9 @@ fn error<T>(message: impl Into<String>) -> Result<T, ConfigFileError> {
     Err(ConfigFileError(message.into()))
 }
 
-/// A text-format field value: a scalar (kept as its text) or a nested message.
-#[derive(Debug)]
-enum Value {
-    Scalar(String),
-    Message(Vec<(String, Value)>),
-}
-
-#[derive(Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Text(String),
-    Open,
-    Close,
-    Colon,
-    Separator,
-}
-
-fn tokenize(text: &str) -> Result<Vec<Token>, ConfigFileError> {
-    let mut tokens = Vec::new();
-    let mut chars = text.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        match c {
-            c if c.is_whitespace() => {
-                chars.next();
-            }
-            '#' => while chars.next().is_some_and(|c| c != '\n') {},
-            '{' | '<' => {
-                chars.next();
-                tokens.push(Token::Open);
-            }
-            '}' | '>' => {
-                chars.next();
-                tokens.push(Token::Close);
-            }
-            ':' => {
-                chars.next();
-                tokens.push(Token::Colon);
-            }
-            ';' | ',' => {
-                chars.next();
-                tokens.push(Token::Separator);
-            }
-            '"' | '\'' => {
-                chars.next();
-                let mut s = String::new();
-                loop {
-                    match chars.next() {
-                        None => return error("a string is not closed"),
-                        Some(q) if q == c => break,
-                        Some('\\') => match chars.next() {
-                            Some('n') => s.push('\n'),
-                            Some('t') => s.push('\t'),
-                            Some(other) => s.push(other),
-                            None => return error("a string is not closed"),
-                        },
-                        Some(other) => s.push(other),
-                    }
-                }
-                tokens.push(Token::Text(s));
-            }
-            c if c.is_alphanumeric() || "_.-+".contains(c) => {
-                let mut s = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_alphanumeric() || "_.-+".contains(c) {
-                        s.push(c);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                tokens.push(Token::Word(s));
-            }
-            other => return error(format!("unexpected character '{other}'")),
-        }
-    }
-    Ok(tokens)
-}
-
-fn parse_message(
-    tokens: &[Token],
-    pos: &mut usize,
-    nested: bool,
-) -> Result<Vec<(String, Value)>, ConfigFileError> {
-    let mut fields = Vec::new();
-    loop {
-        match tokens.get(*pos) {
-            None if nested => return error("a '{' is not closed"),
-            None => return Ok(fields),
-            Some(Token::Close) if nested => {
-                *pos += 1;
-                return Ok(fields);
-            }
-            Some(Token::Separator) => *pos += 1,
-            Some(Token::Word(name)) => {
-                *pos += 1;
-                if tokens.get(*pos) == Some(&Token::Colon) {
-                    *pos += 1;
-                }
-                let value = match tokens.get(*pos) {
-                    Some(Token::Open) => {
-                        *pos += 1;
-                        Value::Message(parse_message(tokens, pos, true)?)
-                    }
-                    Some(Token::Word(s)) => {
-                        *pos += 1;
-                        Value::Scalar(s.clone())
-                    }
-                    Some(Token::Text(s)) => {
-                        *pos += 1;
-                        // Adjacent strings are one, as in protobuf's text format (a PEM is often
-                        // written a line to a string).
-                        let mut s = s.clone();
-                        while let Some(Token::Text(more)) = tokens.get(*pos) {
-                            s.push_str(more);
-                            *pos += 1;
-                        }
-                        Value::Scalar(s)
-                    }
-                    _ => return error(format!("field '{name}' has no value")),
-                };
-                fields.push((name.clone(), value));
-            }
-            Some(other) => return error(format!("unexpected {other:?}")),
-        }
-    }
-}
-
 /// The fields of a text-format message whose fields are all scalars (an `SSLConfig`), in order.
 pub(crate) fn flat_fields(text: &str) -> Result<Vec<(String, String)>, String> {
-    let tokens = tokenize(text).map_err(|e| e.0)?;
-    let mut pos = 0;
-    parse_message(&tokens, &mut pos, false)
-        .map_err(|e| e.0)?
+    text_format::parse(text)?
         .into_iter()
         .map(|(name, value)| match value {
             Value::Scalar(s) => Ok((name, s)),
@@ -164,10 +35,8 @@ pub(crate) fn flat_fields(text: &str) -> Result<Vec<(String, String)>, String> {
 /// counters are served on, `None` when `prometheus_config` is absent or not enabled. An empty
 /// path is TensorFlow Serving's default, `/monitoring/prometheus/metrics`.
 pub fn monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> {
-    let tokens = tokenize(text)?;
-    let mut pos = 0;
     let mut path = None;
-    for (name, value) in parse_message(&tokens, &mut pos, false)? {
+    for (name, value) in text_format::parse(text).map_err(ConfigFileError)? {
         let fields = match (name.as_str(), value) {
             ("prometheus_config", Value::Message(fields)) => fields,
             (other, _) => return error(format!("unknown field '{other}'")),
@@ -204,10 +73,15 @@ pub fn monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> 
 /// `batch_timeout_micros`, `max_enqueued_batches` and `num_batch_threads`, each a wrapped
 /// `{ value: N }`; any other field (padding, allowed batch sizes, splitting) is refused by name.
 pub fn batching_parameters(text: &str) -> Result<crate::batching::BatchingParameters, String> {
-    let tokens = tokenize(text).map_err(|e| e.0)?;
-    let mut pos = 0;
+    batching_fields(text_format::parse(text)?)
+}
+
+/// [`batching_parameters`] of an already parsed message (a platform config's).
+pub(crate) fn batching_fields(
+    fields: Vec<(String, Value)>,
+) -> Result<crate::batching::BatchingParameters, String> {
     let mut parameters = crate::batching::BatchingParameters::default();
-    for (name, value) in parse_message(&tokens, &mut pos, false).map_err(|e| e.0)? {
+    for (name, value) in fields {
         let number = match value {
             Value::Message(fields) => match fields.as_slice() {
                 [(field, Value::Scalar(v))] if field == "value" => v
@@ -232,9 +106,7 @@ pub fn batching_parameters(text: &str) -> Result<crate::batching::BatchingParame
 
 /// The models a config file lists.
 pub fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
-    let tokens = tokenize(text)?;
-    let mut pos = 0;
-    let top = parse_message(&tokens, &mut pos, false)?;
+    let top = text_format::parse(text).map_err(ConfigFileError)?;
     let mut models = Vec::new();
     for (name, value) in top {
         match (name.as_str(), value) {

@@ -217,8 +217,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         docker.progress = None;
     }
     config.op_policy = policy;
-    let (intra_op, inter_op) = tf_serving.session_threads()?;
-    config.session_threads = tfsandbox::SessionThreads { intra_op, inter_op };
+    let bundle = tf_serving.bundle()?;
+    config.session = bundle.session;
     config.limits.max_concurrent_calls = max_calls_per_sandbox;
     config.limits.max_queued_calls = max_queued_calls_per_sandbox;
     let mut grpc = serve::GrpcSettings::new(config.max_message_bytes);
@@ -245,9 +245,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         labels_for_unavailable: tf_serving.allow_version_labels_for_unavailable_models,
         load_threads,
         unload_threads,
-        warmup: tf_serving.warmup(),
-        batching: tf_serving.batching()?,
-        per_model_batching: tf_serving.enable_per_model_batching_parameters,
+        warmup: bundle.warmup,
+        batching: bundle.batching,
+        per_model_batching: bundle.per_model_batching,
         tcp: Some(std::net::SocketAddr::new(address, port)),
         unix_socket,
         tls,
@@ -262,7 +262,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .max_connection_idle
                 .unwrap_or(std::time::Duration::from_secs(idle_timeout.max(1))),
         },
-        tags: tf_serving.tags(),
+        tags: bundle.tags,
         max_total_memory,
         health: tf_serving.enable_grpc_healthcheck_service,
         answers: serve::AnswerOptions {

@@ -19,6 +19,8 @@ const ALTS: &str = "not supported: ALTS needs Google Cloud's handshaker service,
 const PROFILER: &str =
     "not supported: TensorFlow's profiler runs inside the sandbox, where no profiler client reaches it (its calls are answered UNIMPLEMENTED)";
 
+const THREAD_POOL_FACTORY: &str = "not supported: it names a thread pool factory compiled into a TensorFlow Serving build (open-source builds register none); here every call runs on its session's own pools (--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism)";
+
 /// Flags accepted with a warning, each with why it cannot matter here (listed in the README).
 const NO_EFFECT: &[(&str, &str)] = &[
     (
@@ -146,9 +148,11 @@ pub struct TfServingFlags {
         default_value_t = 0
     )]
     pub tensorflow_session_parallelism: i64,
+    /// A text-format tensorflow.ConfigProto every session is made with; the thread and GPU
+    /// memory flags override its fields where they are set.
     #[arg(
         long = "tensorflow_session_config_file",
-        hide = true,
+        value_name = "F",
         default_value = ""
     )]
     pub tensorflow_session_config_file: String,
@@ -173,11 +177,16 @@ pub struct TfServingFlags {
     /// client_verify.
     #[arg(long = "ssl_config_file", default_value = "")]
     pub ssl_config_file: String,
-    #[arg(long = "platform_config_file", hide = true, default_value = "")]
+    /// TensorFlow Serving's text-format PlatformConfigMap: the tensorflow platform's
+    /// SavedModelBundleSourceAdapterConfig legacy_config (session_config, batching_parameters,
+    /// saved_model_tags, enable_model_warmup, model_warmup_options, mixed_precision) in place of
+    /// the flags that set the same.
+    #[arg(long = "platform_config_file", value_name = "F", default_value = "")]
     pub platform_config_file: String,
+    /// The share of each GPU's memory TensorFlow takes (0: TensorFlow's default).
     #[arg(
         long = "per_process_gpu_memory_fraction",
-        hide = true,
+        value_name = "FRACTION",
         default_value_t = 0.0
     )]
     pub per_process_gpu_memory_fraction: f32,
@@ -205,9 +214,12 @@ pub struct TfServingFlags {
     pub num_tflite_pools: Option<i32>,
     #[arg(long = "num_tflite_interpreters_per_pool", hide = true)]
     pub num_tflite_interpreters_per_pool: Option<i32>,
-    #[arg(long = "xla_cpu_compilation_enabled", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// Let functions marked for XLA (jit_compile) compile; without this or
+    /// --xla_gpu_compilation_enabled they fail, as in TensorFlow Serving.
+    #[arg(long = "xla_cpu_compilation_enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub xla_cpu_compilation_enabled: bool,
-    #[arg(long = "xla_gpu_compilation_enabled", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    /// The same as --xla_cpu_compilation_enabled (TensorFlow Serving's: XLA on CPUs and GPUs).
+    #[arg(long = "xla_gpu_compilation_enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub xla_gpu_compilation_enabled: bool,
     #[arg(long = "enable_profiler", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub enable_profiler: Option<bool>,
@@ -217,10 +229,24 @@ pub struct TfServingFlags {
         default_value = ""
     )]
     pub thread_pool_factory_config_file: String,
-    #[arg(long = "mixed_precision", hide = true, default_value = "")]
+    /// `bfloat16`: TensorFlow's oneDNN bfloat16 auto mixed precision (another mode: a warning,
+    /// as in TensorFlow Serving).
+    #[arg(long = "mixed_precision", value_name = "MODE", default_value = "")]
     pub mixed_precision: String,
     #[arg(long = "skip_initialize_tpu", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub skip_initialize_tpu: Option<bool>,
+}
+
+/// TensorFlow Serving's `SessionBundleConfig`: how every version's sandbox loads and runs it.
+#[derive(Debug)]
+pub struct Bundle {
+    pub session: tfsandbox::SessionConfig,
+    pub batching: Option<tfsandbox_serve::BatchingParameters>,
+    pub per_model_batching: bool,
+    /// The MetaGraph tags to load; empty: `serve`.
+    pub tags: Vec<String>,
+    /// How many times warmup replays each record; `None`: no warmup.
+    pub warmup: Option<u32>,
 }
 
 /// What `--grpc_channel_arguments` asks of the gRPC server.
@@ -313,38 +339,13 @@ impl TfServingFlags {
                 refused.push(format!("--{flag}: {why}"));
             }
         };
-        refuse(
-            !self.tensorflow_session_config_file.is_empty(),
-            "tensorflow_session_config_file",
-            NOT_YET,
-        );
         refuse(self.use_alts_credentials, "use_alts_credentials", ALTS);
-        refuse(
-            !self.platform_config_file.is_empty(),
-            "platform_config_file",
-            NOT_YET,
-        );
-        refuse(
-            self.per_process_gpu_memory_fraction != 0.0,
-            "per_process_gpu_memory_fraction",
-            NOT_YET,
-        );
         refuse(self.prefer_tflite_model, "prefer_tflite_model", TFLITE);
         refuse(self.num_tflite_pools.is_some(), "num_tflite_pools", TFLITE);
         refuse(
             self.num_tflite_interpreters_per_pool.is_some(),
             "num_tflite_interpreters_per_pool",
             TFLITE,
-        );
-        refuse(
-            self.xla_cpu_compilation_enabled,
-            "xla_cpu_compilation_enabled",
-            NOT_YET,
-        );
-        refuse(
-            self.xla_gpu_compilation_enabled,
-            "xla_gpu_compilation_enabled",
-            NOT_YET,
         );
         refuse(
             self.enable_profiler == Some(true),
@@ -354,9 +355,8 @@ impl TfServingFlags {
         refuse(
             !self.thread_pool_factory_config_file.is_empty(),
             "thread_pool_factory_config_file",
-            NOT_YET,
+            THREAD_POOL_FACTORY,
         );
-        refuse(!self.mixed_precision.is_empty(), "mixed_precision", NOT_YET);
         if !refused.is_empty() {
             bail!("{}", refused.join("\n"));
         }
@@ -405,9 +405,117 @@ impl TfServingFlags {
             .map(Duration::from_secs)
     }
 
+    /// What TensorFlow Serving keeps in its `SessionBundleConfig`: from `--platform_config_file`
+    /// when it is given, in place of the flags that set the same things (which are then
+    /// ignored, as there, with a warning here), else from those flags.
+    pub fn bundle(&self) -> Result<Bundle> {
+        // As TensorFlow Serving's main.cc: XLA compiles only with one of its flags, whatever
+        // the platform config says.
+        let disable_xla_compilation =
+            !(self.xla_cpu_compilation_enabled || self.xla_gpu_compilation_enabled);
+        if self.platform_config_file.is_empty() {
+            let mut session = self.session_config()?;
+            session.disable_xla_compilation = disable_xla_compilation;
+            return Ok(Bundle {
+                session,
+                batching: self.batching()?,
+                per_model_batching: self.enable_per_model_batching_parameters,
+                tags: self.tags(),
+                warmup: self.warmup(),
+            });
+        }
+        let ignored = [
+            ("enable_batching", self.enable_batching),
+            (
+                "batching_parameters_file",
+                !self.batching_parameters_file.is_empty(),
+            ),
+            (
+                "enable_per_model_batching_parameters",
+                self.enable_per_model_batching_parameters,
+            ),
+            (
+                "tensorflow_session_config_file",
+                !self.tensorflow_session_config_file.is_empty(),
+            ),
+            (
+                "per_process_gpu_memory_fraction",
+                self.per_process_gpu_memory_fraction != 0.0,
+            ),
+            (
+                "tensorflow_session_parallelism",
+                self.tensorflow_session_parallelism != 0,
+            ),
+            (
+                "tensorflow_intra_op_parallelism",
+                self.tensorflow_intra_op_parallelism != 0,
+            ),
+            (
+                "tensorflow_inter_op_parallelism",
+                self.tensorflow_inter_op_parallelism != 0,
+            ),
+            ("saved_model_tags", !self.saved_model_tags.is_empty()),
+            ("enable_model_warmup", !self.enable_model_warmup),
+            (
+                "num_request_iterations_for_warmup",
+                self.num_request_iterations_for_warmup != 0,
+            ),
+            ("mixed_precision", !self.mixed_precision.is_empty()),
+        ];
+        for (flag, _) in ignored.iter().filter(|(_, given)| *given) {
+            tracing::warn!("--{flag} has no effect with --platform_config_file, as in TensorFlow Serving: its legacy_config says instead");
+        }
+        let platform = tfsandbox_serve::read_platform_config(self.platform_config_file.as_ref())?;
+        Ok(Bundle {
+            session: tfsandbox::SessionConfig {
+                config_proto: platform.config_proto,
+                disable_xla_compilation,
+                ..Default::default()
+            },
+            batching: platform.batching,
+            per_model_batching: platform.per_model_batching,
+            tags: platform.tags,
+            warmup: platform.warmup,
+        })
+    }
+
+    /// The worker's session options: `--tensorflow_session_config_file`, then what
+    /// `--mixed_precision` adds to it, then the threads and the GPU memory fraction where their
+    /// flags set them. TensorFlow Serving writes the threads and the fraction even when their
+    /// flags are 0, overwriting the file's; here a file's own stay unless a flag sets them, as
+    /// its help says ("can be overridden if needed").
+    fn session_config(&self) -> Result<tfsandbox::SessionConfig> {
+        let (intra_op_threads, inter_op_threads) = self.session_threads()?;
+        let mut config_proto = if self.tensorflow_session_config_file.is_empty() {
+            Vec::new()
+        } else {
+            tfsandbox_serve::read_session_config(self.tensorflow_session_config_file.as_ref())?
+        };
+        if let Some(bytes) = tfsandbox_serve::mixed_precision(&self.mixed_precision) {
+            config_proto.extend(bytes);
+        } else if !self.mixed_precision.is_empty() {
+            // TensorFlow Serving's words, and like it, only a warning.
+            tracing::warn!(
+                "{} auto mixed precision is not supported. Valid option: bfloat16",
+                self.mixed_precision
+            );
+        }
+        let fraction = self.per_process_gpu_memory_fraction;
+        if !(fraction.is_finite() && fraction >= 0.0) {
+            bail!("--per_process_gpu_memory_fraction: {fraction} is not a number from 0 up");
+        }
+        Ok(tfsandbox::SessionConfig {
+            intra_op_threads,
+            inter_op_threads,
+            gpu_memory_fraction: fraction.into(),
+            disable_xla_compilation: false,
+            config_proto,
+        })
+    }
+
     /// Each session's intra-op and inter-op threads, as TensorFlow Serving's `server.cc` picks
     /// them from the three parallelism flags (0: TensorFlow's default).
-    pub fn session_threads(&self) -> Result<(u32, u32)> {
+    fn session_threads(&self) -> Result<(u32, u32)> {
         let count = |flag: &str, n: i64| {
             u32::try_from(n.max(0))
                 .map_err(|_| anyhow::anyhow!("--{flag}: {n} is too many threads"))
@@ -436,7 +544,7 @@ impl TfServingFlags {
     }
 
     /// `--enable_batching` with `--batching_parameters_file`, as TensorFlow Serving takes them.
-    pub fn batching(&self) -> Result<Option<tfsandbox_serve::BatchingParameters>> {
+    fn batching(&self) -> Result<Option<tfsandbox_serve::BatchingParameters>> {
         if !self.enable_batching {
             if !self.batching_parameters_file.is_empty() {
                 // TensorFlow Serving's words.
@@ -454,13 +562,13 @@ impl TfServingFlags {
 
     /// `--enable_model_warmup` with `--num_request_iterations_for_warmup`: how many times each
     /// warmup request is replayed, or `None` for no warmup.
-    pub fn warmup(&self) -> Option<u32> {
+    fn warmup(&self) -> Option<u32> {
         self.enable_model_warmup
             .then(|| self.num_request_iterations_for_warmup.max(1) as u32)
     }
 
     /// `--saved_model_tags` as a list; empty: the worker's default, `serve`.
-    pub fn tags(&self) -> Vec<String> {
+    fn tags(&self) -> Vec<String> {
         self.saved_model_tags
             .split(',')
             .map(str::trim)
@@ -562,11 +670,94 @@ mod tests {
     }
 
     #[test]
+    fn session_config_is_the_file_then_the_flags() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            "intra_op_parallelism_threads: 7 gpu_options { allow_growth: true }",
+        )
+        .unwrap();
+        let flag = format!("--tensorflow_session_config_file={}", file.path().display());
+        assert!(
+            parse(&[&flag])
+                .unwrap()
+                .bundle()
+                .unwrap()
+                .session
+                .disable_xla_compilation
+        );
+        let config = parse(&[&flag]).unwrap().session_config().unwrap();
+        // The file's threads stay when no flag sets them.
+        assert_eq!(
+            (config.intra_op_threads, config.gpu_memory_fraction),
+            (0, 0.0)
+        );
+        assert_eq!(config.to_config_proto(), [0x10, 7, 0x32, 2, 0x20, 1]);
+        let config = parse(&[
+            &flag,
+            "--tensorflow_intra_op_parallelism=2",
+            "--per_process_gpu_memory_fraction=0.5",
+            "--mixed_precision=bfloat16",
+            "--xla_cpu_compilation_enabled",
+        ])
+        .unwrap()
+        .bundle()
+        .unwrap()
+        .session;
+        assert!(!config.disable_xla_compilation);
+        // The file, mixed precision's rewrite option, then the flags, which protobuf's parser
+        // lets override the file's fields.
+        let mut expected = vec![0x10, 7, 0x32, 2, 0x20, 1];
+        expected.extend([0x52, 5, 0x52, 3, 0xf8, 1, 1]);
+        expected.extend([0x10, 2]);
+        expected.extend([0x32, 9, 0x09]);
+        expected.extend(0.5f64.to_le_bytes());
+        assert_eq!(config.to_config_proto(), expected);
+
+        std::fs::write(file.path(), "cluster_def { }").unwrap();
+        let error = format!(
+            "{:#}",
+            parse(&[&flag]).unwrap().session_config().unwrap_err()
+        );
+        assert!(
+            error.contains("Error parsing text-format tensorflow.ConfigProto: cluster_def: not a field tfsandbox serve supports"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_platform_config_takes_the_place_of_the_flags() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            "platform_configs { key: 'tensorflow' value { source_adapter_config { \
+             [type.googleapis.com/tensorflow.serving.SavedModelBundleSourceAdapterConfig] { \
+             legacy_config { session_config { inter_op_parallelism_threads: 2 } \
+             batching_parameters { max_batch_size { value: 4 } } saved_model_tags: 'tpu' } } } } }",
+        )
+        .unwrap();
+        let bundle = parse(&[
+            &format!("--platform_config_file={}", file.path().display()),
+            "--tensorflow_intra_op_parallelism=9",
+            "--saved_model_tags=serve",
+        ])
+        .unwrap()
+        .bundle()
+        .unwrap();
+        // The flags' threads and tags are ignored; warmup is off, as the file does not ask.
+        assert_eq!(bundle.session.to_config_proto(), [0x28, 2]);
+        assert!(bundle.session.disable_xla_compilation);
+        assert_eq!(bundle.batching.unwrap().max_batch_size, 4);
+        assert_eq!(bundle.tags, ["tpu"]);
+        assert_eq!(bundle.warmup, None);
+    }
+
+    #[test]
     fn refusals_name_every_flag_and_why() {
         let flags = parse(&[
             "--prefer_tflite_model=true",
             "--use_alts_credentials",
-            "--xla_cpu_compilation_enabled",
+            "--thread_pool_factory_config_file=/etc/pools",
             "--max_num_load_retries=0",
             "--load_retry_interval_micros=5",
         ])
@@ -578,7 +769,9 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("--xla_cpu_compilation_enabled: not supported yet"),
+            message.contains(
+                "--thread_pool_factory_config_file: not supported: it names a thread pool factory"
+            ),
             "{message}"
         );
         assert!(!message.contains("load_retr"), "{message}");

@@ -52,8 +52,8 @@ pub struct Launch {
     pub worker_log: String,
     /// The largest message either side sends (`Config::max_message_bytes`).
     pub max_message_bytes: usize,
-    /// `Config::session_threads`.
-    pub session_threads: crate::config::SessionThreads,
+    /// `Config::session`.
+    pub session: crate::config::SessionConfig,
     /// How long the worker may take to start (`Config::start_timeout`): a runtime that waits on
     /// the worker during its start waits no longer.
     pub start_timeout: std::time::Duration,
@@ -63,7 +63,6 @@ impl Launch {
     /// The worker's environment, which every runtime hands it as it is.
     pub fn worker_env(&self) -> Vec<(&'static str, String)> {
         use tfsandbox_proto::worker_env;
-        let threads = self.session_threads;
         let mut env = vec![
             (worker_env::LOG, self.worker_log.clone()),
             (
@@ -71,11 +70,12 @@ impl Launch {
                 self.max_message_bytes.to_string(),
             ),
         ];
-        if threads != Default::default() {
-            env.push((
-                worker_env::SESSION_THREADS,
-                format!("{},{}", threads.intra_op, threads.inter_op),
-            ));
+        let config_proto = self.session.to_config_proto();
+        if !config_proto.is_empty() {
+            env.push((worker_env::SESSION_CONFIG, hex::encode(config_proto)));
+        }
+        if self.session.disable_xla_compilation {
+            env.push((worker_env::XLA_COMPILATION, "off".into()));
         }
         env
     }

@@ -65,7 +65,7 @@ impl Worker {
             worker_path: config.resolve_worker_path()?,
             worker_log: config.worker_log.clone(),
             max_message_bytes: config.max_message_bytes,
-            session_threads: config.session_threads,
+            session: config.session.clone(),
             start_timeout: config.start_timeout,
         };
         let started = runtime.start(&launch).await?;
