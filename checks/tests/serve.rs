@@ -294,7 +294,7 @@ fn warmup_on(runtime: RuntimeKind) {
 }
 
 /// Batching (`--enable_batching`, `--batching_parameters_file` in TensorFlow Serving's format):
-/// concurrent Predicts cross into the sandbox as one run (each caller sees the rows of the run
+/// concurrent Predicts (and Regresses) cross into the sandbox as one run (each caller sees the rows of the run
 /// that answered it, and gets its own answer back), a batch is cut at `max_batch_size` rows and
 /// at the bytes one request may hold (`--max_request_bytes`), and a request the model refuses
 /// fails alone while its batch-mates are answered; a version's own `batching_params.pbtxt` is
@@ -337,7 +337,7 @@ fn batching_on(runtime: RuntimeKind) {
         args.extend(extra.iter().map(std::ffi::OsStr::new));
         start_serve_on(runtime, &args)
     };
-    let call = |address: &str, max_rows: &str, negative: Option<&str>| {
+    let call_with = |address: &str, max_rows: &str, negative: Option<&str>, regress: bool| {
         let mut args = vec![
             "call",
             "--address",
@@ -350,13 +350,21 @@ fn batching_on(runtime: RuntimeKind) {
         if let Some(k) = negative {
             args.extend(["--negative", k]);
         }
+        if regress {
+            args.push("--regress");
+        }
         run_script(&python, "batching.py", &args);
+    };
+    let call = |address: &str, max_rows: &str, negative: Option<&str>| {
+        call_with(address, max_rows, negative, false)
     };
     let (server, listening) = serve(&[]);
     // Eight callers, one run of eight rows.
     call(&listening[0], "8", None);
     // One of them refused by the model: it alone fails; the others are each answered alone.
     call(&listening[0], "1", Some("3"));
+    // Regress is batched too: eight one-Example calls, one run of eight Examples.
+    call_with(&listening[0], "8", None, true);
     server.stop();
     // A request of one float holds 4 bytes: at 16 bytes a request, a batch holds four.
     let (server, listening) = serve(&["--max_request_bytes=16"]);

@@ -339,32 +339,14 @@ impl Answering {
             })
             .collect::<Result<Vec<_>, convert::ConvertError>>()
             .map_err(convert_status)?;
-        let request_id = crate::audit::current_request_id();
-        let outputs = match &version.batcher {
-            Some(batcher) => {
-                batcher
-                    .predict(
-                        version,
-                        name.clone(),
-                        request.output_filter,
-                        inputs,
-                        timeout,
-                        request_id,
-                    )
-                    .await?
-            }
-            None => version
-                .pool
-                .predict_with(library_call(
-                    name.clone(),
-                    request.output_filter,
-                    inputs,
-                    timeout,
-                    request_id,
-                ))
-                .await
-                .map_err(|e| status_of(&e))?,
-        };
+        let outputs = run(
+            version,
+            name.clone(),
+            request.output_filter,
+            inputs,
+            timeout,
+        )
+        .await?;
         check_answer(&outputs, &name, self.limits.max_request_bytes)?;
         let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
         Ok(pb::PredictResponse {
@@ -387,7 +369,7 @@ impl Answering {
     /// returns its outputs.
     async fn run_examples(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         spec: Option<&ModelSpec>,
         input: Option<pb::Input>,
         method: &str,
@@ -409,7 +391,7 @@ impl Answering {
     /// Runs a Classify on `version`.
     pub async fn classify(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         request: pb::ClassificationRequest,
         timeout: Option<Duration>,
     ) -> Result<pb::ClassificationResponse, Status> {
@@ -436,7 +418,7 @@ impl Answering {
     /// Runs a Regress on `version`.
     pub async fn regress(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         request: pb::RegressionRequest,
         timeout: Option<Duration>,
     ) -> Result<pb::RegressionResponse, Status> {
@@ -460,7 +442,7 @@ impl Answering {
 /// Runs `spec`'s signature of `version` on `examples`; with `check_method`, it must be a
 /// `method` signature.
 async fn run_examples_on(
-    version: &Version,
+    version: &Arc<Version>,
     spec: Option<&ModelSpec>,
     examples: Vec<bytes::Bytes>,
     method: &str,
@@ -489,21 +471,37 @@ async fn run_examples_on(
     };
     let n = examples.len();
     let tensor = Tensor::strings(&[n], examples).map_err(|e| Status::internal(e.to_string()))?;
-    let predict = library_call(
-        name.clone(),
-        Vec::new(),
-        vec![(input_spec.name.clone(), tensor)],
-        timeout,
-        crate::audit::current_request_id(),
-    );
-    let outputs = version
-        .pool
-        .predict_with(predict)
-        .await
-        .map_err(|e| status_of(&e))?;
+    let inputs = vec![(input_spec.name.clone(), tensor)];
+    let outputs = run(version, name.clone(), Vec::new(), inputs, timeout).await?;
     check_answer(&outputs, &name, limits.max_request_bytes)?;
     let model = spec.map(|s| s.name.as_str()).unwrap_or_default();
     Ok((answered_spec(model, version, Some(name)), outputs))
+}
+
+/// Runs `signature` of `version` on `inputs`, in a batch where the version batches (as TensorFlow
+/// Serving's batching session merges every run, Predict's, Classify's and Regress's alike).
+async fn run(
+    version: &Arc<Version>,
+    signature: String,
+    outputs: Vec<String>,
+    inputs: Vec<(String, Tensor)>,
+    timeout: Option<Duration>,
+) -> Result<BTreeMap<String, Tensor>, Status> {
+    let request_id = crate::audit::current_request_id();
+    match &version.batcher {
+        Some(batcher) => {
+            batcher
+                .predict(version, signature, outputs, inputs, timeout, request_id)
+                .await
+        }
+        None => version
+            .pool
+            .predict_with(library_call(
+                signature, outputs, inputs, timeout, request_id,
+            ))
+            .await
+            .map_err(|e| status_of(&e)),
+    }
 }
 
 /// The library call a request makes: `signature` on `inputs`, answering only `outputs` (empty:
@@ -729,7 +727,7 @@ impl Answering {
     /// own run in the sandbox.
     pub async fn multi_inference(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         request: pb::MultiInferenceRequest,
         timeout: Option<Duration>,
     ) -> Result<pb::MultiInferenceResponse, Status> {

@@ -115,7 +115,8 @@ pub struct TfServingFlags {
         default_value_t = 0
     )]
     pub model_config_file_poll_wait_seconds: i32,
-    /// Merge Predict requests to one version into batches before they cross into its sandbox.
+    /// Merge the runs of requests to one version (Predict, Classify, Regress) into batches
+    /// before they cross into its sandbox.
     #[arg(long = "enable_batching", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_batching: bool,
     /// TensorFlow Serving's text-format BatchingParameters (max_batch_size, batch_timeout_micros,
