@@ -67,7 +67,7 @@ pub struct TfServingFlags {
     )]
     pub rest_api_timeout_in_ms: i64,
     /// Answer REST calls with CORS headers (Access-Control-Allow-Origin: *).
-    #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "rest_api_enable_cors_support", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub rest_api_enable_cors_support: bool,
     /// Comma-separated gRPC server arguments: grpc.max_receive_message_length,
     /// grpc.max_send_message_length, grpc.so_reuseaddr, grpc.max_concurrent_streams,
@@ -84,17 +84,17 @@ pub struct TfServingFlags {
     #[arg(long = "saved_model_tags", value_name = "TAG,...", default_value = "")]
     pub saved_model_tags: String,
     /// Serve the standard gRPC health service (grpc.health.v1).
-    #[arg(long = "enable_grpc_healthcheck_service", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "enable_grpc_healthcheck_service", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_grpc_healthcheck_service: bool,
     /// Answer Predict in tensor_content instead of the typed fields.
-    #[arg(long = "enable_serialization_as_tensor_content", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "enable_serialization_as_tensor_content", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_serialization_as_tensor_content: bool,
     /// Refuse Classify and Regress on signatures whose method_name is not classify or regress
     /// (off: TF2 models' classify and regress signatures, named predict, are served).
-    #[arg(long = "enable_signature_method_name_check", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "enable_signature_method_name_check", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_signature_method_name_check: bool,
     /// Print the version and exit.
-    #[arg(long = "version", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "version", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub version: bool,
     /// Retries of a version whose sandbox failed to start or whose worker died while loading
     /// (a model TensorFlow refuses is not retried).
@@ -117,7 +117,7 @@ pub struct TfServingFlags {
     pub model_config_file_poll_wait_seconds: i32,
     /// Merge the runs of requests to one version (Predict, Classify, Regress) into batches
     /// before they cross into its sandbox.
-    #[arg(long = "enable_batching", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "enable_batching", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_batching: bool,
     /// TensorFlow Serving's text-format BatchingParameters (max_batch_size, batch_timeout_micros,
     /// max_enqueued_batches, num_batch_threads).
@@ -129,10 +129,10 @@ pub struct TfServingFlags {
     pub batching_parameters_file: String,
     /// With --enable_batching: each version's own batching_params.pbtxt in place of
     /// --batching_parameters_file (a version without one is not batched).
-    #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "enable_per_model_batching_parameters", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub enable_per_model_batching_parameters: bool,
     /// Let a label not yet assigned name a version not yet served.
-    #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "allow_version_labels_for_unavailable_models", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub allow_version_labels_for_unavailable_models: bool,
     /// Versions loaded at once (0: no bound; TensorFlow Serving's 0 loads one at a time).
     #[arg(long = "num_load_threads", value_name = "N", default_value_t = 0)]
@@ -140,7 +140,7 @@ pub struct TfServingFlags {
     /// Versions shut down at once (0: no bound).
     #[arg(long = "num_unload_threads", value_name = "N", default_value_t = 0)]
     pub num_unload_threads: i32,
-    #[arg(long = "flush_filesystem_caches", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    #[arg(long = "flush_filesystem_caches", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub flush_filesystem_caches: Option<bool>,
     /// Threads of each model's TensorFlow session, intra-op and inter-op alike (0: one per core).
     #[arg(
@@ -171,7 +171,7 @@ pub struct TfServingFlags {
         default_value_t = 0
     )]
     pub tensorflow_inter_op_parallelism: i64,
-    #[arg(long = "use_alts_credentials", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "use_alts_credentials", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub use_alts_credentials: bool,
     /// TensorFlow Serving's text-format SSLConfig (server_key, server_cert, custom_ca,
     /// client_verify): TLS on the gRPC and REST ports, verifying client certificates with
@@ -194,7 +194,7 @@ pub struct TfServingFlags {
     #[arg(long = "grpc_max_threads", hide = true)]
     pub grpc_max_threads: Option<i32>,
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
-    #[arg(long = "enable_model_warmup", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = tf_bool)]
+    #[arg(long = "enable_model_warmup", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = tf_bool)]
     pub enable_model_warmup: bool,
     /// How many times each warmup request is replayed (0: once).
     #[arg(
@@ -207,9 +207,9 @@ pub struct TfServingFlags {
     /// "/monitoring/prometheus/metrics" }` serves the security event counters on the REST port.
     #[arg(long = "monitoring_config_file", default_value = "")]
     pub monitoring_config_file: String,
-    #[arg(long = "remove_unused_fields_from_bundle_metagraph", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    #[arg(long = "remove_unused_fields_from_bundle_metagraph", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub remove_unused_fields_from_bundle_metagraph: Option<bool>,
-    #[arg(long = "prefer_tflite_model", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "prefer_tflite_model", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub prefer_tflite_model: bool,
     #[arg(long = "num_tflite_pools", hide = true)]
     pub num_tflite_pools: Option<i32>,
@@ -217,12 +217,12 @@ pub struct TfServingFlags {
     pub num_tflite_interpreters_per_pool: Option<i32>,
     /// Let functions marked for XLA (jit_compile) compile; without this or
     /// --xla_gpu_compilation_enabled they fail, as in TensorFlow Serving.
-    #[arg(long = "xla_cpu_compilation_enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "xla_cpu_compilation_enabled", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub xla_cpu_compilation_enabled: bool,
     /// The same as --xla_cpu_compilation_enabled (TensorFlow Serving's: XLA on CPUs and GPUs).
-    #[arg(long = "xla_gpu_compilation_enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
+    #[arg(long = "xla_gpu_compilation_enabled", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = tf_bool)]
     pub xla_gpu_compilation_enabled: bool,
-    #[arg(long = "enable_profiler", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    #[arg(long = "enable_profiler", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub enable_profiler: Option<bool>,
     #[arg(
         long = "thread_pool_factory_config_file",
@@ -234,7 +234,7 @@ pub struct TfServingFlags {
     /// as in TensorFlow Serving).
     #[arg(long = "mixed_precision", value_name = "MODE", default_value = "")]
     pub mixed_precision: String,
-    #[arg(long = "skip_initialize_tpu", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
+    #[arg(long = "skip_initialize_tpu", hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = tf_bool)]
     pub skip_initialize_tpu: Option<bool>,
 }
 
