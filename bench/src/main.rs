@@ -54,6 +54,13 @@ struct Args {
     /// Be the raw pipe peer of the physical limits: copy stdin to stdout.
     #[arg(long, hide = true)]
     serve_cat: bool,
+    /// Make only this many round trips to the bare echo (a child process) and print their mean,
+    /// for a profiler: `valgrind --tool=callgrind --trace-children=yes`, or perf.
+    #[arg(long, value_name = "CALLS")]
+    profile_echo: Option<usize>,
+    /// With --profile-echo: MiB each way of every round trip (0: the tiny Predict).
+    #[arg(long, default_value_t = 0, requires = "profile_echo")]
+    profile_mib: usize,
 }
 
 struct Plan {
@@ -126,6 +133,9 @@ async fn main() -> Result<()> {
     }
     if args.serve_cat {
         return raw::serve_cat();
+    }
+    if let Some(calls) = args.profile_echo {
+        return bare::profile_echo(calls, args.profile_mib).await;
     }
     let plan = Plan::new(args.quick);
     let fixtures = args
