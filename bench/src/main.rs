@@ -58,8 +58,12 @@ struct Args {
     /// for a profiler: `valgrind --tool=callgrind --trace-children=yes`, or perf.
     #[arg(long, value_name = "CALLS")]
     profile_echo: Option<usize>,
-    /// With --profile-echo: MiB each way of every round trip (0: the tiny Predict).
-    #[arg(long, default_value_t = 0, requires = "profile_echo")]
+    /// The same, to half_plus_two (identity with --profile-mib) in a process sandbox.
+    #[arg(long, value_name = "CALLS", conflicts_with = "profile_echo")]
+    profile_process: Option<usize>,
+    /// With --profile-echo or --profile-process: MiB each way of every round trip (0: the tiny
+    /// Predict).
+    #[arg(long, default_value_t = 0)]
     profile_mib: usize,
 }
 
@@ -136,6 +140,9 @@ async fn main() -> Result<()> {
     }
     if let Some(calls) = args.profile_echo {
         return bare::profile_echo(calls, args.profile_mib).await;
+    }
+    if let Some(calls) = args.profile_process {
+        return sandbox::profile_process(calls, args.profile_mib, &args.fixtures).await;
     }
     let plan = Plan::new(args.quick);
     let fixtures = args
