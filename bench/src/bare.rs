@@ -88,6 +88,39 @@ pub async fn echo(plan: &Plan, inputs: &HashMap<usize, Tensor>) -> Result<Echo> 
     })
 }
 
+/// `calls` round trips of `mib` MiB each way (0: the tiny Predict) to the bare echo, after one
+/// untimed: what a profile of the transport alone runs.
+pub async fn profile_echo(calls: usize, mib: usize) -> Result<()> {
+    let (echo, mut child) = echo::start_child().await?;
+    let request = if mib == 0 {
+        wire_predict(&tiny(), "x")
+    } else {
+        wire_predict(&Tensor::new(&[mib << 20], &vec![7u8; mib << 20])?, "data")
+    };
+    let round_trip = || {
+        let mut echo = echo.clone();
+        let request = request.clone();
+        async move { echo.predict(request).await.map(drop) }
+    };
+    round_trip().await?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        round_trip().await?;
+    }
+    let mean = start.elapsed() / calls.max(1) as u32;
+    let gib_s = (2 * (mib << 20)) as f64 / (1u64 << 30) as f64 / mean.as_secs_f64();
+    println!("{calls} round trips of {mib} MiB each way: {mean:?} each, {gib_s:.3} GiB/s");
+    // Not SIGKILL (what dropping it sends): a profiler in the child writes its figures on SIGTERM.
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    }
+    child.wait().await?;
+    Ok(())
+}
+
 fn wire_predict(tensor: &Tensor, key: &str) -> PredictRequest {
     PredictRequest {
         model_id: "echo".into(),

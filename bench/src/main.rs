@@ -54,6 +54,17 @@ struct Args {
     /// Be the raw pipe peer of the physical limits: copy stdin to stdout.
     #[arg(long, hide = true)]
     serve_cat: bool,
+    /// Make only this many round trips to the bare echo (a child process) and print their mean,
+    /// for a profiler: `valgrind --tool=callgrind --trace-children=yes`, or perf.
+    #[arg(long, value_name = "CALLS")]
+    profile_echo: Option<usize>,
+    /// The same, to half_plus_two (identity with --profile-mib) in a process sandbox.
+    #[arg(long, value_name = "CALLS", conflicts_with = "profile_echo")]
+    profile_process: Option<usize>,
+    /// With --profile-echo or --profile-process: MiB each way of every round trip (0: the tiny
+    /// Predict).
+    #[arg(long, default_value_t = 0)]
+    profile_mib: usize,
 }
 
 struct Plan {
@@ -126,6 +137,12 @@ async fn main() -> Result<()> {
     }
     if args.serve_cat {
         return raw::serve_cat();
+    }
+    if let Some(calls) = args.profile_echo {
+        return bare::profile_echo(calls, args.profile_mib).await;
+    }
+    if let Some(calls) = args.profile_process {
+        return sandbox::profile_process(calls, args.profile_mib, &args.fixtures).await;
     }
     let plan = Plan::new(args.quick);
     let fixtures = args

@@ -29,6 +29,34 @@ pub struct RuntimeFigures {
     pub worker_rss: Option<u64>,
 }
 
+/// `calls` round trips of `mib` MiB each way (0: the tiny Predict to half_plus_two) to a process
+/// sandbox, after one untimed: what a profile of the sandbox's data path runs.
+pub async fn profile_process(calls: usize, mib: usize, fixtures: &Path) -> Result<()> {
+    let fixtures = fixtures.canonicalize()?;
+    let sandbox = Sandbox::start(config(RuntimeKind::Process, &fixtures)).await?;
+    let (model, call) = if mib == 0 {
+        (
+            fixtures.join("half_plus_two"),
+            Predict::new([("x", tiny())]),
+        )
+    } else {
+        let bytes = Tensor::new(&[mib << 20], &vec![7u8; mib << 20])?;
+        let call = Predict::new([("data", bytes)]).signature("bytes_identity");
+        (fixtures.join("identity"), call)
+    };
+    let model = sandbox.load_model(&model).await?;
+    model.predict_with(call.clone()).await?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        model.predict_with(call.clone()).await?;
+    }
+    let mean = start.elapsed() / calls.max(1) as u32;
+    let gib_s = (2 * (mib << 20)) as f64 / (1u64 << 30) as f64 / mean.as_secs_f64();
+    println!("{calls} round trips of {mib} MiB each way: {mean:?} each, {gib_s:.3} GiB/s");
+    sandbox.shutdown().await;
+    Ok(())
+}
+
 /// Sandboxes started at once to measure what each costs the host.
 const RSS_SANDBOXES: usize = 4;
 
