@@ -97,19 +97,12 @@ pub async fn profile_echo(calls: usize, mib: usize) -> Result<()> {
     } else {
         wire_predict(&Tensor::new(&[mib << 20], &vec![7u8; mib << 20])?, "data")
     };
-    let round_trip = || {
+    crate::timing::profile(calls, mib, || {
         let mut echo = echo.clone();
         let request = request.clone();
-        async move { echo.predict(request).await.map(drop) }
-    };
-    round_trip().await?;
-    let start = Instant::now();
-    for _ in 0..calls {
-        round_trip().await?;
-    }
-    let mean = start.elapsed() / calls.max(1) as u32;
-    let gib_s = (2 * (mib << 20)) as f64 / (1u64 << 30) as f64 / mean.as_secs_f64();
-    println!("{calls} round trips of {mib} MiB each way: {mean:?} each, {gib_s:.3} GiB/s");
+        async move { echo.predict(request).await.map(drop).map_err(Into::into) }
+    })
+    .await?;
     // Not SIGKILL (what dropping it sends): a profiler in the child writes its figures on SIGTERM.
     if let Some(pid) = child
         .id()

@@ -45,14 +45,11 @@ pub async fn profile_process(calls: usize, mib: usize, fixtures: &Path) -> Resul
         (fixtures.join("identity"), call)
     };
     let model = sandbox.load_model(&model).await?;
-    model.predict_with(call.clone()).await?;
-    let start = Instant::now();
-    for _ in 0..calls {
-        model.predict_with(call.clone()).await?;
-    }
-    let mean = start.elapsed() / calls.max(1) as u32;
-    let gib_s = (2 * (mib << 20)) as f64 / (1u64 << 30) as f64 / mean.as_secs_f64();
-    println!("{calls} round trips of {mib} MiB each way: {mean:?} each, {gib_s:.3} GiB/s");
+    crate::timing::profile(calls, mib, || {
+        let (model, call) = (&model, call.clone());
+        async move { model.predict_with(call).await.map(drop).map_err(Into::into) }
+    })
+    .await?;
     sandbox.shutdown().await;
     Ok(())
 }

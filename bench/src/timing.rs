@@ -27,6 +27,24 @@ where
     Ok(Samples::new(samples, start.elapsed()))
 }
 
+/// `calls` round trips of `mib` MiB each way, after one untimed, and their mean printed: what
+/// `--profile-echo` and `--profile-process` run under a profiler.
+pub async fn profile<F, Fut>(calls: usize, mib: usize, mut round_trip: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    round_trip().await?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        round_trip().await?;
+    }
+    let mean = start.elapsed() / calls.max(1) as u32;
+    let gib_s = (2 * (mib << 20)) as f64 / (1u64 << 30) as f64 / mean.as_secs_f64();
+    println!("{calls} round trips of {mib} MiB each way: {mean:?} each, {gib_s:.3} GiB/s");
+    Ok(())
+}
+
 /// GiB/s of bytes in plus out, per size, for one way of making a round trip.
 pub async fn throughput<F, Fut>(plan: &Plan, mut round_trip: F) -> Result<Vec<(usize, f64)>>
 where
