@@ -673,12 +673,17 @@ async fn poll_config_file(models: Arc<Models>, path: PathBuf, every: Duration) {
     }
 }
 
-/// The parameters of a `--batching_parameters_file`.
-pub fn read_batching_parameters(path: &std::path::Path) -> Result<BatchingParameters, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+/// An operator's config file, whole.
+fn read_text(path: &std::path::Path) -> Result<String, ServeError> {
+    std::fs::read_to_string(path).map_err(|source| ServeError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// The parameters of a `--batching_parameters_file`.
+pub fn read_batching_parameters(path: &std::path::Path) -> Result<BatchingParameters, ServeError> {
+    let text = read_text(path)?;
     model_config::batching_parameters(&text).map_err(|message| ServeError::Batching {
         path: path.to_path_buf(),
         message,
@@ -688,10 +693,7 @@ pub fn read_batching_parameters(path: &std::path::Path) -> Result<BatchingParame
 /// A `--tensorflow_session_config_file` (a text-format `tensorflow.ConfigProto`), serialized
 /// for `tfsandbox::SessionConfig::config_proto`.
 pub fn read_session_config(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     session_config::encode(&text).map_err(|source| ServeError::SessionConfig {
         path: path.to_path_buf(),
         source,
@@ -700,10 +702,7 @@ pub fn read_session_config(path: &std::path::Path) -> Result<Vec<u8>, ServeError
 
 /// A `--platform_config_file`.
 pub fn read_platform_config(path: &std::path::Path) -> Result<PlatformConfig, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     platform_config::parse(&text).map_err(|source| ServeError::PlatformConfig {
         path: path.to_path_buf(),
         source,
@@ -712,10 +711,7 @@ pub fn read_platform_config(path: &std::path::Path) -> Result<PlatformConfig, Se
 
 /// The models of a `--model_config_file`.
 pub fn read_model_config(path: &std::path::Path) -> Result<Vec<ModelConfig>, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     model_config::parse(&text).map_err(|source| ServeError::ConfigFile {
         path: path.to_path_buf(),
         source,
