@@ -46,10 +46,9 @@ pub fn monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> 
         for (name, value) in fields {
             match (name.as_str(), value) {
                 ("enable", Value::Scalar(v)) => {
-                    enable = match v.as_str() {
-                        "true" | "True" | "t" | "1" => true,
-                        "false" | "False" | "f" | "0" => false,
-                        other => return error(format!("enable: '{other}' is not a bool")),
+                    enable = match text_format::boolean(&v) {
+                        Some(enable) => enable,
+                        None => return error(format!("enable: '{v}' is not a bool")),
                     }
                 }
                 ("path", Value::Scalar(v)) => given = v,
@@ -82,15 +81,12 @@ pub(crate) fn batching_fields(
 ) -> Result<crate::batching::BatchingParameters, String> {
     let mut parameters = crate::batching::BatchingParameters::default();
     for (name, value) in fields {
-        let number = match value {
-            Value::Message(fields) => match fields.as_slice() {
-                [(field, Value::Scalar(v))] if field == "value" => v
-                    .parse::<u64>()
-                    .map_err(|_| format!("{name}: '{v}' is not a whole number"))?,
-                _ => return Err(format!("{name}: expected {{ value: N }}")),
-            },
-            Value::Scalar(_) => return Err(format!("{name}: expected {{ value: N }}")),
+        let Some(v) = text_format::wrapped(&value) else {
+            return Err(format!("{name}: expected {{ value: N }}"));
         };
+        let number = v
+            .parse::<u64>()
+            .map_err(|_| format!("{name}: '{v}' is not a whole number"))?;
         match name.as_str() {
             "max_batch_size" => parameters.max_batch_size = number.max(1) as usize,
             "batch_timeout_micros" => {

@@ -131,21 +131,14 @@ fn legacy_config(fields: Vec<(String, Value)>) -> Result<PlatformConfig, Platfor
             ("model_warmup_options", Value::Message(options)) => {
                 for (name, value) in options {
                     match (name.as_str(), value) {
-                        ("num_request_iterations", Value::Message(wrapped)) => {
-                            iterations = match wrapped.as_slice() {
-                                [(field, Value::Scalar(v))] if field == "value" => {
-                                    v.parse::<i32>().map_err(|_| {
-                                        PlatformConfigError(format!(
-                                            "{here}.num_request_iterations: '{v}' is not a number"
-                                        ))
-                                    })?
-                                }
-                                _ => {
-                                    return bad(format!(
-                                        "{here}.num_request_iterations: expected {{ value: N }}"
-                                    ))
-                                }
-                            }
+                        ("num_request_iterations", value) => {
+                            let what = format!("{here}.num_request_iterations");
+                            let Some(v) = text_format::wrapped(&value) else {
+                                return bad(format!("{what}: expected {{ value: N }}"));
+                            };
+                            iterations = v.parse::<i32>().map_err(|_| {
+                                PlatformConfigError(format!("{what}: '{v}' is not a number"))
+                            })?;
                         }
                         (other, _) => return bad(format!("{here}.{other}: not supported")),
                     }
@@ -154,23 +147,16 @@ fn legacy_config(fields: Vec<(String, Value)>) -> Result<PlatformConfig, Platfor
             (other, _) => return bad(format!("legacy_config.{other}: not supported")),
         }
     }
-    if let Some(bytes) = crate::session_config::mixed_precision(&mixed_precision) {
-        config.config_proto.extend(bytes);
-    } else if !mixed_precision.is_empty() {
-        tracing::warn!(
-            "{mixed_precision} auto mixed precision is not supported. Valid option: bfloat16"
-        );
-    }
+    config
+        .config_proto
+        .extend(crate::session_config::mixed_precision(&mixed_precision));
     config.warmup = warmup.then_some(iterations.max(1) as u32);
     Ok(config)
 }
 
 fn boolean(here: &str, v: &str) -> Result<bool, PlatformConfigError> {
-    match v {
-        "true" | "True" | "t" | "1" => Ok(true),
-        "false" | "False" | "f" | "0" => Ok(false),
-        _ => Err(PlatformConfigError(format!("{here}: '{v}' is not a bool"))),
-    }
+    text_format::boolean(v)
+        .ok_or_else(|| PlatformConfigError(format!("{here}: '{v}' is not a bool")))
 }
 
 #[cfg(test)]

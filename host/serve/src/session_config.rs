@@ -140,14 +140,23 @@ pub(crate) fn encode_fields(fields: Vec<(String, Value)>) -> Result<Vec<u8>, Ses
     Ok(out)
 }
 
-/// What `--mixed_precision=bfloat16` adds, as TensorFlow Serving's bundle factory does:
-/// `graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }`. `None` for
-/// any other mode, which TensorFlow Serving only warns of.
-pub fn mixed_precision(mode: &str) -> Option<Vec<u8>> {
-    (mode == "bfloat16").then(|| {
-        encode("graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }")
-            .expect("a fixed, known config")
-    })
+/// What `--mixed_precision=MODE` (or a platform config's `mixed_precision`) adds, as
+/// TensorFlow Serving's bundle factory does: for `bfloat16`, `graph_options { rewrite_options {
+/// auto_mixed_precision_onednn_bfloat16: ON } }`; for no mode, nothing; for any other, nothing
+/// and TensorFlow Serving's warning.
+pub fn mixed_precision(mode: &str) -> Vec<u8> {
+    match mode {
+        "" => Vec::new(),
+        "bfloat16" => {
+            encode("graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }")
+                .expect("a fixed, known config")
+        }
+        _ => {
+            // TensorFlow Serving's words, and like it, only a warning.
+            tracing::warn!("{mode} auto mixed precision is not supported. Valid option: bfloat16");
+            Vec::new()
+        }
+    }
 }
 
 fn encode_message(
@@ -209,11 +218,7 @@ fn encode_message(
 /// A varint field's value: an integer in the kind's range, a bool, or an enum's name or number.
 fn int(here: &str, s: &str, kind: Kind) -> Result<i64, SessionConfigError> {
     let parsed = match kind {
-        Kind::Bool => match s {
-            "true" | "True" | "t" | "1" => Some(1),
-            "false" | "False" | "f" | "0" => Some(0),
-            _ => None,
-        },
+        Kind::Bool => text_format::boolean(s).map(i64::from),
         Kind::Int32 => s.parse::<i32>().ok().map(i64::from),
         Kind::Int64 => s.parse::<i64>().ok(),
         Kind::Enum(values) => values
@@ -292,10 +297,11 @@ mod tests {
     #[test]
     fn bfloat16_is_the_only_mixed_precision_mode() {
         assert_eq!(
-            hex(&mixed_precision("bfloat16").unwrap()),
+            hex(&mixed_precision("bfloat16")),
             // graph_options (10) { rewrite_options (10) { field 31: ON (1) } }
             "52055203f80101"
         );
-        assert!(mixed_precision("float16").is_none());
+        assert!(mixed_precision("float16").is_empty());
+        assert!(mixed_precision("").is_empty());
     }
 }

@@ -148,6 +148,26 @@ fn parse_message(
     }
 }
 
+/// A bool as protobuf's text format writes one.
+pub(crate) fn boolean(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "t" | "1" => Some(true),
+        "false" | "False" | "f" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The scalar of a wrapper message (`google.protobuf.Int64Value` and its kin): `{ value: N }`.
+pub(crate) fn wrapped(value: &Value) -> Option<&str> {
+    match value {
+        Value::Message(fields) => match fields.as_slice() {
+            [(field, Value::Scalar(v))] if field == "value" => Some(v),
+            _ => None,
+        },
+        Value::Scalar(_) => None,
+    }
+}
+
 /// The fields of a text-format message, in order.
 pub(crate) fn parse(text: &str) -> Result<Vec<(String, Value)>, String> {
     let tokens = tokenize(text)?;

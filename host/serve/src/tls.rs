@@ -73,11 +73,8 @@ fn parse_ssl_config(text: &str) -> Result<TlsSettings, String> {
             "server_cert" => cert = Some(value.into_bytes()),
             "custom_ca" => ca = Some(value.into_bytes()).filter(|v| !v.is_empty()),
             "client_verify" => {
-                verify = match value.as_str() {
-                    "true" | "True" | "t" | "1" => true,
-                    "false" | "False" | "f" | "0" => false,
-                    other => return Err(format!("client_verify: '{other}' is not a bool")),
-                }
+                verify = crate::text_format::boolean(&value)
+                    .ok_or_else(|| format!("client_verify: '{value}' is not a bool"))?
             }
             other => return Err(format!("SSLConfig has no field '{other}'")),
         }

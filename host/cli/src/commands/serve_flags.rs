@@ -492,15 +492,7 @@ impl TfServingFlags {
         } else {
             tfsandbox_serve::read_session_config(self.tensorflow_session_config_file.as_ref())?
         };
-        if let Some(bytes) = tfsandbox_serve::mixed_precision(&self.mixed_precision) {
-            config_proto.extend(bytes);
-        } else if !self.mixed_precision.is_empty() {
-            // TensorFlow Serving's words, and like it, only a warning.
-            tracing::warn!(
-                "{} auto mixed precision is not supported. Valid option: bfloat16",
-                self.mixed_precision
-            );
-        }
+        config_proto.extend(tfsandbox_serve::mixed_precision(&self.mixed_precision));
         let fraction = self.per_process_gpu_memory_fraction;
         if !(fraction.is_finite() && fraction >= 0.0) {
             bail!("--per_process_gpu_memory_fraction: {fraction} is not a number from 0 up");
